@@ -1,0 +1,34 @@
+# healgym: two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: install run test bench lint clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's dependency files change: a second `make install` is a no-op.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+run: install
+	$(PY) experiments/random_chaos.py
+
+test: install
+	$(PY) -m pytest -n 2 -q
+
+bench: install
+	$(PY) benchmarks/bench.py --out results/bench.json
+
+lint: install
+	$(VENV)/bin/ruff check healgym agents experiments tests benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) results data/sample .pytest_cache

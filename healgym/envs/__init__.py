@@ -1,0 +1,5 @@
+"""Gymnasium environments."""
+
+from healgym.envs.pipeline_heal import PipelineHealEnv
+
+__all__ = ["PipelineHealEnv"]

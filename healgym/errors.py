@@ -1,0 +1,62 @@
+"""One exception hierarchy for healgym.
+
+Every message says what failed, the value seen, where (file, row, column, config key) and how to
+fix it. ``raise`` these for bad user input; never ``assert``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HealgymError(Exception):
+    """Base class of every error healgym raises on purpose."""
+
+
+class TelemetryFormatError(HealgymError):
+    """A telemetry dataset folder is missing, malformed or of an unknown format version."""
+
+
+class ImportFailed(HealgymError):
+    """An importer could not read its source: names the file, row, column and what was expected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        value: object = None,
+        expected: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        parts = [message]
+        where = []
+        if file is not None:
+            where.append(f"file {file}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        if where:
+            parts.append("at " + ", ".join(where))
+        if value is not None:
+            parts.append(f"value seen: {value!r}")
+        if expected is not None:
+            parts.append(f"expected: {expected}")
+        if fix is not None:
+            parts.append(f"fix: {fix}")
+        super().__init__("; ".join(parts))
+        self.file, self.row, self.column, self.value = file, row, column, value
+
+
+class ConfigError(HealgymError):
+    """A mapping file, scenario file or environment argument is invalid."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f' Did you mean "{close[0]}"?' if close else ""

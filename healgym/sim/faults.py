@@ -1,0 +1,307 @@
+"""The fault library: what each fault does to the metrics, how it starts, how it ends, where it
+spreads.
+
+Every fault is data (a frozen :class:`FaultSpec`), compiled once into arrays so the dynamics are a
+few array operations (:func:`fault_effects`). ``docs/environment.md`` renders the same table.
+
+Signature semantics, at severity 1 and full intensity, for the stage the fault is on:
+``metric = baseline * (1 + mult[metric]) + add[metric]``; ML signals move by ``ml[signal]``.
+Downstream stages feel ``propagate`` (a fraction of the stage's own mult/add) after
+``hop_lag_s`` seconds per hop, attenuated by ``attenuation`` per hop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from healgym.telemetry.schema import CANONICAL_METRICS
+
+METRICS = CANONICAL_METRICS
+M = {name: i for i, name in enumerate(METRICS)}
+LAT, ERR, CPU, MEM, THR, QUE = (M[m] for m in METRICS)
+
+#: Pipeline-level ML health signals, in the order the simulator keeps them.
+ML_SIGNALS: tuple[str, ...] = (
+    "accuracy",  # absolute change of model accuracy
+    "covariate_shift",  # mean shift of the input features, in reference standard deviations
+    "null_rate",  # fraction of null feature values
+    "schema_error_rate",  # fraction of records rejected by schema validation
+    "staleness_s",  # age of the newest features/model inputs, seconds
+    "cost_factor",  # relative change of the pipeline's running cost
+)
+K = {name: i for i, name in enumerate(ML_SIGNALS)}
+ACC, SHIFT, NULL, SCHEMA, STALE, COST = (K[s] for s in ML_SIGNALS)
+
+INF = float("inf")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One fault type. See the module docstring for the signature semantics."""
+
+    name: str
+    category: str  # "infra", "ml" or "data"
+    description: str
+    stages: tuple[str, ...]  # preferred stages; any stage when none of them is in the pipeline
+    mult: dict[str, float] = field(default_factory=dict)
+    add: dict[str, float] = field(default_factory=dict)
+    ml: dict[str, float] = field(default_factory=dict)
+    ramp_s: float = 0.0  # 0: sudden onset; else the time to reach full intensity (gradual)
+    duration_s: float = INF  # natural course: INF persists until healed; else fades after this
+    fade_s: float = 60.0
+    propagate: float = 0.0  # fraction of the signature felt one hop downstream
+    propagate_metrics: tuple[str, ...] = ()
+    hop_lag_s: float = 30.0
+    cascade: tuple[str, float] | None = None  # (child fault, seconds after onset if unhealed)
+    rate_per_h: float = 0.1  # default random-arrival rate
+
+    @property
+    def onset(self) -> str:
+        return "sudden" if self.ramp_s == 0 else f"gradual ({self.ramp_s:g} s)"
+
+    @property
+    def course(self) -> str:
+        if self.duration_s == INF:
+            return "persists until healed"
+        return f"fades after {self.duration_s:g} s (over {self.fade_s:g} s)"
+
+
+_ALL = ("ingest", "features", "train", "serve", "deliver")
+
+LIBRARY: tuple[FaultSpec, ...] = (
+    FaultSpec(
+        "process_crash", "infra", "A stage's process dies: no throughput, every request fails.",
+        _ALL, mult={"throughput_rps": -1.0, "cpu_pct": -0.9, "memory_pct": -0.8,
+                    "queue_depth": -1.0}, add={"error_rate": 1.0},
+        ml={"staleness_s": 900.0}, propagate=0.9, propagate_metrics=("throughput_rps",),
+        rate_per_h=0.12,
+    ),
+    FaultSpec(
+        "crash_loop", "infra",
+        "A bad dependency upgrade: the stage restarts in a loop; restarting it again does not help.",
+        _ALL, mult={"throughput_rps": -0.85, "queue_depth": -0.8},
+        add={"error_rate": 0.8, "cpu_pct": 25.0}, propagate=0.8,
+        propagate_metrics=("throughput_rps",), rate_per_h=0.08,
+    ),
+    FaultSpec(
+        "memory_leak", "infra",
+        "Memory grows steadily; latency rises with GC pressure; unhealed, the process crashes.",
+        ("features", "serve", "train"), mult={"latency_p95_ms": 0.8},
+        add={"memory_pct": 55.0}, ramp_s=1200.0, cascade=("process_crash", 1500.0),
+        rate_per_h=0.1,
+    ),
+    FaultSpec(
+        "cpu_contention", "infra",
+        "A noisy neighbour takes the CPU: CPU saturates, latency rises (Nezha: 1-25 % to 80-105 %).",
+        _ALL, mult={"latency_p95_ms": 1.5, "throughput_rps": -0.15},
+        add={"cpu_pct": 55.0}, duration_s=900.0, propagate=0.4,
+        propagate_metrics=("latency_p95_ms",), rate_per_h=0.15,
+    ),
+    FaultSpec(
+        "network_delay", "infra",
+        "Packets are delayed on the stage's links: latency jumps (Nezha edge p50: 3 ms to 750 ms).",
+        _ALL, mult={"latency_p95_ms": 8.0, "throughput_rps": -0.3, "queue_depth": 6.0},
+        propagate=0.5, propagate_metrics=("latency_p95_ms",), rate_per_h=0.12,
+    ),
+    FaultSpec(
+        "error_spike", "infra", "A bad code path returns errors (Nezha 'return'/'exception').",
+        _ALL, mult={"latency_p95_ms": 0.2}, add={"error_rate": 0.35}, rate_per_h=0.12,
+    ),
+    FaultSpec(
+        "request_surge", "infra", "Traffic surges past capacity: throughput, CPU, latency, queues up.",
+        ("ingest", "serve"), mult={"throughput_rps": 1.5, "latency_p95_ms": 2.0,
+                                   "queue_depth": 5.0}, add={"cpu_pct": 40.0},
+        duration_s=1200.0, fade_s=120.0, propagate=0.6,
+        propagate_metrics=("throughput_rps", "cpu_pct"), rate_per_h=0.1,
+    ),
+    FaultSpec(
+        "gpu_oom", "infra", "The GPU runs out of memory: batches fail, throughput collapses.",
+        ("train", "serve"), mult={"throughput_rps": -0.7, "latency_p95_ms": 1.0},
+        add={"memory_pct": 45.0, "error_rate": 0.6}, rate_per_h=0.06,
+    ),
+    FaultSpec(
+        "bad_model_deploy", "ml", "A worse model is deployed: accuracy drops, nothing else moves.",
+        ("serve",), add={"error_rate": 0.01}, ml={"accuracy": -0.18}, rate_per_h=0.08,
+    ),
+    FaultSpec(
+        "covariate_drift", "data", "Input features drift: KS/PSI rise, accuracy erodes slowly.",
+        ("ingest",), ml={"covariate_shift": 1.5, "accuracy": -0.06}, ramp_s=1800.0,
+        rate_per_h=0.06,
+    ),
+    FaultSpec(
+        "concept_drift", "data",
+        "The label relation changes: accuracy falls while input drift tests stay quiet.",
+        ("serve",), ml={"accuracy": -0.15}, ramp_s=1800.0, rate_per_h=0.05,
+    ),
+    FaultSpec(
+        "schema_mismatch", "data",
+        "An upstream schema change: records are rejected, nulls appear, accuracy falls.",
+        ("features", "ingest"), add={"error_rate": 0.45},
+        ml={"schema_error_rate": 0.6, "null_rate": 0.25, "accuracy": -0.08},
+        propagate=0.3, propagate_metrics=("throughput_rps",), mult={"throughput_rps": -0.45},
+        rate_per_h=0.06,
+    ),
+    FaultSpec(
+        "upstream_outage", "data", "The upstream source is down: no data arrives, features go stale.",
+        ("ingest",), mult={"throughput_rps": -0.95, "cpu_pct": -0.6, "queue_depth": -0.9},
+        ml={"staleness_s": 1800.0}, duration_s=1200.0, propagate=0.95,
+        propagate_metrics=("throughput_rps",), hop_lag_s=60.0, rate_per_h=0.08,
+    ),
+    FaultSpec(
+        "null_surge", "data", "A surge of null values in the input: accuracy falls.",
+        ("ingest",), ml={"null_rate": 0.35, "accuracy": -0.07}, rate_per_h=0.08,
+    ),
+    FaultSpec(
+        "stale_feature_store", "data", "The feature store stops refreshing: features age.",
+        ("features",), ml={"staleness_s": 3600.0, "accuracy": -0.04}, ramp_s=1800.0,
+        rate_per_h=0.06,
+    ),
+    FaultSpec(
+        "sink_write_failure", "infra",
+        "Writes to the sink fail: errors, and the dead-letter queue builds up.",
+        ("deliver",), mult={"queue_depth": 30.0}, add={"error_rate": 0.6}, ramp_s=120.0,
+        rate_per_h=0.08,
+    ),
+    FaultSpec(
+        "cost_overrun", "infra", "Runaway autoscaling or a leaked job: the running cost climbs.",
+        _ALL, add={"cpu_pct": 10.0}, ml={"cost_factor": 2.0}, ramp_s=900.0, rate_per_h=0.05,
+    ),
+)
+
+#: Effects that the simulator's own actions cause; not injected by chaos, not incidents.
+SIDE_EFFECTS: tuple[FaultSpec, ...] = (
+    FaultSpec("_restarting", "action", "The stage is down while it restarts.", _ALL,
+              mult={"throughput_rps": -1.0, "cpu_pct": -0.8, "queue_depth": -1.0},
+              add={"error_rate": 1.0}, propagate=0.9, propagate_metrics=("throughput_rps",),
+              rate_per_h=0.0),
+    FaultSpec("_shedding", "action", "The circuit breaker sheds 30 % of traffic.", _ALL,
+              mult={"throughput_rps": -0.3, "latency_p95_ms": -0.3, "cpu_pct": -0.3,
+                    "queue_depth": -0.5}, add={"error_rate": 0.3}, rate_per_h=0.0),
+    FaultSpec("_light_model", "action", "The lighter model: faster and smaller, a little worse.",
+              _ALL, mult={"latency_p95_ms": -0.4, "cpu_pct": -0.3, "memory_pct": -0.3},
+              ml={"accuracy": -0.03}, rate_per_h=0.0),
+    FaultSpec("_old_model", "action", "A rollback with nothing to roll back: an older model.",
+              _ALL, ml={"accuracy": -0.02}, rate_per_h=0.0),
+)
+
+FAULT_NAMES: tuple[str, ...] = tuple(f.name for f in LIBRARY)
+ALL_SPECS: tuple[FaultSpec, ...] = LIBRARY + SIDE_EFFECTS
+SPEC_INDEX: dict[str, int] = {f.name: i for i, f in enumerate(ALL_SPECS)}
+BY_NAME: dict[str, FaultSpec] = {f.name: f for f in ALL_SPECS}
+
+
+@dataclass(frozen=True)
+class CompiledFaults:
+    """The fault table as arrays, indexed by fault index (library, then side effects)."""
+
+    mult: np.ndarray  # (F, M)
+    add: np.ndarray  # (F, M)
+    prop_mult: np.ndarray  # (F, M): the downstream share of mult
+    prop_add: np.ndarray  # (F, M)
+    ml: np.ndarray  # (F, K)
+    ramp_s: np.ndarray  # (F,)
+    duration_s: np.ndarray  # (F,)
+    fade_s: np.ndarray  # (F,)
+    hop_lag_s: np.ndarray  # (F,)
+    attenuation: np.ndarray  # (F,)
+
+
+def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
+    n = len(specs)
+    mult, add = np.zeros((n, len(METRICS))), np.zeros((n, len(METRICS)))
+    pmult, padd = np.zeros_like(mult), np.zeros_like(add)
+    ml = np.zeros((n, len(ML_SIGNALS)))
+    for i, f in enumerate(specs):
+        for k, v in f.mult.items():
+            mult[i, M[k]] = v
+        for k, v in f.add.items():
+            add[i, M[k]] = v
+        for k, v in f.ml.items():
+            ml[i, K[k]] = v
+        for k in f.propagate_metrics:
+            pmult[i, M[k]] = f.mult.get(k, 0.0)
+            padd[i, M[k]] = f.add.get(k, 0.0)
+    return CompiledFaults(
+        mult=mult, add=add, prop_mult=pmult, prop_add=padd, ml=ml,
+        ramp_s=np.array([f.ramp_s for f in specs]),
+        duration_s=np.array([f.duration_s for f in specs]),
+        fade_s=np.array([f.fade_s for f in specs]),
+        hop_lag_s=np.array([f.hop_lag_s for f in specs]),
+        attenuation=np.array([f.propagate for f in specs]),
+    )
+
+
+COMPILED = compile_faults()
+
+
+def intensity(age_s: np.ndarray, severity: np.ndarray, ramp_s: np.ndarray,
+              duration_s: np.ndarray, fade_s: np.ndarray) -> np.ndarray:
+    """Intensity in [0, severity] of faults ``age_s`` seconds after onset (0 before onset).
+
+    Linear ramp over ``ramp_s`` (sudden when 0), full until ``duration_s``, then a linear fade
+    over ``fade_s``.
+    """
+    age = np.asarray(age_s, dtype=float)
+    ramp = np.where(ramp_s > 0, np.clip(age / np.maximum(ramp_s, 1e-9), 0.0, 1.0),
+                    (age >= 0).astype(float))
+    fade = np.clip(1.0 - (age - duration_s) / np.maximum(fade_s, 1e-9), 0.0, 1.0)
+    return np.where(age >= 0, severity * ramp * fade, 0.0)
+
+
+def fault_effects(
+    kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray, onset_s: np.ndarray,
+    t: float, hops: np.ndarray, table: CompiledFaults = COMPILED,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Combined effect of active fault instances at time ``t``.
+
+    ``kinds``, ``stages``, ``severity``, ``onset_s``: shape (n,), one entry per active instance.
+    ``hops[s, d]``: hops from stage s downstream to stage d (0 on the diagonal, -1 if d is not
+    downstream of s). Returns ``(mult, add, ml, stable_until)``: (S, M), (S, M), (K,), and the
+    time until which these effects stay exactly the same (so callers may cache them).
+    """
+    n_stages = hops.shape[0]
+    if len(kinds) == 0:
+        return (np.zeros((n_stages, len(METRICS))), np.zeros((n_stages, len(METRICS))),
+                np.zeros(len(ML_SIGNALS)), INF)
+    h = hops[stages]  # (n, S)
+    reach = h >= 0
+    lag = table.hop_lag_s[kinds][:, None] * np.maximum(h, 0)
+    age = t - onset_s[:, None] - lag  # (n, S)
+    ramp, dur, fade = (table.ramp_s[kinds][:, None], table.duration_s[kinds][:, None],
+                       table.fade_s[kinds][:, None])
+    inten = intensity(age, severity[:, None], ramp, dur, fade)
+    atten = np.where(h > 0, table.attenuation[kinds][:, None] ** np.maximum(h, 0), 1.0)
+    inten = np.where(reach, inten * atten, 0.0)
+    own = np.where(h == 0, inten, 0.0)  # (n, S)
+    down = inten - own
+    mult = own.T @ table.mult[kinds] + down.T @ table.prop_mult[kinds]
+    add = own.T @ table.add[kinds] + down.T @ table.prop_add[kinds]
+    ml = own.sum(axis=1) @ table.ml[kinds]
+    # Effects are constant where every reached (instance, stage) is past its ramp and before its
+    # fade; they change next at the earliest pending onset, ramp end or fade start.
+    start = onset_s[:, None] + lag
+    breaks = np.concatenate([start.ravel(), (start + ramp).ravel(), (start + dur).ravel(),
+                             (start + dur + fade).ravel()])
+    reach_all = np.concatenate([reach.ravel()] * 4)
+    future = breaks[(breaks > t) & reach_all]
+    stable_until = float(future.min()) if future.size else INF
+    return mult, add, ml, stable_until
+
+
+def effect_factor(mult: np.ndarray, replicas: np.ndarray, default_replicas: int = 2
+                  ) -> np.ndarray:
+    """Multiplicative factor on the baseline: fault mult plus capacity (CPU and, a third as much,
+    latency scale with ``default_replicas / replicas``), floored at 0."""
+    capacity = default_replicas / replicas - 1.0
+    total = mult.copy()
+    total[..., CPU] += capacity
+    total[..., LAT] += 0.3 * capacity
+    return np.maximum(1.0 + total, 0.0)
+
+
+def apply_effects(base: np.ndarray, mult: np.ndarray, add: np.ndarray,
+                  lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Raw metrics under fault effects: ``clip(base * max(1 + mult, 0) + add)``."""
+    return np.clip(base * np.maximum(1.0 + mult, 0.0) + add, lo, hi)

@@ -1,0 +1,178 @@
+"""Replay of historical telemetry: healthy baselines and episode windows.
+
+An episode's healthy behaviour is real telemetry: windows of the dataset, starting at a random
+offset, resampled onto the simulator's clock by linear interpolation between real samples. When
+an episode is longer than the data left after its offset, further windows are drawn at random
+offsets and appended (a block bootstrap), so noise, daily cycles and correlations stay real.
+
+Gaps: telemetry NaN cells are filled for replay only (forward fill, then backward fill within the
+stage's metric), and a metric a stage never measured is replayed as a constant neutral value.
+Both are counted in :attr:`ReplaySource.report` and logged once; nothing is filled on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from healgym.errors import ConfigError
+from healgym.sim.faults import METRICS
+from healgym.telemetry.dataset import TelemetryDataset
+from healgym.telemetry.schema import METRIC_BOUNDS
+
+log = logging.getLogger(__name__)
+
+#: Replayed in place of a metric a stage never measured (healthy, neutral values).
+NEUTRAL = {"latency_p95_ms": 50.0, "error_rate": 0.0, "cpu_pct": 30.0, "memory_pct": 50.0,
+           "throughput_rps": 100.0, "queue_depth": 5.0}
+#: Smallest scale of each metric for normalisation, so a flat baseline does not divide by ~0.
+SCALE_FLOOR = {"latency_p95_ms": 2.0, "error_rate": 0.01, "cpu_pct": 2.0, "memory_pct": 2.0,
+               "throughput_rps": 0.5, "queue_depth": 0.5}
+
+LO = np.array([METRIC_BOUNDS[m][0] for m in METRICS])
+HI = np.array([METRIC_BOUNDS[m][1] for m in METRICS])
+
+
+def _fill_column(col: np.ndarray) -> int:
+    """Forward- then backward-fill NaNs in place; returns how many cells were filled."""
+    nan = np.isnan(col)
+    n = int(nan.sum())
+    if n == 0 or n == col.size:
+        return 0 if n == 0 else n
+    idx = np.where(~nan, np.arange(col.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    col[:] = col[idx]
+    first = int(np.argmax(~np.isnan(col)))
+    col[:first] = col[first]
+    return n
+
+
+@dataclass
+class ReplaySource:
+    """A dataset prepared for replay of ``stages`` (stage name -> dataset entity)."""
+
+    stages: list[str]
+    entities: list[str]
+    step_seconds: float
+    times: np.ndarray  # (T,) unix seconds
+    values: np.ndarray  # (T, S, M) gap-filled
+    median: np.ndarray  # (S, M) healthy baseline
+    scale: np.ndarray  # (S, M) robust scale (1.4826 MAD, floored)
+    q_lo: np.ndarray  # (S, M) healthy 0.1 % quantile
+    q_hi: np.ndarray  # (S, M) healthy 99.9 % quantile
+    fault_windows: pd.DataFrame  # rows of the dataset's fault table whose entity is replayed
+    report: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, dataset: TelemetryDataset, stages: list[str] | dict[str, str] | None = None
+              ) -> ReplaySource:
+        if stages is None:
+            names = entities = dataset.stages
+        elif isinstance(stages, dict):
+            names, entities = list(stages), list(stages.values())
+        else:
+            names = entities = list(stages)
+        names, entities = list(names), list(entities)
+        missing = [e for e in entities if e not in dataset.stages]
+        if missing:
+            raise ConfigError(
+                f"stages: entities {missing} are not in dataset "
+                f"{dataset.metadata.get('name')!r}; it has {dataset.stages}"
+            )
+        times, values = dataset.to_array(entities)
+        # The replayable span: rows where every replayed stage has some measurement.
+        has_data = ~np.all(np.isnan(values), axis=2)  # (T, S)
+        firsts = [int(np.argmax(c)) if c.any() else -1 for c in has_data.T]
+        lasts = [len(c) - 1 - int(np.argmax(c[::-1])) if c.any() else -1 for c in has_data.T]
+        empty = [e for e, f in zip(entities, firsts, strict=True) if f < 0]
+        if empty:
+            raise ConfigError(f"stages: entities {empty} have no measurements at all")
+        lo, hi = max(firsts), min(lasts)
+        if hi - lo < 2:
+            spans = {e: (int(times[f]), int(times[la])) for e, f, la in
+                     zip(entities, firsts, lasts, strict=True)}
+            raise ConfigError(
+                "stages: the chosen entities share no time span in the dataset (unix-second "
+                f"spans {spans}); choose entities measured over the same period"
+            )
+        times, values = times[lo:hi + 1], values[lo:hi + 1].copy()
+        faults = dataset.faults[dataset.faults["entity"].isin(entities)].reset_index(drop=True)
+        filled = {}
+        absent = []
+        for s, ent in enumerate(entities):
+            for m, metric in enumerate(METRICS):
+                col = values[:, s, m]
+                if np.all(np.isnan(col)):
+                    col[:] = NEUTRAL[metric]
+                    absent.append(f"{ent}.{metric}")
+                    continue
+                n = _fill_column(col)
+                if n:
+                    filled[f"{ent}.{metric}"] = n
+        np.clip(values, LO, HI, out=values)
+        healthy = _healthy_mask(times, entities, faults, dataset.step_seconds)
+        median = np.empty((len(entities), len(METRICS)))
+        scale = np.empty_like(median)
+        q_lo, q_hi = np.empty_like(median), np.empty_like(median)
+        for s in range(len(entities)):
+            rows = values[healthy[:, s], s, :] if healthy[:, s].any() else values[:, s, :]
+            med = np.median(rows, axis=0)
+            mad = np.median(np.abs(rows - med), axis=0) * 1.4826
+            floor = np.array([SCALE_FLOOR[m] for m in METRICS])
+            median[s], scale[s] = med, np.maximum(np.maximum(mad, 0.05 * np.abs(med)), floor)
+            q_lo[s], q_hi[s] = np.quantile(rows, 0.001, axis=0), np.quantile(rows, 0.999, axis=0)
+        report = {"rows": int(len(times)), "filled_cells": filled, "absent_metrics": absent,
+                  "healthy_rows": healthy.sum(axis=0).tolist()}
+        if absent:
+            log.warning("replay: metrics never measured, replayed as constants: %s", absent)
+        if filled:
+            log.info("replay: NaN cells filled by forward fill: %s", filled)
+        return cls(stages=names, entities=entities, step_seconds=float(dataset.step_seconds),
+                   times=times, values=values, median=median, scale=scale, q_lo=q_lo, q_hi=q_hi,
+                   fault_windows=faults, report=report)
+
+    def draw_window(self, rng: np.random.Generator, n_steps: int, dt: float,
+                    start_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Baseline for ``n_steps + 1`` simulator instants, and the dataset row of each.
+
+        The first window starts at ``start_row`` or a random offset; more windows are appended
+        at random offsets while the episode needs them.
+        """
+        span_s = n_steps * dt
+        rows_needed = int(np.ceil(span_s / self.step_seconds)) + 2
+        n = len(self.times)
+        chunks = []
+        first = True
+        while sum(len(c) for c in chunks) < rows_needed:
+            remaining = rows_needed - sum(len(c) for c in chunks)
+            take = min(remaining, n)
+            if first and start_row is not None:
+                off = int(np.clip(start_row, 0, max(n - 2, 0)))
+            else:
+                off = int(rng.integers(0, max(n - min(take, n) + 1, 1)))
+            first = False
+            chunks.append(np.arange(off, min(off + take, n)))
+        rows = np.concatenate(chunks)[:rows_needed]
+        pos = np.arange(n_steps + 1) * dt / self.step_seconds
+        i0 = np.minimum(np.floor(pos).astype(np.int64), len(rows) - 2)
+        w = (pos - i0)[:, None, None]
+        base = self.values[rows[i0]] * (1.0 - w) + self.values[rows[i0 + 1]] * w
+        return base, rows[i0]
+
+
+def _healthy_mask(times: np.ndarray, entities: list[str], faults: pd.DataFrame,
+                  step: float) -> np.ndarray:
+    """(T, S) True where the row is outside every labelled fault window of that entity."""
+    mask = np.ones((len(times), len(entities)), dtype=bool)
+    if faults.empty:
+        return mask
+    start = faults["start"].astype("int64").to_numpy() // 1_000_000_000
+    end = faults["end"].astype("int64").to_numpy() // 1_000_000_000
+    for s, ent in enumerate(entities):
+        sel = (faults["entity"] == ent).to_numpy()
+        for a, b in zip(start[sel], end[sel], strict=True):
+            mask[(times >= a - step) & (times <= b + step), s] = False
+    return mask

@@ -1,0 +1,80 @@
+"""Service-level objectives and the reward.
+
+The SLO is violated in a step when any of these holds (thresholds configurable):
+
+* latency_p95_ms of the SLO stage above ``latency_factor`` x its healthy median (and above its
+  healthy 99.9 % quantile, so real telemetry's own spikes are not violations);
+* error_rate of any stage above ``error_rate_max``;
+* throughput_rps of the last stage below ``throughput_min_factor`` x its healthy median (and
+  below its healthy 0.1 % quantile);
+* model accuracy below ``accuracy_min``; feature staleness above ``staleness_max_s``;
+  null rate above ``null_rate_max``; schema error rate above ``schema_error_max``;
+  running cost above ``cost_factor_max`` x its baseline.
+
+Reward per step: ``-slo_violation_per_s * dt`` when violated, ``+fast_resolution_bonus`` for each
+incident resolved within ``fast_resolution_s`` of its onset, minus each action's cost (times
+``action_cost_weight``), minus the running cost above baseline (times ``infra_cost_weight``, in
+cost units per hour), minus ``invalid_action_penalty`` for a masked action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from healgym.errors import ConfigError, did_you_mean
+
+T = TypeVar("T")
+
+
+def _from_mapping(cls: type[T], value: Any, key: str) -> T:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping; got {value!r}")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for k, v in value.items():
+        if k not in names:
+            raise ConfigError(f"{key}: unknown key {k!r}.{did_you_mean(k, names)} "
+                              f"Known keys: {sorted(names)}")
+        if v is not None:
+            try:
+                v = float(v)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}.{k} = {v!r}: expected a number") from None
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class SLOConfig:
+    latency_factor: float = 3.0
+    error_rate_max: float = 0.05
+    throughput_min_factor: float = 0.5
+    accuracy_min: float = 0.85
+    staleness_max_s: float = 1800.0
+    null_rate_max: float = 0.1
+    schema_error_max: float = 0.05
+    cost_factor_max: float = 1.5
+
+    @classmethod
+    def from_value(cls, value: Any) -> SLOConfig:
+        return _from_mapping(cls, value, "slo")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    slo_violation_per_s: float = 10.0
+    fast_resolution_bonus: float = 100.0
+    fast_resolution_s: float = 30.0
+    action_cost_weight: float = 1.0
+    infra_cost_weight: float = 1.0
+    invalid_action_penalty: float = 1.0
+    cost_budget: float | None = None  # total action cost allowed per episode; None: no budget
+
+    @classmethod
+    def from_value(cls, value: Any) -> RewardConfig:
+        return _from_mapping(cls, value, "reward")
