@@ -715,7 +715,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
                        * self.dt / 3600.0)
         if alarm and self._watch:
             for inc in self._incidents:
-                if inc.detected_s is None and inc.resolved_s is None:
+                if inc.detected_s is None and inc.resolved_s is None and inc.onset_s <= self._t:
                     inc.detected_s = self._t
             self._watch = self._undetected()
         if self._mask_dirty:

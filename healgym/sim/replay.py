@@ -64,6 +64,7 @@ class ReplaySource:
     q_lo: np.ndarray  # (S, M) healthy 0.1 % quantile
     q_hi: np.ndarray  # (S, M) healthy 99.9 % quantile
     fault_windows: pd.DataFrame  # rows of the dataset's fault table whose entity is replayed
+    segments: list[tuple[int, int]]  # [start, end) row runs with data (gaps of <= 3 rows bridged)
     report: dict[str, object] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +100,7 @@ class ReplaySource:
                 f"spans {spans}); choose entities measured over the same period"
             )
         times, values = times[lo:hi + 1], values[lo:hi + 1].copy()
+        segments = _segments(~np.all(np.isnan(values), axis=(1, 2)), max_gap=3)
         faults = dataset.faults[dataset.faults["entity"].isin(entities)].reset_index(drop=True)
         filled = {}
         absent = []
@@ -132,7 +134,7 @@ class ReplaySource:
             log.info("replay: NaN cells filled by forward fill: %s", filled)
         return cls(stages=names, entities=entities, step_seconds=float(dataset.step_seconds),
                    times=times, values=values, median=median, scale=scale, q_lo=q_lo, q_hi=q_hi,
-                   fault_windows=faults, report=report)
+                   fault_windows=faults, segments=segments, report=report)
 
     def draw_window(self, rng: np.random.Generator, n_steps: int, dt: float,
                     start_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,24 +145,43 @@ class ReplaySource:
         """
         span_s = n_steps * dt
         rows_needed = int(np.ceil(span_s / self.step_seconds)) + 2
-        n = len(self.times)
-        chunks = []
-        first = True
-        while sum(len(c) for c in chunks) < rows_needed:
-            remaining = rows_needed - sum(len(c) for c in chunks)
-            take = min(remaining, n)
-            if first and start_row is not None:
-                off = int(np.clip(start_row, 0, max(n - 2, 0)))
+        seg = np.array(self.segments)
+        lengths = seg[:, 1] - seg[:, 0]
+        chunks: list[np.ndarray] = []
+        have = 0
+        while have < rows_needed:
+            remaining = rows_needed - have
+            if not chunks and start_row is not None:
+                k = int(np.searchsorted(seg[:, 1], start_row, side="right"))
+                k = min(k, len(seg) - 1)
+                off = int(np.clip(start_row, seg[k, 0], seg[k, 1] - 1))
             else:
-                off = int(rng.integers(0, max(n - min(take, n) + 1, 1)))
-            first = False
-            chunks.append(np.arange(off, min(off + take, n)))
+                # A segment long enough for the rest if there is one, else any, by length.
+                fits = lengths >= min(remaining, lengths.max())
+                w = np.where(fits, lengths, 0).astype(float)
+                k = int(rng.choice(len(seg), p=w / w.sum()))
+                hi = max(seg[k, 1] - min(remaining, lengths[k]), seg[k, 0])
+                off = int(rng.integers(seg[k, 0], hi + 1))
+            end = min(off + remaining, int(seg[k, 1]))
+            chunks.append(np.arange(off, end))
+            have += end - off
         rows = np.concatenate(chunks)[:rows_needed]
         pos = np.arange(n_steps + 1) * dt / self.step_seconds
         i0 = np.minimum(np.floor(pos).astype(np.int64), len(rows) - 2)
         w = (pos - i0)[:, None, None]
         base = self.values[rows[i0]] * (1.0 - w) + self.values[rows[i0 + 1]] * w
         return base, rows[i0]
+
+
+def _segments(valid: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
+    """Runs of valid rows, bridging gaps of at most ``max_gap`` rows; [start, end)."""
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]]) + 1
+    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b - a >= 2]
 
 
 def _healthy_mask(times: np.ndarray, entities: list[str], faults: pd.DataFrame,
