@@ -272,12 +272,6 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._started = False
 
     # ------------------------------------------------------------------ episode set-up
-    def _episode_len(self) -> int:
-        spec = getattr(self, "spec", None)
-        if spec is not None and spec.max_episode_steps:
-            return int(spec.max_episode_steps)
-        return self.episode_steps
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
@@ -286,22 +280,16 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if "scenario" in options:
             scenario = None if options["scenario"] is None else load_scenario(options["scenario"])
         rng = self.np_random
-        n = self._episode_len()
-        self._n = n
+        n = self.episode_steps
+        self._n = 0
         replay_window = self._pick_replay_window(rng, n) if self.replay_incidents else None
         start_row = None if replay_window is None else replay_window[0]
-        self._base, self._rows = self.replay.draw_window(rng, n, self.dt, start_row)
-        self._precompute_baseline()
-        self._acc_noise = rng.normal(0.0, 0.004, size=n + 1)
-        n_checks = n // self.drift_every + 2
-        self._features = rng.standard_normal((n_checks, DRIFT_WINDOW))
-        self._heal_u = rng.random((n + 1, HEAL_SLOTS))
-        ks, psi_v = self._drift_ref.scores(self._features)
-        self._healthy_ks, self._healthy_psi = ks, psi_v
+        self._extend_plan(n, start_row)
         events: list[FaultEvent] = []
         if scenario is not None:
             events += scenario.events(self.stages)
-        if scenario is None or scenario.random_chaos:
+        self._random_chaos = scenario is None or scenario.random_chaos
+        if self._random_chaos:
             events += draw_random_arrivals(rng, self.chaos, self.stages, n * self.dt)
         # -- state
         self._k, self._t = 0, 0.0
@@ -336,6 +324,35 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         obs, _, _ = self._observe()
         self._started = True
         return obs, self._info(final=False)
+
+    def _extend_plan(self, n: int, start_row: int | None = None) -> None:
+        """Draw (or append) the next ``n`` steps of the episode's randomness: the replayed
+        baseline, accuracy noise, drift-monitor feature windows and heal draws.
+
+        Under ``gymnasium.make`` the time limit is the registration's ``TimeLimit``, which the
+        env cannot see, so the plan grows in chunks of ``episode_steps`` as the episode goes on.
+        """
+        rng = self.np_random
+        base, _ = self.replay.draw_window(rng, n, self.dt, start_row)
+        noise = rng.normal(0.0, 0.004, size=n + 1)
+        heal_u = rng.random((n + 1, HEAL_SLOTS))
+        first = self._n == 0
+        n_checks = (self._n + n) // self.drift_every + 2 - (0 if first else len(self._features))
+        features = rng.standard_normal((n_checks, DRIFT_WINDOW))
+        ks, psi_v = self._drift_ref.scores(features)
+        if first:
+            self._base, self._acc_noise, self._heal_u = base, noise, heal_u
+            self._features, self._healthy_ks, self._healthy_psi = features, ks, psi_v
+        else:
+            cat = np.concatenate
+            self._base = cat([self._base, base[1:]])
+            self._acc_noise = cat([self._acc_noise, noise[1:]])
+            self._heal_u = cat([self._heal_u, heal_u[1:]])
+            self._features = cat([self._features, features])
+            self._healthy_ks, self._healthy_psi = (cat([self._healthy_ks, ks]),
+                                                   cat([self._healthy_psi, psi_v]))
+        self._n += n
+        self._precompute_baseline()
 
     def _pick_replay_window(self, rng: np.random.Generator, n: int
                             ) -> tuple[int, int, int, str] | None:
@@ -527,7 +544,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             self._in_flight = None
         if kind.name == "escalate":
             self._escalated = False
-        u = self._heal_u[min(self._k, self._n)]
+        u = self._heal_u[self._k]
         bonus = 0.0
         healed_release = False
         slot = 0
@@ -721,7 +738,17 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if self._mask_dirty:
             self._refresh_mask()
         self._total_reward += reward
-        truncated = self._k >= self._n
+        truncated = False
+        if self._k >= self._n:
+            if self.spec is None:  # built directly: the env's own episode_steps is the limit
+                truncated = True
+            else:  # under gymnasium.make the TimeLimit ends the episode; keep going
+                start = self._n * self.dt
+                self._extend_plan(self.episode_steps)
+                if self._random_chaos:
+                    for ev in draw_random_arrivals(self.np_random, self.chaos, self.stages,
+                                                   self._n * self.dt, start):
+                        self._push(ev.at_s, "fault", ev)
         if truncated:
             self._started = False
         info = self._info(final=truncated)
@@ -781,6 +808,21 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             raw = self._base[self._k] * self._factor + self._add
             self._raw_cache = np.clip(raw, LO, HI)
         return self._raw_cache
+
+    @property
+    def ml_health(self) -> dict[str, float]:
+        """Current true ML health signals (the observation holds their estimates)."""
+        ml = self._ml
+        return {
+            "accuracy": self._accuracy,
+            "covariate_shift": ml[SHIFT],
+            "null_rate": min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0),
+            "schema_error_rate": min(max(ml[SCHEMA], 0.0), 1.0),
+            "staleness_s": max(BASE_STALENESS_S + ml[STALE], 0.0),
+            "cost_factor": self._cost_rate / self._base_cost,
+            "drift_ks": self._drift[0],
+            "drift_psi": self._drift[1],
+        }
 
     @property
     def raw_metrics(self) -> dict[str, dict[str, float]]:

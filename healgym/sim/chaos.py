@@ -92,8 +92,10 @@ def stage_choices(fault: str, stages: list[str]) -> list[int]:
 
 
 def draw_random_arrivals(rng: np.random.Generator, cfg: ChaosConfig, stages: list[str],
-                         horizon_s: float) -> list[FaultEvent]:
-    """Poisson arrivals of every library fault within ``horizon_s``; fixed draw order."""
+                         horizon_s: float, start_s: float = 0.0) -> list[FaultEvent]:
+    """Poisson arrivals of every library fault in (start_s, horizon_s]; fixed draw order.
+
+    Arrivals are memoryless, so drawing (0, a] then (a, b] is a valid draw of (0, b]."""
     events: list[FaultEvent] = []
     if not cfg.enabled:
         return events
@@ -101,7 +103,7 @@ def draw_random_arrivals(rng: np.random.Generator, cfg: ChaosConfig, stages: lis
         rate = cfg.rate(spec.name) / 3600.0
         if rate <= 0:
             continue
-        t = cfg.warmup_s
+        t = max(cfg.warmup_s, start_s)
         choices = stage_choices(spec.name, stages)
         while True:
             t += float(rng.exponential(1.0 / rate))

@@ -99,6 +99,7 @@ def generate_synthetic(
             "generator": "healgym.telemetry.synthetic.generate_synthetic",
             "seed": seed,
             "days": days,
+            "stages": list(stages),
             "healgym_version": __version__,
         },
         "synthetic": True,

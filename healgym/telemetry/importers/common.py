@@ -18,6 +18,11 @@ from healgym.telemetry.quirks import QuirkLog, infer_step_seconds, regularise, r
 from healgym.telemetry.schema import CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP
 
 
+#: A JSON file beside the source data describing where it came from (``healgym generate`` writes
+#: one); its keys are merged into the dataset's ``source`` and ``synthetic`` metadata.
+SOURCE_SIDECAR = "healgym-source.json"
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -89,10 +94,21 @@ def assemble(
     else:
         faults = faults[list(FAULT_COLUMNS)].reset_index(drop=True)
     stages = sorted(frame[STAGE].unique().tolist())
+    sidecar = root / SOURCE_SIDECAR
+    synthetic = False
+    if sidecar.is_file():
+        import json
+
+        extra = json.loads(sidecar.read_text())
+        synthetic = bool(extra.pop("synthetic", False))
+        source = {**source, "origin": extra}
+        if "stages" in extra:
+            stages = [s for s in extra["stages"] if s in stages] + [
+                s for s in stages if s not in extra["stages"]]
     meta = {
         "name": name,
         "source": {**source, "imported_by": f"healgym {__version__}"},
-        "synthetic": False,
+        "synthetic": synthetic,
         "source_files": [{"path": str(p.relative_to(root)) if p.is_relative_to(root) else str(p),
                           "sha256": sha256(p)} for p in sorted(set(source_files))],
         "step_seconds": step,

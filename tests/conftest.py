@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The third-party telemetry in ../shared/data; tests that need it skip when it is absent."""
+    if not (SHARED_DATA / "README.md").is_file():
+        pytest.skip(f"real telemetry not found at {SHARED_DATA} (CI and developer machines have "
+                    "it; see the guide's Data section)")
+    return SHARED_DATA

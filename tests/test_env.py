@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import healgym
+from healgym.errors import ConfigError
+from tests.helpers import action_index, episode_equal, quiet_env, run_actions
+
+
+def test_make_registers_and_passes_check_env():
+    env = gym.make(healgym.ENV_ID)
+    assert env.spec.max_episode_steps == healgym.DEFAULT_EPISODE_STEPS
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    assert info["action_mask"].shape == (env.action_space.n,)
+    assert env.action_space.n == 23  # 3 x 5 stages + 8
+
+
+def test_same_seed_same_episode_under_chaos_and_random_actions():
+    def episode(seed):
+        env = gym.make(healgym.ENV_ID, chaos={"rate_scale": 5.0})
+        rng = np.random.default_rng(123)
+        obs, info = env.reset(seed=seed)
+        out = [obs]
+        while True:
+            valid = np.flatnonzero(info["action_mask"])
+            obs, r, te, tr, info = env.step(int(rng.choice(valid)))
+            out.append((obs, r, tuple(info["faults"])))
+            if te or tr:
+                return out, info["episode_metrics"]
+
+    a, ma = episode(7)
+    b, mb = episode(7)
+    c, _ = episode(8)
+    assert all(np.array_equal(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(a[1:], b[1:],
+                                                                               strict=True))
+    assert ma == mb
+    assert ma["n_incidents"] > 0  # chaos x5 over an hour: incidents happen
+    assert not all(np.array_equal(x[0], y[0]) for x, y in zip(a[1:], c[1:], strict=True))
+
+
+@pytest.mark.parametrize("limit", [50, 1000])
+def test_episode_ends_by_truncation_with_final_metrics(limit):
+    # The registration's TimeLimit ends the episode, shorter or longer than one plan chunk.
+    env = gym.make(healgym.ENV_ID, max_episode_steps=limit, chaos={"rate_scale": 3.0})
+    env.reset(seed=1)
+    for k in range(limit):
+        obs, r, te, tr, info = env.step(0)
+        assert not te and env.observation_space.contains(obs)
+        if k < limit - 1:
+            assert not tr and "episode_metrics" not in info
+    assert tr and info["episode_metrics"]["elapsed_s"] == limit * 10.0
+    if limit > 360:  # random chaos keeps arriving past the first plan chunk
+        assert max(i["onset_s"] for i in info["episode_metrics"]["incidents"]) > 3600
+
+
+def test_masked_action_is_noop_with_penalty():
+    env = quiet_env()
+    env.reset(seed=0)
+    rb = action_index(env, "switch_back")  # not serving the light model: masked
+    assert env.action_masks()[rb] == 0
+    obs, r, te, tr, info = env.step(rb)
+    assert info.get("invalid_action") is True
+    assert r == pytest.approx(-env.reward_cfg.invalid_action_penalty)
+    assert env.episode_metrics()["n_actions"] == 0
+
+
+def test_one_action_at_a_time_and_mask_follows_state():
+    env = quiet_env(episode_steps=360)
+    env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask[action_index(env, "rollback")] == 1
+    env.step(action_index(env, "retrain"))  # 1200 s in flight
+    mask = env.action_masks()
+    assert mask.sum() == 2 and mask[0] == 1 and mask[action_index(env, "escalate")] == 1
+    for _ in range(121):
+        env.step(0)
+    assert env.action_masks()[action_index(env, "restart_serve")] == 1
+    # replicas bound: scale_down to the minimum masks further scale_down
+    sd = action_index(env, "scale_down_train")
+    env.step(sd)
+    for _ in range(4):
+        env.step(0)
+    assert env._replicas[env.stages.index("train")] == 1
+    assert env.action_masks()[sd] == 0
+
+
+def test_cost_budget_masks_unaffordable_actions():
+    env = quiet_env(reward={"cost_budget": 10.0})
+    env.reset(seed=0)
+    mask = env.action_masks()
+    assert mask[action_index(env, "escalate")] == 0  # costs 100
+    assert mask[action_index(env, "retrain")] == 0  # costs 50
+    assert mask[action_index(env, "restart_serve")] == 1  # costs 1
+
+
+def test_render_ansi_dashboard():
+    env = gym.make(healgym.ENV_ID, render_mode="ansi",
+                   scenario={"faults": [{"at": 10, "fault": "process_crash", "stage": "serve"}]})
+    env.reset(seed=0)
+    env.step(0)
+    text = env.render()
+    assert "serve" in text and "p95 ms" in text
+    assert "process_crash@serve" in text
+    assert "downtime" in text
+
+
+def test_observation_is_what_an_operator_sees_not_the_fault():
+    env = quiet_env(scenario={"faults": [{"at": 10, "fault": "bad_model_deploy"}]})
+    res = run_actions(env, 0, steps=3)
+    obs, _, info = res[-1]
+    assert info["faults"] == [("bad_model_deploy", "serve")]  # ground truth in info only
+    acc_index = 7 * env.n_stages
+    assert obs[acc_index] == pytest.approx(0.92 - 0.18, abs=0.02)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ConfigError, match="render_mode"):
+        quiet_env(render_mode="human")
+    with pytest.raises(ConfigError, match="step_seconds"):
+        quiet_env(step_seconds=0)
+    with pytest.raises(ConfigError, match='Did you mean "slo_violation_per_s"'):
+        quiet_env(reward={"slo_violation_per_sec": 5})
+    with pytest.raises(ConfigError, match="entities"):
+        quiet_env(stages=["ingest", "nope"])
+
+
+def test_reset_options_scenario_overrides_per_episode():
+    env = quiet_env()
+    env.reset(seed=0, options={"scenario": {"faults": [{"at": 0, "fault": "null_surge"}]}})
+    _, _, _, _, info = env.step(0)
+    assert ("null_surge", "ingest") in info["faults"]
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(0)
+    assert info["faults"] == []
+
+
+def test_scalar_env_seeded_twice_equals_itself():
+    env = quiet_env(chaos=True)
+    assert episode_equal(run_actions(env, 3), run_actions(env, 3))
