@@ -287,6 +287,10 @@ def fault_effects(
     reach_all = np.concatenate([reach.ravel()] * 4)
     future = breaks[(breaks > t) & reach_all]
     stable_until = float(future.min()) if future.size else INF
+    ramping = reach & (age >= 0) & (age < ramp)
+    fading = reach & (age >= dur) & (age < dur + fade)
+    if ramping.any() or fading.any():
+        stable_until = t  # intensities move every instant: recompute at the next step
     return mult, add, ml, stable_until
 
 
