@@ -142,3 +142,25 @@ def test_reset_options_scenario_overrides_per_episode():
 def test_scalar_env_seeded_twice_equals_itself():
     env = quiet_env(chaos=True)
     assert episode_equal(run_actions(env, 3), run_actions(env, 3))
+
+
+def test_env_on_a_saved_and_loaded_dataset_equals_in_memory(tmp_path):
+    from healgym.telemetry import generate_synthetic
+
+    ds = generate_synthetic(seed=9, days=1)
+    ds.save(tmp_path / "d")
+    a = run_actions(quiet_env(dataset=ds, chaos=True), 2)
+    b = run_actions(quiet_env(dataset=str(tmp_path / "d"), chaos=True), 2)
+    assert episode_equal(a, b)
+    env = quiet_env(dataset=str(tmp_path / "d"))
+    assert env.replay.report["rows"] == 1440
+
+
+def test_block_resampling_when_an_episode_outlasts_the_data():
+    from healgym.telemetry import generate_synthetic
+
+    short = generate_synthetic(seed=1, days=1 / 24)  # one hour of data, 60 rows
+    env = quiet_env(dataset=short, episode_steps=1080)  # a three-hour episode
+    res = run_actions(env, 0)
+    assert len(res) == 1080
+    assert all(np.isfinite(o).all() for o, _, _ in res)

@@ -51,7 +51,7 @@ def test_shipped_scenarios_load_and_run():
 def test_same_seed_same_episode_with_scenario_and_random_chaos():
     scen = {"random_chaos": True, "faults": [{"at": 50, "fault": "memory_leak"}]}
     env = quiet_env(scenario=scen, chaos={"rate_scale": 4.0}, episode_steps=200)
-    a, b = run_actions(env, 11), run_actions(env, 11)
+    a, b = run_actions(env, 9), run_actions(env, 9)
     assert episode_equal(a, b)
     assert a[-1][2]["episode_metrics"]["n_incidents"] > 1
 

@@ -26,6 +26,7 @@ from healgym.sim.faults import (
 from healgym.sim.replay import HI, LO, ReplaySource
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset, load_dataset
+from healgym.telemetry.schema import unix_seconds
 from healgym.telemetry.synthetic import generate_synthetic
 
 Z_CLIP = 50.0
@@ -358,8 +359,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
                             ) -> tuple[int, int, int, str] | None:
         fw = self.replay.fault_windows
         times, step = self.replay.times, self.replay.step_seconds
-        start = fw["start"].astype("int64").to_numpy() // 1_000_000_000
-        end = fw["end"].astype("int64").to_numpy() // 1_000_000_000
+        start = unix_seconds(fw["start"])
+        end = unix_seconds(fw["end"])
         ok = np.flatnonzero((start >= times[0]) & (end <= times[-1]))
         if ok.size == 0:
             raise ConfigError("replay_incidents=True, but no labelled fault window lies inside "

@@ -21,7 +21,7 @@ import pandas as pd
 from healgym.errors import ConfigError
 from healgym.sim.faults import METRICS
 from healgym.telemetry.dataset import TelemetryDataset
-from healgym.telemetry.schema import METRIC_BOUNDS
+from healgym.telemetry.schema import METRIC_BOUNDS, unix_seconds
 
 log = logging.getLogger(__name__)
 
@@ -190,8 +190,8 @@ def _healthy_mask(times: np.ndarray, entities: list[str], faults: pd.DataFrame,
     mask = np.ones((len(times), len(entities)), dtype=bool)
     if faults.empty:
         return mask
-    start = faults["start"].astype("int64").to_numpy() // 1_000_000_000
-    end = faults["end"].astype("int64").to_numpy() // 1_000_000_000
+    start = unix_seconds(faults["start"])
+    end = unix_seconds(faults["end"])
     for s, ent in enumerate(entities):
         sel = (faults["entity"] == ent).to_numpy()
         for a, b in zip(start[sel], end[sel], strict=True):

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from healgym.errors import TelemetryFormatError
-from healgym.telemetry.schema import CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP
+from healgym.telemetry.schema import (
+    CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP, unix_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class TelemetryDataset:
                 f"it has {self.stages}"
             )
         step = int(round(self.step_seconds))
-        ts = self.frame[TIMESTAMP].astype("int64") // 1_000_000_000
+        ts = pd.Series(unix_seconds(self.frame[TIMESTAMP]).astype(np.int64))
         start, end = int(ts.min()), int(ts.max())
         times = np.arange(start, end + step, step, dtype=np.int64)
         values = np.full((len(times), len(stages), len(CANONICAL_METRICS)), np.nan)
@@ -195,6 +197,7 @@ def load_dataset(path: str | Path) -> TelemetryDataset:
         raise TelemetryFormatError(f"{path}: {DATA_FILE} is missing")
     frame = pd.read_parquet(data_path)
     validate_frame(frame, where=str(data_path))
+    frame[TIMESTAMP] = frame[TIMESTAMP].dt.as_unit("ns")
     faults = pd.read_parquet(path / FAULTS_FILE) if (path / FAULTS_FILE).is_file() else None
     return TelemetryDataset(frame=frame, metadata=meta, faults=faults if faults is not None
                             else empty_faults())

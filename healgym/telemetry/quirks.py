@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from healgym.telemetry.schema import CANONICAL_METRICS, STAGE, TIMESTAMP
+from healgym.telemetry.schema import CANONICAL_METRICS, STAGE, TIMESTAMP, unix_seconds
 
 
 @dataclass
@@ -30,7 +30,7 @@ def infer_step_seconds(frame: pd.DataFrame) -> int:
     """The median spacing of each entity's timestamps, in whole seconds."""
     diffs = []
     for _, g in frame.groupby(STAGE, sort=False):
-        t = np.sort(g[TIMESTAMP].astype("int64").to_numpy()) // 1_000_000_000
+        t = np.sort(unix_seconds(g[TIMESTAMP])).astype(np.int64)
         if len(t) > 1:
             diffs.append(np.diff(t))
     if not diffs:
@@ -42,7 +42,7 @@ def infer_step_seconds(frame: pd.DataFrame) -> int:
 
 def regularise(frame: pd.DataFrame, step: int, quirks: QuirkLog) -> pd.DataFrame:
     """Snap timestamps to the step grid, drop duplicate (timestamp, stage) rows, report both."""
-    secs = frame[TIMESTAMP].astype("int64").to_numpy() / 1e9
+    secs = unix_seconds(frame[TIMESTAMP])
     snapped = np.floor(secs / step) * step
     offset = secs - snapped
     if np.any(offset > 0):
@@ -65,7 +65,7 @@ def regularise(frame: pd.DataFrame, step: int, quirks: QuirkLog) -> pd.DataFrame
 def report_frame(frame: pd.DataFrame, step: int, quirks: QuirkLog) -> None:
     """Gaps, NaN cells, metrics never measured, and negative values, per stage."""
     for stage, g in frame.groupby(STAGE, sort=True):
-        t = g[TIMESTAMP].astype("int64").to_numpy() // 1_000_000_000
+        t = unix_seconds(g[TIMESTAMP]).astype(np.int64)
         if len(t) > 1:
             expected = (t.max() - t.min()) // step + 1
             missing = int(expected - len(np.unique(t)))

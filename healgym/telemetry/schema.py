@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 #: Canonical per-stage metrics, in the fixed order the simulator uses.
 CANONICAL_METRICS: tuple[str, ...] = (
     "latency_p95_ms",
@@ -34,3 +37,11 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
 TIMESTAMP = "timestamp"
 STAGE = "stage"
 FAULT_COLUMNS: tuple[str, ...] = ("start", "end", "entity", "fault_type", "source_label")
+
+
+def unix_seconds(values: object) -> np.ndarray:
+    """Float unix seconds of a datetime Series, whatever its stored resolution (ns, us, ms, s)."""
+    series = pd.Series(values)
+    if not isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = pd.to_datetime(series, utc=True)
+    return series.dt.as_unit("ns").astype("int64").to_numpy() / 1e9

@@ -91,7 +91,7 @@ def generate_synthetic(
             )
         )
     frame = pd.concat(rows, ignore_index=True)
-    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True).dt.as_unit("ns")
     meta = {
         "name": name,
         "source": {

@@ -25,7 +25,7 @@ from healgym.telemetry.mapping import (
     MetricMap, metric_maps, parse_numeric, parse_timestamps, require_columns,
 )
 from healgym.telemetry.quirks import QuirkLog
-from healgym.telemetry.schema import STAGE, TIMESTAMP
+from healgym.telemetry.schema import STAGE, TIMESTAMP, unix_seconds
 
 
 def _day_dir(src: Path) -> Path:
@@ -73,7 +73,7 @@ def read(mapping: dict[str, Any], src: Path) -> TelemetryDataset:
         pod_to_service[pod] = service
         if check_col in df.columns:
             unix = parse_numeric(df[check_col], file=fname, column=check_col, row_offset=2)
-            offset = np.nanmedian(unix - ts.astype("int64").to_numpy() / 1e9)
+            offset = np.nanmedian(unix - unix_seconds(ts))
             if abs(offset) > 1.0:
                 quirks.add("clock_offset",
                            f"{check_col} is {offset:+.0f} s off the {ts_cfg['column']} column; "
@@ -121,13 +121,13 @@ def _frontend_sli(day: Path, mapping: dict[str, Any], maps: list[MetricMap],
 
     sli = read_mapped(column, maps, file=str(path), row_offset=2, n_rows=len(df),
                       entity=entity, quirks=quirks)
-    minute = (ts.astype("int64") // 60_000_000_000).to_numpy()
+    minute = (unix_seconds(ts) // 60).astype(np.int64)
     sel = frame[STAGE] == entity
     if not sel.any():
         quirks.add("frontend_missing", f"no {entity} pod file; the SLI file was not used",
                    file=str(path))
         return frame
-    fmin = (frame.loc[sel, TIMESTAMP].astype("int64") // 60_000_000_000).to_numpy()
+    fmin = (unix_seconds(frame.loc[sel, TIMESTAMP]) // 60).astype(np.int64)
     for metric, values in sli.items():
         if np.isnan(values).all():
             continue

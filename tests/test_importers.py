@@ -1,0 +1,148 @@
+"""Importers on sample inputs, and malformed inputs that must fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healgym.cli import main as cli
+from healgym.errors import ConfigError, ImportFailed
+from healgym.telemetry import load_dataset
+from healgym.telemetry.importers import import_source
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+HEADER = "timestamp,stage,latency_p95_ms,error_rate,cpu_pct,memory_pct,throughput_rps,queue_depth"
+
+
+def test_canonical_round_trip_from_generated_csv(tmp_path):
+    assert cli(["generate", "--out", str(tmp_path / "raw"), "--days", "0.5", "--seed", "5"]) == 0
+    assert cli(["import", "canonical", str(tmp_path / "raw"), "--out", str(tmp_path / "ds")]) == 0
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.synthetic  # the generator's sidecar is carried through
+    assert ds.stages == ["ingest", "features", "train", "serve", "deliver"]
+    assert ds.step_seconds == 60 and len(ds.frame) == 720 * 5
+    assert ds.metadata["source_files"][0]["sha256"]
+    from healgym.telemetry import generate_synthetic
+
+    orig = generate_synthetic(seed=5, days=0.5).frame
+    got = ds.frame.set_index(["timestamp", "stage"]).sort_index()
+    want = orig.set_index(["timestamp", "stage"]).sort_index()
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-5)  # CSV keeps 6 digits
+
+
+def test_canonical_reports_gaps_duplicates_nans_and_derives_queue_depth(tmp_path):
+    rows = [HEADER.replace(",queue_depth", "")]
+    for i in range(10):
+        if i == 4:
+            continue  # a gap
+        lat = "" if i == 6 else "100"  # a NaN minute
+        rows.append(f"2026-01-01T00:0{i}:00Z,api,{lat},0.01,20,30,50")
+    rows.append("2026-01-01T00:01:00Z,api,999,0.01,20,30,50")  # a duplicate
+    write_csv(tmp_path / "src" / "t.csv", rows)
+    fmt = tmp_path / "m.yaml"
+    fmt.write_text((ROOT / "configs/importers/canonical.yaml").read_text().replace(
+        "  queue_depth: {column: queue_depth}\n", ""))
+    ds = import_source(str(fmt), tmp_path / "src")
+    kinds = {q["kind"] for q in ds.metadata["quirks"]}
+    assert {"gaps", "duplicate_rows", "nan_cells"} <= kinds
+    gap = next(q for q in ds.metadata["quirks"] if q["kind"] == "gaps")
+    assert gap["count"] == 1
+    assert len(ds.frame) == 9  # duplicate dropped, the first kept; the gap not filled
+    assert ds.frame.latency_p95_ms.iloc[1] == 100.0
+    assert np.isnan(ds.frame.set_index("timestamp").latency_p95_ms.iloc[5])  # not invented
+    assert ds.metadata["derived"][0]["method"] == "littles_law"
+    assert ds.frame.queue_depth.iloc[0] == pytest.approx(50 * 100 / 1000)
+
+
+def test_prometheus_long_export_needs_only_yaml(tmp_path):
+    rows = ["timestamp,job,__name__,value"]
+    for i in range(5):
+        t = 1_700_000_000 + 60 * i
+        rows += [f"{t},serve,job:request_latency_seconds:p95,0.08",
+                 f"{t},serve,job:request_errors:ratio_rate5m,0.002",
+                 f"{t},serve,job:cpu_usage:ratio,0.4",
+                 f"{t},serve,job:memory_working_set:ratio,0.5",
+                 f"{t},serve,job:requests:rate5m,120"]
+    write_csv(tmp_path / "prom" / "export.csv", rows)
+    ds = import_source("prometheus", tmp_path / "prom")
+    row = ds.frame.iloc[0]
+    assert row.latency_p95_ms == pytest.approx(80.0) and row.cpu_pct == pytest.approx(40.0)
+    assert row.queue_depth == pytest.approx(120 * 0.08)
+    assert ds.step_seconds == 60
+
+
+def test_missing_column_names_file_and_columns(tmp_path):
+    f = write_csv(tmp_path / "s" / "t.csv", ["timestamp,stage,latency_p95_ms",
+                                             "2026-01-01T00:00:00Z,a,1"])
+    with pytest.raises(ImportFailed) as err:
+        import_source("canonical", tmp_path / "s")
+    msg = str(err.value)
+    assert str(f) in msg and "error_rate" in msg and "row 1" in msg and "fix:" in msg
+
+
+def test_unparsable_timestamp_names_row_and_value(tmp_path):
+    rows = [HEADER, "2026-01-01T00:00:00Z,a,1,0,1,1,1,1", "2026-01-01T00:01:00Z,a,1,0,1,1,1,1",
+            "yesterday,a,1,0,1,1,1,1"]
+    f = write_csv(tmp_path / "s" / "t.csv", rows)
+    with pytest.raises(ImportFailed) as err:
+        import_source("canonical", tmp_path / "s")
+    e = err.value
+    assert e.file == str(f) and e.row == 4 and e.column == "timestamp" and e.value == "yesterday"
+    assert "ISO 8601" in str(e)
+
+
+def test_wrong_type_names_row_and_column(tmp_path):
+    rows = [HEADER, "2026-01-01T00:00:00Z,a,1,0,1,1,1,1", "2026-01-01T00:01:00Z,a,1,0,high,1,1,1"]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    with pytest.raises(ImportFailed) as err:
+        import_source("canonical", tmp_path / "s")
+    assert (err.value.row, err.value.column, err.value.value) == (3, "cpu_pct", "high")
+    assert "expected: a number" in str(err.value)
+
+
+def test_constant_zero_column_kept_unless_marked_missing(tmp_path):
+    rows = [HEADER] + [f"2026-01-01T00:0{i}:00Z,a,1,0,1,1,1,1" for i in range(5)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    ds = import_source("canonical", tmp_path / "s")
+    assert (ds.frame.error_rate == 0).all()
+    assert any(q["kind"] == "constant_zero_column" for q in ds.metadata["quirks"])
+
+
+def test_unknown_format_suggests_the_right_one(tmp_path):
+    with pytest.raises(ConfigError, match='Did you mean "nezha"'):
+        import_source("nezah", tmp_path)
+
+
+def test_bad_mapping_key_is_refused(tmp_path):
+    fmt = tmp_path / "m.yaml"
+    fmt.write_text("reader: table\nmetrics:\n  latency_ms: {column: x}\n")
+    with pytest.raises(ConfigError, match='Did you mean "latency_p95_ms"'):
+        import_source(str(fmt), tmp_path)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert cli(["import", "canonical", str(tmp_path / "nothing"), "--out",
+                str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_fault_windows_from_canonical_faults_csv(tmp_path):
+    rows = [HEADER] + [f"2026-01-01T00:0{i}:00Z,a,1,0,1,1,1,1" for i in range(5)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    write_csv(tmp_path / "s" / "faults.csv", ["start,end,entity,fault_type",
+                                              "2026-01-01T00:01:00Z,2026-01-01T00:03:00Z,a,"
+                                              "process_crash"])
+    ds = import_source("canonical", tmp_path / "s")
+    assert len(ds.faults) == 1 and ds.faults.fault_type.iloc[0] == "process_crash"
+    assert ds.faults.start.iloc[0] == pd.Timestamp("2026-01-01T00:01:00Z")

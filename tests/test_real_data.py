@@ -1,0 +1,154 @@
+"""Importers and replay on the real third-party telemetry in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from healgym.telemetry import load_dataset
+from healgym.telemetry.importers import import_source
+from tests.helpers import quiet_env, run_actions
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def nezha_ob(shared_data):
+    return import_source("nezha", shared_data / "nezha/rca_data/2022-08-22")
+
+
+@pytest.fixture(scope="module")
+def nezha_tt(shared_data):
+    return import_source("nezha", shared_data / "nezha/rca_data/2023-01-29")
+
+
+def quirks(ds, kind):
+    return [q for q in ds.metadata["quirks"] if q["kind"] == kind]
+
+
+def test_nezha_online_boutique_rows_faults_and_quirks(nezha_ob, shared_data):
+    ds = nezha_ob
+    assert len(ds.stages) == 10 and len(ds.frame) == 10 * 1209
+    assert ds.frame.groupby("stage").size().eq(1209).all()
+    # fault windows match the reference table, start for start, and type for type
+    ref = pd.read_csv(shared_data / "nezha/fault_windows.csv")
+    ref = ref[ref.date == "2022-08-22"]
+    got = ds.faults.sort_values("start")
+    assert len(got) == len(ref) == 24
+    assert (pd.to_datetime(ref.start_ts, unit="s", utc=True).to_numpy()
+            == got.start.to_numpy()).all()
+    assert list(got.entity) == list(ref.service)
+    assert list(got.source_label) == list(ref.fault_type)
+    assert (got.end - got.start).dt.total_seconds().eq(180).all()
+    # quirks: the adservice clock offset, the all-zero success rate, NaN minutes
+    off = quirks(ds, "clock_offset")
+    assert any(q.get("entity") == "adservice" and q["offset_s"] == 200000000 for q in off)
+    zero = quirks(ds, "constant_zero_column")
+    assert {q["entity"] for q in zero} >= {"adservice", "frontend"}
+    assert ds.frame[ds.frame.stage == "adservice"].error_rate.isna().all()
+    # the only real error-rate signal: the frontend SLI, which drops during return faults
+    fe = ds.frame[ds.frame.stage == "frontend"].set_index("timestamp").error_rate
+    assert fe.notna().mean() > 0.95
+    ret = got[(got.source_label == "return") & (got.entity == "frontend")].iloc[0]
+    during = fe[(fe.index >= ret.start) & (fe.index <= ret.end)].max()
+    assert during > 0.05 > fe.median()
+    assert ds.call_graph and ("frontend", "checkoutservice") in ds.call_graph
+    assert ds.metadata["derived"][0]["metric"] == "queue_depth"
+    assert ds.step_seconds == 60
+
+
+def test_nezha_train_ticket_fault_list_clock_and_nans(nezha_tt, shared_data):
+    ds = nezha_tt
+    assert len(ds.stages) == 46 and len(ds.faults) == 28
+    off = [q for q in quirks(ds, "clock_offset") if "inject_timestamp" in q["detail"]]
+    assert off and off[0]["count"] >= 20
+    ref = pd.read_csv(shared_data / "nezha/fault_windows.csv")
+    ref = ref[ref.date == "2023-01-29"]
+    assert sorted(pd.to_datetime(ref.start_ts, unit="s", utc=True)) == sorted(ds.faults.start)
+    nan = quirks(ds, "nan_cells")
+    assert any(q["column"] == "latency_p95_ms" for q in nan)
+
+
+def test_petshop_issues_become_typed_fault_windows(shared_data):
+    ds = import_source("petshop", shared_data / "petshop/dataset/low_traffic")
+    index = pd.read_csv(shared_data / "petshop/issues_index.csv")
+    index = index[index.scenario == "low_traffic"]
+    assert len(ds.faults) == len(index)
+    family = {"latency_injection": "network_delay", "error_injection": "error_spike",
+              "request_overload": "request_surge"}
+    got = ds.faults.set_index("start").sort_index()
+    want = index.assign(start=pd.to_datetime(index.target_timestamp, unit="s", utc=True))
+    want = want.set_index("start").sort_index()
+    assert list(got.entity) == list(want.root_cause_node)
+    assert list(got.fault_type) == [family[f] for f in want.fault_family]
+    assert ds.step_seconds == 300 and len(ds.stages) >= 40
+    absent = quirks(ds, "metric_absent")
+    assert {q["column"] for q in absent} >= {"cpu_pct", "memory_pct"}
+    assert quirks(ds, "gaps")  # issue windows lie months from the normal-operation period
+    assert ds.metadata["derived"][0]["note"].count("latency_mean_ms")
+
+
+def test_petshop_scenario_without_normal_period(shared_data):
+    ds = import_source("petshop", shared_data / "petshop/dataset/temporal_traffic1")
+    assert quirks(ds, "missing_file")
+    assert len(ds.faults) > 0
+
+
+def test_nab_windows_and_skipped_files(shared_data):
+    ds = import_source("nab", shared_data / "nab")
+    windows = json.loads((shared_data / "nab/labels/combined_windows.json").read_text())
+    expected = sum(len(v) for k, v in windows.items()
+                   if k.split("/")[-1].removesuffix(".csv") in ds.stages)
+    assert len(ds.faults) == expected > 0
+    assert ds.faults.fault_type.isna().all()
+    assert quirks(ds, "skipped_files") and quirks(ds, "disjoint_spans")
+    cpu = ds.frame[ds.frame.stage == "ec2_cpu_utilization_24ae8d"]
+    assert len(cpu) == 4032 and cpu.cpu_pct.notna().all()
+
+
+def test_replay_real_data_with_chaos_and_replayed_incidents(nezha_ob, tmp_path):
+    nezha_ob.save(tmp_path / "ob")
+    ds = load_dataset(tmp_path / "ob")
+    stages = {"frontend": "frontend", "checkout": "checkoutservice", "cart": "cartservice"}
+    env = quiet_env(dataset=ds, stages=stages, chaos=True, episode_steps=360)
+    res = run_actions(env, 0)
+    assert all(np.isfinite(o).all() for o, _, _ in res)
+    assert env.replay.report["absent_metrics"]  # error_rate of non-frontend pods
+    env = quiet_env(dataset=ds, stages=stages, replay_incidents=True, episode_steps=120)
+    m = run_actions(env, 1)[-1][2]["episode_metrics"]
+    assert m["n_incidents"] == 1 and m["incidents"][0]["source"] == "replay"
+    assert m["incidents"][0]["stage"] in stages
+
+
+def test_replayed_incident_is_healed_by_the_matrix_and_spliced(nezha_ob):
+    stages = ["frontend", "checkoutservice", "cartservice"]
+    heal = {"restart": 1.0}
+    env = quiet_env(dataset=nezha_ob, stages=stages, replay_incidents=True, episode_steps=120,
+                    healing_matrix={f: heal for f in ("cpu_contention", "error_spike",
+                                                      "network_delay", "unknown")})
+    env.reset(seed=0)
+    inc = env._incidents[0]
+    stage = env.stages.index(inc.stage)
+    _, _, onset_k, end_k, _ = env._replayed
+    original = env._base[:, stage].copy()
+    for _ in range(onset_k):
+        env.step(0)
+    env.step(env.action_names.index(f"restart_{inc.stage}"))
+    for _ in range(5):
+        env.step(0)
+    m = env.episode_metrics()["incidents"][0]
+    assert m["resolved_by"] == f"restart_{inc.stage}"
+    assert m["mttr_s"] == 30.0
+    healed_k = onset_k + 3
+    # the rest of the fault window is replaced by the healthy data just before the onset
+    assert not np.array_equal(env._base[healed_k:end_k, stage], original[healed_k:end_k])
+    np.testing.assert_array_equal(env._base[end_k:, stage], original[end_k:])
+    # without action, the historical fault ends when its labelled window ends
+    env.reset(seed=0)
+    for _ in range(end_k + 2):
+        env.step(0)
+    m = env.episode_metrics()["incidents"][0]
+    assert m["resolved_by"] == "natural" and m["mttr_s"] == pytest.approx(180.0, abs=60)
