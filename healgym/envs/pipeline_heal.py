@@ -21,7 +21,7 @@ from healgym.sim.chaos import (
 from healgym.sim.drift import DriftReference
 from healgym.sim.faults import (
     ACC, COMPILED, COST, ERR, FAULT_NAMES, INF, LAT, NULL, SCHEMA, SHIFT, SPEC_INDEX, STALE, THR,
-    BY_NAME, METRICS, effect_factor, fault_effects,
+    BY_NAME, METRICS, ML_SIGNALS, effect_factor, effects_at, fault_geometry,
 )
 from healgym.sim.replay import HI, LO, ReplaySource
 from healgym.sim.reward import RewardConfig, SLOConfig
@@ -355,6 +355,14 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._n += n
         self._precompute_baseline()
 
+    def _grow_plan(self) -> None:
+        start = self._n * self.dt
+        self._extend_plan(self.episode_steps)
+        if self._random_chaos:
+            for ev in draw_random_arrivals(self.np_random, self.chaos, self.stages,
+                                           self._n * self.dt, start):
+                self._push(ev.at_s, "fault", ev)
+
     def _pick_replay_window(self, rng: np.random.Generator, n: int
                             ) -> tuple[int, int, int, str] | None:
         fw = self.replay.fault_windows
@@ -605,16 +613,26 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     # ------------------------------------------------------------------ dynamics
     def _effects(self) -> None:
         """Recompute fault effects only when they change (faults come, go, ramp or fade)."""
-        if self._dirty or self._t >= self._stable_until:
-            fs = list(self._faults.values())
-            kinds = np.fromiter((f.kind for f in fs), np.int64, len(fs))
-            stages = np.fromiter((f.stage for f in fs), np.int64, len(fs))
-            sev = np.fromiter((f.severity for f in fs), float, len(fs))
-            onset = np.fromiter((f.onset_s for f in fs), float, len(fs))
-            self._mult, self._add, ml, self._stable_until = fault_effects(
-                kinds, stages, sev, onset, self._t, self.hops, COMPILED)
-            self._ml = ml.tolist()
+        if self._dirty:
+            fs = [f for f in self._faults.values() if f.severity != 0.0]
+            if fs:
+                self._geometry = fault_geometry(
+                    np.fromiter((f.kind for f in fs), np.int64, len(fs)),
+                    np.fromiter((f.stage for f in fs), np.int64, len(fs)),
+                    np.fromiter((f.severity for f in fs), float, len(fs)),
+                    np.fromiter((f.onset_s for f in fs), float, len(fs)), self.hops, COMPILED)
+            else:
+                self._geometry = None
+                S = self.n_stages
+                self._mult, self._add = np.zeros((S, len(METRICS))), np.zeros((S, len(METRICS)))
+                self._ml, self._stable_until = [0.0] * len(ML_SIGNALS), INF
             self._dirty = False
+            self._cap_dirty = True
+            if self._geometry is not None:
+                self._stable_until = -INF
+        if self._t >= self._stable_until:
+            self._mult, self._add, ml, self._stable_until = effects_at(self._geometry, self._t)
+            self._ml = ml.tolist()
             self._cap_dirty = True
         if self._cap_dirty:
             self._factor = effect_factor(self._mult, self._replicas)
@@ -713,6 +731,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if not 0 <= a < len(self.actions):
             raise gym.error.InvalidAction(
                 f"action {action!r} is outside Discrete({len(self.actions)})")
+        if self._k >= self._n:
+            self._grow_plan()
         reward = 0.0
         invalid = not self._mask[a]
         if invalid:
@@ -739,17 +759,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if self._mask_dirty:
             self._refresh_mask()
         self._total_reward += reward
-        truncated = False
-        if self._k >= self._n:
-            if self.spec is None:  # built directly: the env's own episode_steps is the limit
-                truncated = True
-            else:  # under gymnasium.make the TimeLimit ends the episode; keep going
-                start = self._n * self.dt
-                self._extend_plan(self.episode_steps)
-                if self._random_chaos:
-                    for ev in draw_random_arrivals(self.np_random, self.chaos, self.stages,
-                                                   self._n * self.dt, start):
-                        self._push(ev.at_s, "fault", ev)
+        # Built directly, the env's own episode_steps is the limit; under gymnasium.make the
+        # registration's TimeLimit is, and the plan grows when a step goes past it.
+        truncated = self.spec is None and self._k >= self._n
         if truncated:
             self._started = False
         info = self._info(final=truncated)

@@ -250,48 +250,84 @@ def intensity(age_s: np.ndarray, severity: np.ndarray, ramp_s: np.ndarray,
     return np.where(age >= 0, severity * ramp * fade, 0.0)
 
 
+@dataclass(frozen=True)
+class FaultGeometry:
+    """Where and when a set of active fault instances acts: everything about them that does not
+    change with time, precomputed once per change of the fault set."""
+
+    start: np.ndarray  # (n, S) onset + hop lag at each stage
+    reach: np.ndarray  # (n, S) the stage is the fault's own or downstream of it
+    own: np.ndarray  # (n, S) the stage is the fault's own
+    scale: np.ndarray  # (n, S) severity x attenuation ** hops (0 where not reached)
+    ramp: np.ndarray  # (n, 1)
+    dur: np.ndarray  # (n, 1)
+    fade: np.ndarray  # (n, 1)
+    mult: np.ndarray  # (n, M) own-stage signatures
+    add: np.ndarray
+    prop_mult: np.ndarray  # (n, M) downstream signatures
+    prop_add: np.ndarray
+    ml: np.ndarray  # (n, K)
+    breaks: np.ndarray  # sorted times at which the effects change slope
+
+
+def fault_geometry(
+    kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray, onset_s: np.ndarray,
+    hops: np.ndarray, table: CompiledFaults = COMPILED,
+) -> FaultGeometry:
+    """Precompute :class:`FaultGeometry` for active instances (arrays of shape (n,)).
+
+    ``hops[s, d]``: hops from stage s downstream to stage d (0 on the diagonal, -1 if d is not
+    downstream of s).
+    """
+    h = hops[stages]  # (n, S)
+    reach = h >= 0
+    hh = np.maximum(h, 0)
+    start = onset_s[:, None] + table.hop_lag_s[kinds][:, None] * hh
+    atten = np.where(h > 0, table.attenuation[kinds][:, None] ** hh, 1.0)
+    scale = np.where(reach, severity[:, None] * atten, 0.0)
+    ramp, dur, fade = (table.ramp_s[kinds][:, None], table.duration_s[kinds][:, None],
+                       table.fade_s[kinds][:, None])
+    pts = np.concatenate([start, start + ramp, start + dur, start + dur + fade], axis=1)
+    breaks = np.unique(pts[np.concatenate([reach] * 4, axis=1)])
+    return FaultGeometry(start=start, reach=reach, own=h == 0, scale=scale, ramp=ramp, dur=dur,
+                         fade=fade, mult=table.mult[kinds], add=table.add[kinds],
+                         prop_mult=table.prop_mult[kinds], prop_add=table.prop_add[kinds],
+                         ml=table.ml[kinds], breaks=breaks[np.isfinite(breaks)])
+
+
+def effects_at(g: FaultGeometry, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Combined effect at time ``t``: ``(mult, add, ml, stable_until)`` of shapes (S, M), (S, M),
+    (K,), and the time until which they stay exactly the same (callers may cache them)."""
+    age = t - g.start
+    ramp = np.where(g.ramp > 0, np.minimum(np.maximum(age / np.maximum(g.ramp, 1e-9), 0.0), 1.0),
+                    1.0)
+    fade = np.minimum(np.maximum(1.0 - (age - g.dur) / np.maximum(g.fade, 1e-9), 0.0), 1.0)
+    inten = np.where(age >= 0, g.scale * ramp * fade, 0.0)
+    own = np.where(g.own, inten, 0.0)
+    down = inten - own
+    mult = own.T @ g.mult + down.T @ g.prop_mult
+    add = own.T @ g.add + down.T @ g.prop_add
+    ml = own.sum(axis=1) @ g.ml
+    # Constant until the next break, unless some intensity is mid-ramp or mid-fade right now.
+    moving = g.reach & (age >= 0) & ((age < g.ramp) | ((age >= g.dur) & (age < g.dur + g.fade)))
+    if moving.any():
+        stable_until = t
+    else:
+        nxt = np.searchsorted(g.breaks, t, side="right")
+        stable_until = float(g.breaks[nxt]) if nxt < g.breaks.size else INF
+    return mult, add, ml, stable_until
+
+
 def fault_effects(
     kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray, onset_s: np.ndarray,
     t: float, hops: np.ndarray, table: CompiledFaults = COMPILED,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Combined effect of active fault instances at time ``t``.
-
-    ``kinds``, ``stages``, ``severity``, ``onset_s``: shape (n,), one entry per active instance.
-    ``hops[s, d]``: hops from stage s downstream to stage d (0 on the diagonal, -1 if d is not
-    downstream of s). Returns ``(mult, add, ml, stable_until)``: (S, M), (S, M), (K,), and the
-    time until which these effects stay exactly the same (so callers may cache them).
-    """
+    """Combined effect of active fault instances at time ``t`` (see :func:`effects_at`)."""
     n_stages = hops.shape[0]
     if len(kinds) == 0:
         return (np.zeros((n_stages, len(METRICS))), np.zeros((n_stages, len(METRICS))),
                 np.zeros(len(ML_SIGNALS)), INF)
-    h = hops[stages]  # (n, S)
-    reach = h >= 0
-    lag = table.hop_lag_s[kinds][:, None] * np.maximum(h, 0)
-    age = t - onset_s[:, None] - lag  # (n, S)
-    ramp, dur, fade = (table.ramp_s[kinds][:, None], table.duration_s[kinds][:, None],
-                       table.fade_s[kinds][:, None])
-    inten = intensity(age, severity[:, None], ramp, dur, fade)
-    atten = np.where(h > 0, table.attenuation[kinds][:, None] ** np.maximum(h, 0), 1.0)
-    inten = np.where(reach, inten * atten, 0.0)
-    own = np.where(h == 0, inten, 0.0)  # (n, S)
-    down = inten - own
-    mult = own.T @ table.mult[kinds] + down.T @ table.prop_mult[kinds]
-    add = own.T @ table.add[kinds] + down.T @ table.prop_add[kinds]
-    ml = own.sum(axis=1) @ table.ml[kinds]
-    # Effects are constant where every reached (instance, stage) is past its ramp and before its
-    # fade; they change next at the earliest pending onset, ramp end or fade start.
-    start = onset_s[:, None] + lag
-    breaks = np.concatenate([start.ravel(), (start + ramp).ravel(), (start + dur).ravel(),
-                             (start + dur + fade).ravel()])
-    reach_all = np.concatenate([reach.ravel()] * 4)
-    future = breaks[(breaks > t) & reach_all]
-    stable_until = float(future.min()) if future.size else INF
-    ramping = reach & (age >= 0) & (age < ramp)
-    fading = reach & (age >= dur) & (age < dur + fade)
-    if ramping.any() or fading.any():
-        stable_until = t  # intensities move every instant: recompute at the next step
-    return mult, add, ml, stable_until
+    return effects_at(fault_geometry(kinds, stages, severity, onset_s, hops, table), t)
 
 
 def effect_factor(mult: np.ndarray, replicas: np.ndarray, default_replicas: int = 2
