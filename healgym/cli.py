@@ -74,6 +74,12 @@ def _describe(ds, where: Path) -> None:  # type: ignore[no-untyped-def]
 def _faults(args: argparse.Namespace) -> int:
     from healgym.sim.faults import LIBRARY
 
+    if args.markdown:
+        from healgym.sim import tables
+
+        print("## Fault library\n\n" + tables.fault_table() + "\n\n## Actions\n\n"
+              + tables.action_table() + "\n\n## Healing matrix\n\n" + tables.healing_table())
+        return 0
     for f in LIBRARY:
         print(f"{f.name:22s} {f.category:6s} {f.onset:18s} {f.course:36s} {f.description}")
     return 0
@@ -99,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dir")
     info.set_defaults(func=_info)
     flt = sub.add_parser("faults", help="print the fault library")
+    flt.add_argument("--markdown", action="store_true",
+                     help="the fault, action and healing-matrix tables as Markdown")
     flt.set_defaults(func=_faults)
     return p
 
