@@ -7,7 +7,8 @@ import pytest
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("HEALGYM_SHARED_DATA",
+                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
