@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 
@@ -14,7 +14,7 @@ class EpisodeMetrics(gym.Wrapper):
     ``TimeLimit``: the env cannot see the time limit, this wrapper sees its truncation.
     """
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if (terminated or truncated) and "episode_metrics" not in info:
             info["episode_metrics"] = self.env.unwrapped.episode_metrics()  # type: ignore[attr-defined]

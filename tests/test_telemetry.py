@@ -38,7 +38,8 @@ def test_synthetic_has_a_daily_cycle_and_metrics_that_move_together():
     r = np.corrcoef(resid[31:-31][:-1], resid[31:-31][1:])[0, 1]
     assert r > 0.3
     # Little's law holds by construction
-    np.testing.assert_allclose(serve.queue_depth, serve.throughput_rps * serve.latency_p95_ms / 1000)
+    littles = serve.throughput_rps * serve.latency_p95_ms / 1000
+    np.testing.assert_allclose(serve.queue_depth, littles)
 
 
 def test_save_load_round_trip(tmp_path):

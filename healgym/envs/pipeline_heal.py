@@ -16,12 +16,34 @@ from gymnasium import spaces
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
 from healgym.sim.chaos import (
-    ChaosConfig, FaultEvent, Scenario, draw_random_arrivals, load_scenario,
+    ChaosConfig,
+    FaultEvent,
+    Scenario,
+    draw_random_arrivals,
+    load_scenario,
 )
 from healgym.sim.drift import DriftReference
 from healgym.sim.faults import (
-    ACC, COMPILED, COST, ERR, FAULT_NAMES, INF, LAT, NULL, SCHEMA, SHIFT, SPEC_INDEX, STALE, THR,
-    BY_NAME, METRICS, ML_SIGNALS, effect_factor, effects_at, fault_geometry,
+    ACC,
+    BY_NAME,
+    COMPILED,
+    COST,
+    ERR,
+    FAULT_NAMES,
+    INF,
+    LAT,
+    METRICS,
+    ML_SIGNALS,
+    NULL,
+    SCHEMA,
+    SHIFT,
+    SPEC_INDEX,
+    STALE,
+    THR,
+    FaultGeometry,
+    effect_factor,
+    effects_at,
+    fault_geometry,
 )
 from healgym.sim.replay import HI, LO, ReplaySource
 from healgym.sim.reward import RewardConfig, SLOConfig
@@ -134,7 +156,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     | index | meaning | min | max |
     |---|---|---|---|
-    | 0 .. 6S-1 | per stage and metric (S x 6, stage-major), robust z-score against the stage's healthy baseline: (x - median) / (1.4826 MAD) | -50 | 50 |
+    | 0 .. 6S-1 | per stage and metric (stage-major): robust z vs healthy baseline | -50 | 50 |
     | 6S .. 7S-1 | replicas of each stage / 8 | 0 | 1 |
     | 7S | estimated model accuracy | 0 | 1 |
     | 7S+1 | drift KS statistic (features vs reference) | 0 | 1 |
@@ -271,6 +293,18 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._obs_buf = np.zeros(n_obs, dtype=np.float32)
         self._kind_cols = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
         self._started = False
+        # Episode state, (re)built by reset().
+        self._base: np.ndarray = np.empty(0)
+        self._base_z: np.ndarray = np.empty(0)
+        self._base_violation: np.ndarray = np.empty(0)
+        self._features: np.ndarray = np.empty(0)
+        self._healthy_ks: np.ndarray = np.empty(0)
+        self._healthy_psi: np.ndarray = np.empty(0)
+        self._acc_noise: np.ndarray = np.empty(0)
+        self._heal_u: np.ndarray = np.empty(0)
+        self._geometry: FaultGeometry | None = None
+        self._drift: tuple[float, float] = (0.0, 0.0)
+        self._n = 0
 
     # ------------------------------------------------------------------ episode set-up
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -463,6 +497,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     def _splice_healthy(self) -> None:
         """A healed replayed incident: the rest of its window is replaced by pre-onset data."""
+        if self._replayed is None:
+            return
         _, stage, onset_k, end_k, _ = self._replayed
         k = self._k
         if k >= end_k:
@@ -630,7 +666,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             self._cap_dirty = True
             if self._geometry is not None:
                 self._stable_until = -INF
-        if self._t >= self._stable_until:
+        if self._t >= self._stable_until and self._geometry is not None:
             self._mult, self._add, ml, self._stable_until = effects_at(self._geometry, self._t)
             self._ml = ml.tolist()
             self._cap_dirty = True
@@ -682,8 +718,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if k % self.drift_every == 0:
             j = k // self.drift_every
             if ml[SHIFT] != 0.0:
-                ks, psi_v = self._drift_ref.scores(self._features[j] + ml[SHIFT])
-                self._drift = (float(ks[0]), float(psi_v[0]))
+                ks_w, psi_w = self._drift_ref.scores(self._features[j] + ml[SHIFT])
+                self._drift = (float(ks_w[0]), float(psi_w[0]))
             else:
                 self._drift = (float(self._healthy_ks[j]), float(self._healthy_psi[j]))
         ks_v, psi_v = self._drift
@@ -701,7 +737,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         obs[i: i + 11] = (
             acc_est, ks_v, min(psi_v, 10.0), null_rate, schema, min(stale / 3600.0, 24.0),
             min(cost_factor, 10.0), min((self._t - self._last_action_t) / 3600.0, 1.0),
-            self._in_flight is not None, self._light, self._model_version > 1,
+            float(self._in_flight is not None), float(self._light),
+            float(self._model_version > 1),
         )
         obs[i + 11 + self._last_action] = 1.0
         alarm = violated
@@ -807,7 +844,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             "total_reward": self._total_reward,
         }
 
-    def render(self) -> str | None:
+    def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi":
             return None
         from healgym.render import dashboard

@@ -75,7 +75,8 @@ class ChaosConfig:
                 raise ConfigError(f"chaos.rates.{name} = {r!r}: a rate must be >= 0 per hour")
         sev = tuple(value.get("severity", (0.6, 1.0)))
         if len(sev) != 2 or not 0 < sev[0] <= sev[1]:
-            raise ConfigError(f"chaos.severity = {sev!r}: expected [low, high] with 0 < low <= high")
+            raise ConfigError(
+                f"chaos.severity = {sev!r}: expected [low, high] with 0 < low <= high")
         return cls(enabled=bool(value.get("enabled", True)),
                    rate_scale=float(value.get("rate_scale", 1.0)), rates=rates,
                    severity=(float(sev[0]), float(sev[1])),
@@ -164,7 +165,8 @@ def load_scenario(source: str | Path | dict[str, Any] | Scenario) -> Scenario:
         data = source
     where = path or "scenario"
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'faults' list; got {type(data).__name__}")
+        raise ConfigError(f"{where}: expected a mapping with a 'faults' list; "
+                          f"got {type(data).__name__}")
     known = {"name", "description", "random_chaos", "faults", "seed"}
     for key in data:
         if key not in known:

@@ -80,7 +80,7 @@ LIBRARY: tuple[FaultSpec, ...] = (
     ),
     FaultSpec(
         "crash_loop", "infra",
-        "A bad dependency upgrade: the stage restarts in a loop; restarting it again does not help.",
+        "A bad dependency upgrade: the stage restarts in a loop; restarting again does not help.",
         _ALL, mult={"throughput_rps": -0.85, "queue_depth": -0.8},
         add={"error_rate": 0.8, "cpu_pct": 25.0}, propagate=0.8,
         propagate_metrics=("throughput_rps",), rate_per_h=0.08,
@@ -94,7 +94,7 @@ LIBRARY: tuple[FaultSpec, ...] = (
     ),
     FaultSpec(
         "cpu_contention", "infra",
-        "A noisy neighbour takes the CPU: CPU saturates, latency rises (Nezha: 1-25 % to 80-105 %).",
+        "A noisy neighbour takes the CPU: CPU saturates, latency rises (Nezha: 1-25 % to 80+ %).",
         _ALL, mult={"latency_p95_ms": 1.5, "throughput_rps": -0.15},
         add={"cpu_pct": 55.0}, duration_s=900.0, propagate=0.4,
         propagate_metrics=("latency_p95_ms",), rate_per_h=0.15,
@@ -110,7 +110,8 @@ LIBRARY: tuple[FaultSpec, ...] = (
         _ALL, mult={"latency_p95_ms": 0.2}, add={"error_rate": 0.35}, rate_per_h=0.12,
     ),
     FaultSpec(
-        "request_surge", "infra", "Traffic surges past capacity: throughput, CPU, latency, queues up.",
+        "request_surge", "infra",
+        "Traffic surges past capacity: throughput, CPU, latency and queues rise.",
         ("ingest", "serve"), mult={"throughput_rps": 1.5, "latency_p95_ms": 2.0,
                                    "queue_depth": 5.0}, add={"cpu_pct": 40.0},
         duration_s=1200.0, fade_s=120.0, propagate=0.6,
@@ -144,7 +145,8 @@ LIBRARY: tuple[FaultSpec, ...] = (
         rate_per_h=0.06,
     ),
     FaultSpec(
-        "upstream_outage", "data", "The upstream source is down: no data arrives, features go stale.",
+        "upstream_outage", "data",
+        "The upstream source is down: no data arrives, features go stale.",
         ("ingest",), mult={"throughput_rps": -0.95, "cpu_pct": -0.6, "queue_depth": -0.9},
         ml={"staleness_s": 1800.0}, duration_s=1200.0, propagate=0.95,
         propagate_metrics=("throughput_rps",), hop_lag_s=60.0, rate_per_h=0.08,

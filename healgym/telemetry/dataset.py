@@ -25,7 +25,11 @@ import pandas as pd
 
 from healgym.errors import TelemetryFormatError
 from healgym.telemetry.schema import (
-    CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP, unix_seconds,
+    CANONICAL_METRICS,
+    FAULT_COLUMNS,
+    STAGE,
+    TIMESTAMP,
+    unix_seconds,
 )
 
 log = logging.getLogger(__name__)

@@ -123,7 +123,8 @@ def parse_numeric(values: pd.Series, *, file: str, column: str, row_offset: int)
         return values.to_numpy(dtype=float)
     num = pd.to_numeric(values, errors="coerce")
     text = values.astype("string").str.strip()
-    bad = num.isna() & values.notna() & (text != "") & ~text.str.lower().isin(["nan", "null", "none"])
+    missing_words = text.str.lower().isin(["nan", "null", "none"])
+    bad = num.isna() & values.notna() & (text != "") & ~missing_words
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise ImportFailed("a metric cell is not a number", file=file, row=i + row_offset,

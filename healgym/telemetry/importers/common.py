@@ -17,7 +17,6 @@ from healgym.telemetry.mapping import MetricMap, parse_numeric
 from healgym.telemetry.quirks import QuirkLog, infer_step_seconds, regularise, report_frame
 from healgym.telemetry.schema import CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP
 
-
 #: A JSON file beside the source data describing where it came from (``healgym generate`` writes
 #: one); its keys are merged into the dataset's ``source`` and ``synthetic`` metadata.
 SOURCE_SIDECAR = "healgym-source.json"

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from healgym.errors import ConfigError, ImportFailed
@@ -85,9 +84,12 @@ def read(mapping: dict[str, Any], src: Path) -> TelemetryDataset:
                     source_files=used, root=src, step_seconds=step, faults=fault_frame(faults),
                     source={"format": "nab", "path": str(src), "mapping": mapping["_path"],
                             "licence": "MIT (numenta/NAB)"},
-                    notes=mapping.get("notes", []) + [
-                        f"entity spans: {({k: [str(v['min']), str(v['max'])] for k, v in spans.iterrows()})}"
-                        if len(spans) < 30 else "many entities"])
+                    notes=mapping.get("notes", []) + [_spans_note(spans)])
 
 
-__all__ = ["read", "np"]
+def _spans_note(spans: pd.DataFrame) -> str:
+    parts = {str(k): [str(v["min"]), str(v["max"])] for k, v in spans.iterrows()}
+    return f"entity spans: {parts}"
+
+
+__all__ = ["read"]

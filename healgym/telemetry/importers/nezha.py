@@ -22,7 +22,11 @@ from healgym.errors import ImportFailed
 from healgym.telemetry.dataset import TelemetryDataset
 from healgym.telemetry.importers.common import assemble, fault_frame, read_mapped
 from healgym.telemetry.mapping import (
-    MetricMap, metric_maps, parse_numeric, parse_timestamps, require_columns,
+    MetricMap,
+    metric_maps,
+    parse_numeric,
+    parse_timestamps,
+    require_columns,
 )
 from healgym.telemetry.quirks import QuirkLog
 from healgym.telemetry.schema import STAGE, TIMESTAMP, unix_seconds
@@ -111,7 +115,7 @@ def _frontend_sli(day: Path, mapping: dict[str, Any], maps: list[MetricMap],
     if not path.is_file() or not maps:
         return frame
     df = pd.read_csv(path, dtype=str)
-    require_columns(list(df.columns), [ts_cfg["column"], *(m.column for m in maps)],
+    require_columns(list(df.columns), [ts_cfg["column"], *(m.column for m in maps if m.column)],
                     file=str(path))
     used.append(path)
     ts = _parse_time(df[ts_cfg["column"]], str(path), ts_cfg)
@@ -153,7 +157,7 @@ def _faults(day: Path, mapping: dict[str, Any], pod_to_service: dict[str, str],
     types = mapping.get("fault_types", {})
     duration = float(mapping.get("fault_duration_s", 180))
     rows, offsets = [], []
-    for hour, items in sorted(data.items()):
+    for _hour, items in sorted(data.items()):
         for item in items:
             try:
                 start = pd.Timestamp(item["inject_time"], tz="UTC")

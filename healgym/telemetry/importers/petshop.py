@@ -56,7 +56,8 @@ def _read_metrics(path: Path, maps: list[MetricMap], quirks: QuirkLog) -> pd.Dat
         sub = df[comp]
         available = {(m, s) for m, s in sub.columns}
 
-        def column(mm: MetricMap, sub: pd.DataFrame = sub, comp: str = comp) -> pd.Series:
+        def column(mm: MetricMap, sub: pd.DataFrame = sub,
+                   available: set = available) -> pd.Series:
             if (mm.metric, mm.statistic) not in available:
                 return pd.Series(np.nan, index=sub.index)
             return sub[(mm.metric, mm.statistic)].reset_index(drop=True)

@@ -24,7 +24,10 @@ from healgym.errors import ConfigError, ImportFailed
 from healgym.telemetry.dataset import TelemetryDataset
 from healgym.telemetry.importers.common import assemble, fault_frame, read_mapped
 from healgym.telemetry.mapping import (
-    MetricMap, metric_maps, parse_timestamps, require_columns,
+    MetricMap,
+    metric_maps,
+    parse_timestamps,
+    require_columns,
 )
 from healgym.telemetry.quirks import QuirkLog
 from healgym.telemetry.schema import STAGE, TIMESTAMP
