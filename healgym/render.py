@@ -16,7 +16,7 @@ _SHORT = {"latency_p95_ms": "p95 ms", "error_rate": "err %", "cpu_pct": "cpu %",
 def dashboard(env: PipelineHealEnv) -> str:
     """Render the current state: per-stage metrics with z-score flags, ML health, alarms."""
     raw = env._raw
-    z = (raw - env._median) * env._inv_scale
+    z = (raw - env.model.median) * env.model.inv_scale
     width = max(8, *(len(s) for s in env.stages))
     lines = [f"healgym | t={env._t:7.0f}s | dataset {env.dataset_name} | "
              f"downtime {env._downtime_s:.0f}s | reward {env._total_reward:9.1f}"]

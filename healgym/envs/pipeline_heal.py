@@ -2,96 +2,59 @@
 
 from __future__ import annotations
 
-import functools
-import heapq
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
-from healgym.sim.chaos import (
-    ChaosConfig,
-    FaultEvent,
-    Scenario,
-    draw_random_arrivals,
-    load_scenario,
-)
-from healgym.sim.drift import DriftReference
+from healgym.sim import rng as crng
+from healgym.sim.chaos import ChaosConfig, FaultEvent, Scenario, draw_random_arrivals
 from healgym.sim.faults import (
-    ACC,
     BY_NAME,
     COMPILED,
     COST,
-    ERR,
     FAULT_NAMES,
     INF,
-    LAT,
     METRICS,
     ML_SIGNALS,
-    NULL,
-    SCHEMA,
     SHIFT,
     SPEC_INDEX,
-    STALE,
-    THR,
     FaultGeometry,
     effect_factor,
     effects_at,
     fault_geometry,
 )
-from healgym.sim.replay import HI, LO, ReplaySource
+from healgym.sim.model import (
+    ACC_NOISE_SD,
+    BASE_ACCURACY,
+    CARRIER_KIND,
+    DEFAULT_REPLICAS,
+    DETECT_Z,
+    ESCALATE_STREAM,
+    F_MAX,
+    HEAL_STREAM,
+    I_MAX,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
+    RELEASE_FAULTS,
+    REPLICA_COST_PER_H,
+    affine,
+    base_z,
+    build_model,
+    default_dataset,
+    hops_from_edges,
+    ml_signals,
+)
+from healgym.sim.replay import HI, LO, interpolate
 from healgym.sim.reward import RewardConfig, SLOConfig
-from healgym.telemetry.dataset import TelemetryDataset, load_dataset
+from healgym.telemetry.dataset import TelemetryDataset
 from healgym.telemetry.schema import unix_seconds
-from healgym.telemetry.synthetic import generate_synthetic
 
-Z_CLIP = 50.0
-BASE_ACCURACY = 0.92
-BASE_NULL_RATE = 0.005
-BASE_STALENESS_S = 120.0
-REPLICA_COST_PER_H = 5.0
-DEFAULT_REPLICAS, MIN_REPLICAS, MAX_REPLICAS = 2, 1, 8
-DETECT_Z = 6.0
-DRIFT_WINDOW, DRIFT_REF_SIZE = 200, 1000
-HEAL_SLOTS = 8
-ML_OBS = ("accuracy_est", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
-          "staleness_h", "cost_factor")
-CONTEXT_OBS = ("since_last_action_h", "action_in_flight", "light_model", "can_rollback")
-
-
-@functools.lru_cache(maxsize=4)
-def default_dataset(seed: int = 0) -> TelemetryDataset:
-    """The embedded default: 3 days of seeded synthetic telemetry (marked synthetic)."""
-    return generate_synthetic(seed=seed, days=3.0)
-
-
-def hops_from_edges(names: list[str], edges: list[tuple[str, str]] | None) -> np.ndarray:
-    """hops[s, d]: shortest downstream distance from stage s to d (-1: not downstream)."""
-    n = len(names)
-    if not edges:
-        edges = list(zip(names[:-1], names[1:], strict=True))
-    idx = {nm: i for i, nm in enumerate(names)}
-    adj: list[list[int]] = [[] for _ in range(n)]
-    for a, b in edges:
-        if a in idx and b in idx and a != b:
-            adj[idx[a]].append(idx[b])
-    hops = -np.ones((n, n), dtype=np.int64)
-    for s in range(n):
-        hops[s, s] = 0
-        queue = deque([s])
-        while queue:
-            u = queue.popleft()
-            for v in adj[u]:
-                if hops[s, v] < 0:
-                    hops[s, v] = hops[s, u] + 1
-                    queue.append(v)
-    return hops
+__all__ = ["PipelineHealEnv", "default_dataset", "hops_from_edges"]
 
 
 @dataclass(slots=True)
@@ -104,6 +67,7 @@ class FaultInstance:
     onset_s: float
     incident: int  # -1 for the side effects of actions
     end_s: float  # natural end (INF: persists)
+    cascade_s: float = INF  # when its cascade child is due (INF: none or done)
 
 
 @dataclass
@@ -207,12 +171,13 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial release.
     """
 
+
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(
         self,
         dataset: str | Path | TelemetryDataset | None = None,
-        stages: list[str] | dict[str, str] | None = None,
+        stages: list[str] | dict[str, str] | str | None = None,
         step_seconds: float = 10.0,
         chaos: bool | dict[str, Any] | ChaosConfig | None = True,
         scenario: str | Path | dict[str, Any] | Scenario | None = None,
@@ -226,123 +191,73 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None")
-        if step_seconds <= 0:
-            raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
-        if episode_steps < 1:
-            raise ConfigError(f"episode_steps={episode_steps!r}: must be >= 1")
         self.render_mode = render_mode
-        if dataset is None:
-            ds = default_dataset()
-        elif isinstance(dataset, TelemetryDataset):
-            ds = dataset
-        else:
-            ds = load_dataset(dataset)
-        self.dataset_name = str(ds.metadata.get("name", "dataset"))
-        self.replay = ReplaySource.build(ds, stages)
-        self.stages = self.replay.stages
-        edges = ds.call_graph
-        if edges and self.replay.entities != self.stages:
-            ent_to_stage = dict(zip(self.replay.entities, self.stages, strict=True))
-            edges = [(ent_to_stage[a], ent_to_stage[b]) for a, b in edges
-                     if a in ent_to_stage and b in ent_to_stage]
-        self.hops = hops_from_edges(self.stages, [e for e in edges if e[0] in self.stages
-                                                  and e[1] in self.stages] or None)
-        self.dt = float(step_seconds)
-        self.chaos = ChaosConfig.from_value(chaos)
-        self.scenario = None if scenario is None else load_scenario(scenario)
-        if self.scenario is not None:
-            self.scenario.events(self.stages)  # validate stage names now, not mid-episode
-        self.replay_incidents = bool(replay_incidents)
-        if self.replay_incidents and self.replay.fault_windows.empty:
-            raise ConfigError(f"replay_incidents=True, but dataset {self.dataset_name!r} has no "
-                              "labelled fault windows for the replayed stages")
-        self.reward_cfg = RewardConfig.from_value(reward)
-        self.slo = SLOConfig.from_value(slo)
-        self.healing = act.healing_matrix(healing_matrix)
-        self.episode_steps = int(episode_steps)
-        self.drift_every = max(1, int(round(drift_period_s / self.dt)))
-        self.actions = act.action_table(self.stages)
-        self.action_names = [a.name for a in self.actions]
-        self.n_stages = S = len(self.stages)
-        self.model_stage = self.stages.index("serve") if "serve" in self.stages else max(S - 2, 0)
-        self.action_space = spaces.Discrete(len(self.actions))
-        n_obs = 7 * S + 11 + len(self.actions)
-        low = np.zeros(n_obs, dtype=np.float32)
-        high = np.ones(n_obs, dtype=np.float32)
-        low[: 6 * S], high[: 6 * S] = -Z_CLIP, Z_CLIP
-        high[7 * S + 2], high[7 * S + 5], high[7 * S + 6] = 10.0, 24.0, 10.0
-        self.observation_space = spaces.Box(low, high, dtype=np.float32)
-        self._obs_low, self._obs_high = low, high
-        self._inv_scale = 1.0 / self.replay.scale
-        self._median = self.replay.median
-        med = self.replay.median
-        self._lat_limit = max(self.slo.latency_factor * med[self.model_stage, LAT],
-                              self.replay.q_hi[self.model_stage, LAT])
-        self._thr_limit = min(self.slo.throughput_min_factor * med[-1, THR],
-                              self.replay.q_lo[-1, THR])
-        self._lat_limit_z = ((self._lat_limit - med[self.model_stage, LAT])
-                             * self._inv_scale[self.model_stage, LAT])
-        self._thr_limit_z = (self._thr_limit - med[-1, THR]) * self._inv_scale[-1, THR]
-        self._err_limit_z = (self.slo.error_rate_max - med[:, ERR]) * self._inv_scale[:, ERR]
-        self._z_lo = np.maximum((LO - med) * self._inv_scale, -Z_CLIP)
-        self._z_hi = np.minimum((HI - med) * self._inv_scale, Z_CLIP)
-        self._base_cost = S * DEFAULT_REPLICAS * REPLICA_COST_PER_H
-        ref_rng = np.random.default_rng(20260101)  # the model's training distribution, fixed
-        self._drift_ref = DriftReference.from_sample(ref_rng.standard_normal(DRIFT_REF_SIZE))
-        self._nz, self._ctx = 6 * S, 7 * S
-        self._obs_buf = np.zeros(n_obs, dtype=np.float32)
-        self._kind_cols = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
+        self.model = m = build_model(
+            dataset=dataset, stages=stages, step_seconds=step_seconds, chaos=chaos,
+            scenario=scenario, replay_incidents=replay_incidents, reward=reward, slo=slo,
+            healing_matrix=healing_matrix, episode_steps=episode_steps,
+            drift_period_s=drift_period_s)
+        self.observation_space = m.observation_space
+        self.action_space = m.action_space
         self._started = False
-        # Episode state, (re)built by reset().
+        self._n = 0
         self._base: np.ndarray = np.empty(0)
-        self._base_z: np.ndarray = np.empty(0)
-        self._base_violation: np.ndarray = np.empty(0)
-        self._features: np.ndarray = np.empty(0)
-        self._healthy_ks: np.ndarray = np.empty(0)
-        self._healthy_psi: np.ndarray = np.empty(0)
-        self._acc_noise: np.ndarray = np.empty(0)
-        self._heal_u: np.ndarray = np.empty(0)
         self._geometry: FaultGeometry | None = None
         self._drift: tuple[float, float] = (0.0, 0.0)
-        self._n = 0
+        self._raw_cache: np.ndarray | None = None
+
+    # Read-only views of the model, for users and tests.
+    dataset_name = property(lambda self: self.model.dataset_name)
+    replay = property(lambda self: self.model.replay)
+    stages = property(lambda self: self.model.stages)
+    n_stages = property(lambda self: self.model.n_stages)
+    hops = property(lambda self: self.model.hops)
+    dt = property(lambda self: self.model.dt)
+    actions = property(lambda self: self.model.actions)
+    action_names = property(lambda self: self.model.action_names)
+    model_stage = property(lambda self: self.model.model_stage)
+    reward_cfg = property(lambda self: self.model.reward)
+    slo = property(lambda self: self.model.slo)
+    healing = property(lambda self: self.model.healing)
+    chaos = property(lambda self: self.model.chaos)
+    scenario = property(lambda self: self.model.scenario)
+    episode_steps = property(lambda self: self.model.episode_steps)
 
     # ------------------------------------------------------------------ episode set-up
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
-        scenario = self.scenario
-        if "scenario" in options:
-            scenario = None if options["scenario"] is None else load_scenario(options["scenario"])
+        m = self.model
+        scenario = m.scenario_for(options)
         rng = self.np_random
-        n = self.episode_steps
-        self._n = 0
-        replay_window = self._pick_replay_window(rng, n) if self.replay_incidents else None
+        # Draw order (the vector env follows it): replayed incident, replay rows, episode key,
+        # chaos arrivals.
+        replay_window = self._pick_replay_window(rng) if m.replay_incidents else None
         start_row = None if replay_window is None else replay_window[0]
-        self._extend_plan(n, start_row)
+        self._n = 0
+        self._extend_plan(m.episode_steps, start_row)
+        self._key = crng.draw_key(rng)
+        self._precompute_draws()
         events: list[FaultEvent] = []
         if scenario is not None:
-            events += scenario.events(self.stages)
+            events += scenario.events(m.stages)
         self._random_chaos = scenario is None or scenario.random_chaos
         if self._random_chaos:
-            events += draw_random_arrivals(rng, self.chaos, self.stages, n * self.dt)
+            events += draw_random_arrivals(rng, m.chaos, m.stages, m.episode_steps * m.dt)
+        self._events = sorted(events, key=lambda e: (e.at_s, e.fault, e.stage))
+        self._ev_next = 0
         # -- state
         self._k, self._t = 0, 0.0
-        self._queue: list[tuple[float, int, str, Any]] = []
-        self._seq = 0
-        for ev in sorted(events, key=lambda e: (e.at_s, e.fault, e.stage)):
-            self._push(ev.at_s, "fault", ev)
         self._faults: dict[int, FaultInstance] = {}
         self._uid = 0
         self._incidents: list[Incident] = []
-        self._replicas = np.full(self.n_stages, DEFAULT_REPLICAS, dtype=np.int64)
+        self._dropped = 0
+        self._replicas = np.full(m.n_stages, DEFAULT_REPLICAS, dtype=np.int64)
         self._replicas_changed()
-        self._watch = False
-        self._mask_dirty = True
         self._model_version, self._light = 2, False
         self._in_flight: act.Action | None = None
-        self._escalated = False
-        self._shedding = False
+        self._done_s, self._issued_s = INF, 0.0
+        self._esc_done_s, self._esc_issued_s = INF, 0.0
         self._last_action, self._last_action_t = 0, 0.0
         self._spent = 0.0
         self._downtime_s = 0.0
@@ -350,57 +265,61 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._invalid = 0
         self._total_reward = 0.0
         self._drift = (0.0, 0.0)
-        self._dirty, self._stable_until = True, INF
-        self._cap_dirty = True
+        self._watch = False
+        self._dirty = True
+        self._stable_until = INF
         self._replayed: tuple[int, int, int, int, str] | None = None
         if replay_window is not None:
             self._start_replayed_incident(*replay_window)
+        self._next_event_s = self._next_event()
         self._refresh_mask()
         obs, _, _ = self._observe()
         self._started = True
         return obs, self._info(final=False)
 
     def _extend_plan(self, n: int, start_row: int | None = None) -> None:
-        """Draw (or append) the next ``n`` steps of the episode's randomness: the replayed
-        baseline, accuracy noise, drift-monitor feature windows and heal draws.
+        """Draw (or append) the replayed baseline of the next ``n`` steps.
 
         Under ``gymnasium.make`` the time limit is the registration's ``TimeLimit``, which the
         env cannot see, so the plan grows in chunks of ``episode_steps`` as the episode goes on.
         """
-        rng = self.np_random
-        base, _ = self.replay.draw_window(rng, n, self.dt, start_row)
-        noise = rng.normal(0.0, 0.004, size=n + 1)
-        heal_u = rng.random((n + 1, HEAL_SLOTS))
-        first = self._n == 0
-        n_checks = (self._n + n) // self.drift_every + 2 - (0 if first else len(self._features))
-        features = rng.standard_normal((n_checks, DRIFT_WINDOW))
-        ks, psi_v = self._drift_ref.scores(features)
-        if first:
-            self._base, self._acc_noise, self._heal_u = base, noise, heal_u
-            self._features, self._healthy_ks, self._healthy_psi = features, ks, psi_v
-        else:
-            cat = np.concatenate
-            self._base = cat([self._base, base[1:]])
-            self._acc_noise = cat([self._acc_noise, noise[1:]])
-            self._heal_u = cat([self._heal_u, heal_u[1:]])
-            self._features = cat([self._features, features])
-            self._healthy_ks, self._healthy_psi = (cat([self._healthy_ks, ks]),
-                                                   cat([self._healthy_psi, psi_v]))
+        m = self.model
+        rows = m.replay.draw_rows(self.np_random, n, m.dt, start_row)
+        chunk = interpolate(m.replay.values, rows, np.arange(n + 1), m.dt, m.replay.step_seconds)
+        self._base = chunk if self._n == 0 else np.concatenate([self._base, chunk[1:]])
         self._n += n
-        self._precompute_baseline()
+        za, zb = affine(m, np.ones_like(m.median), np.zeros_like(m.median))
+        self._clean_za, self._clean_zb = za, zb
+        zf, violated = base_z(m, self._base, za, zb)
+        self._clean_z = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).reshape(
+            len(self._base), -1).astype(np.float32)
+        self._clean_violation = violated
+
+    def _precompute_draws(self) -> None:
+        """Counter-based draws of the plan's steps: accuracy noise and drift-window picks."""
+        m = self.model
+        k = np.arange(self._n + 1)
+        self._acc_noise = ACC_NOISE_SD * crng.normal(self._key, k)
+        checks = np.arange(self._n // m.drift_every + 2)
+        self._drift_idx = (crng.uniform(self._key, checks, crng.DRIFT_WINDOW)
+                           * len(m.drift.windows)).astype(np.int64)
 
     def _grow_plan(self) -> None:
-        start = self._n * self.dt
-        self._extend_plan(self.episode_steps)
+        m = self.model
+        start = self._n * m.dt
+        self._extend_plan(m.episode_steps)
+        self._precompute_draws()
         if self._random_chaos:
-            for ev in draw_random_arrivals(self.np_random, self.chaos, self.stages,
-                                           self._n * self.dt, start):
-                self._push(ev.at_s, "fault", ev)
+            new = draw_random_arrivals(self.np_random, m.chaos, m.stages, self._n * m.dt, start)
+            rest = self._events[self._ev_next:] + new
+            self._events = self._events[:self._ev_next] + sorted(
+                rest, key=lambda e: (e.at_s, e.fault, e.stage))
+        self._next_event_s = self._next_event()
 
-    def _pick_replay_window(self, rng: np.random.Generator, n: int
-                            ) -> tuple[int, int, int, str] | None:
-        fw = self.replay.fault_windows
-        times, step = self.replay.times, self.replay.step_seconds
+    def _pick_replay_window(self, rng: np.random.Generator) -> tuple[int, int, int, str]:
+        m = self.model
+        fw = m.replay.fault_windows
+        times, step = m.replay.times, m.replay.step_seconds
         start = unix_seconds(fw["start"])
         end = unix_seconds(fw["end"])
         ok = np.flatnonzero((start >= times[0]) & (end <= times[-1]))
@@ -408,39 +327,38 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             raise ConfigError("replay_incidents=True, but no labelled fault window lies inside "
                               "the replayable span of the chosen stages")
         i = int(ok[rng.integers(ok.size)])
-        lead_rows = max(1, int(0.1 * n * self.dt / step))
+        lead_rows = max(1, int(0.1 * m.episode_steps * m.dt / step))
         onset_row = int(np.searchsorted(times, start[i]))
         end_row = int(np.searchsorted(times, end[i]))
-        stage = self.replay.entities.index(fw["entity"].iloc[i])
+        stage = m.replay.entities.index(fw["entity"].iloc[i])
         ftype = fw["fault_type"].iloc[i]
         ftype = ftype if isinstance(ftype, str) and ftype in FAULT_NAMES else "unknown"
-        return max(onset_row - lead_rows, 0), onset_row, max(end_row, onset_row + 1), \
-            f"{stage}:{ftype}"
+        return (max(onset_row - lead_rows, 0), onset_row, max(end_row, onset_row + 1),
+                f"{stage}:{ftype}")
 
     def _start_replayed_incident(self, start_row: int, onset_row: int, end_row: int,
                                  tag: str) -> None:
         stage_s, ftype = tag.split(":", 1)
         stage = int(stage_s)
-        step = self.replay.step_seconds
+        step = self.model.replay.step_seconds
         onset = (onset_row - start_row) * step
         end = (end_row - start_row) * step
-        # A replayed fault has no synthetic effects: the data carries it ("_old_model" is inert
-        # on metrics, so it serves as an effect-free carrier); its kind for healing is ftype.
-        inst = self._new_instance("unknown" if ftype == "unknown" else ftype, stage, 0.0, onset,
-                                  "replay", end_s=end, carrier=True)
-        self._replayed = (inst.uid, stage, int(round(onset / self.dt)),
-                          int(round(end / self.dt)), ftype)
+        # The fault is in the data: no synthetic effect (severity 0), healed by its type's row.
+        inst = self._new_instance(ftype, stage, 0.0, onset, "replay", end_s=end, carrier=True)
+        if inst is not None:
+            self._replayed = (inst.uid, stage, int(round(onset / self.dt)),
+                              int(round(end / self.dt)), ftype)
 
-    # ------------------------------------------------------------------ event machinery
-    def _push(self, at: float, kind: str, payload: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (at, self._seq, kind, payload))
-
+    # ------------------------------------------------------------------ instances, incidents
     def _new_instance(self, fault: str, stage: int, severity: float, onset: float, source: str,
                       parent_incident: int | None = None, end_s: float | None = None,
-                      carrier: bool = False) -> FaultInstance:
+                      carrier: bool = False) -> FaultInstance | None:
+        if len(self._faults) >= F_MAX or (parent_incident is None
+                                          and len(self._incidents) >= I_MAX):
+            self._dropped += 1
+            return None
         self._uid += 1
-        kind = SPEC_INDEX["_old_model"] if carrier or fault == "unknown" else SPEC_INDEX[fault]
+        kind = CARRIER_KIND if carrier else SPEC_INDEX[fault]
         spec = BY_NAME.get(fault)
         if end_s is None:
             end_s = onset + spec.duration_s + spec.fade_s if spec is not None else INF
@@ -454,31 +372,26 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         inc.active.add(self._uid)
         if inc.detected_s is None:
             self._watch = True
-        inst = FaultInstance(self._uid, kind, fault, stage, severity if not carrier else 0.0,
-                             onset, parent_incident, end_s)
+        cascade = (onset + spec.cascade[1] if spec is not None and spec.cascade is not None
+                   and not carrier else INF)
+        inst = FaultInstance(self._uid, kind, fault, stage, 0.0 if carrier else severity, onset,
+                             parent_incident, end_s, cascade)
         self._faults[inst.uid] = inst
-        if end_s < INF:
-            self._push(end_s, "fault_end", inst.uid)
-        if spec is not None and spec.cascade is not None and not carrier:
-            child, after = spec.cascade
-            self._push(onset + after, "cascade", (inst.uid, child))
         self._dirty = True
         return inst
 
-    def _side_effect(self, name: str, stage: int, until: float) -> FaultInstance:
+    def _side_effect(self, name: str, stage: int, until: float) -> None:
+        if len(self._faults) >= F_MAX:
+            self._dropped += 1
+            return
         self._uid += 1
-        inst = FaultInstance(self._uid, SPEC_INDEX[name], name, stage, 1.0, self._t, -1, until)
-        self._faults[inst.uid] = inst
-        if until < INF:
-            self._push(until, "fault_end", inst.uid)
+        self._faults[self._uid] = FaultInstance(self._uid, SPEC_INDEX[name], name, stage, 1.0,
+                                                self._t, -1, until)
         self._dirty = True
-        return inst
 
     def _clear(self, uid: int, by: str) -> float:
         """Remove a fault; returns the fast-resolution bonus earned (if any)."""
-        inst = self._faults.pop(uid, None)
-        if inst is None:
-            return 0.0
+        inst = self._faults.pop(uid)
         self._dirty = True
         if inst.incident < 0:
             return 0.0
@@ -503,42 +416,61 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         k = self._k
         if k >= end_k:
             return
-        length = end_k - k
-        src = np.arange(max(onset_k - length, 0), max(onset_k - length, 0) + length)
-        src = np.minimum(src, max(onset_k - 1, 0))
+        src = np.minimum(np.arange(max(onset_k - (end_k - k), 0),
+                                   max(onset_k - (end_k - k), 0) + end_k - k),
+                         max(onset_k - 1, 0))
         self._base[k:end_k, stage, :] = self._base[src, stage, :]
+        m = self.model
+        zf, violated = base_z(m, self._base[k:end_k], self._clean_za, self._clean_zb)
+        self._clean_z[k:end_k] = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).reshape(
+            end_k - k, -1)
+        self._clean_violation[k:end_k] = violated
+
+    # ------------------------------------------------------------------ events
+    def _next_event(self) -> float:
+        t = INF
+        for f in self._faults.values():
+            t = min(t, f.end_s, f.cascade_s)
+        if self._ev_next < len(self._events):
+            t = min(t, self._events[self._ev_next].at_s)
+        return min(t, self._done_s, self._esc_done_s)
 
     def _process_events(self) -> float:
+        """Events due by now, in a fixed order: natural ends, the action's completion, the
+        escalation's completion, cascades, new faults (each in creation order)."""
+        t = self._t
         bonus = 0.0
-        q = self._queue
-        while q and q[0][0] <= self._t + 1e-9:
-            _, _, kind, payload = heapq.heappop(q)
-            if kind == "fault":
-                ev: FaultEvent = payload
-                self._new_instance(ev.fault, ev.stage, ev.severity, self._t, ev.source)
-            elif kind == "fault_end":
-                bonus += self._clear(payload, "natural")
-            elif kind == "cascade":
-                parent_uid, child = payload
-                parent = self._faults.get(parent_uid)
-                if parent is not None:
-                    self._new_instance(child, parent.stage, parent.severity, self._t, "cascade",
-                                       parent_incident=parent.incident)
-            elif kind == "action_done":
-                bonus += self._complete(*payload)
-            elif kind == "shed_end":
-                self._shedding = False
-                self._mask_dirty = True
+        for inst in [f for f in self._faults.values() if f.end_s <= t]:
+            bonus += self._clear(inst.uid, "natural")
+        if self._done_s <= t and self._in_flight is not None:
+            a, issued = self._in_flight, self._issued_s
+            self._in_flight, self._done_s = None, INF
+            bonus += self._complete(a, issued, HEAL_STREAM)
+        if self._esc_done_s <= t:
+            issued = self._esc_issued_s
+            self._esc_done_s = INF
+            bonus += self._complete(self.actions[-1], issued, ESCALATE_STREAM)
+        for inst in [f for f in self._faults.values() if f.cascade_s <= t]:
+            inst.cascade_s = INF
+            child = BY_NAME[inst.name].cascade[0]  # type: ignore[index]
+            self._new_instance(child, inst.stage, inst.severity, t, "cascade",
+                               parent_incident=inst.incident)
+        events = self._events
+        while self._ev_next < len(events) and events[self._ev_next].at_s <= t:
+            ev = events[self._ev_next]
+            self._ev_next += 1
+            self._new_instance(ev.fault, ev.stage, ev.severity, t, ev.source)
+        self._next_event_s = self._next_event()
+        self._mask_dirty = True
         return bonus
 
     # ------------------------------------------------------------------ actions
     def _refresh_mask(self) -> None:
         n = len(self.actions)
+        S = self.n_stages
         mask = np.zeros(n, dtype=np.int8)
         mask[0] = 1
-        escalate = n - 1
         if self._in_flight is None:
-            S = self.n_stages
             mask[1:1 + S] = 1
             mask[1 + S:1 + 2 * S] = self._replicas < MAX_REPLICAS
             mask[1 + 2 * S:1 + 3 * S] = self._replicas > MIN_REPLICAS
@@ -548,12 +480,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             mask[base + 2] = 1  # backfill
             mask[base + 3] = not self._light
             mask[base + 4] = self._light
-            mask[base + 5] = not self._shedding
-            mask[escalate] = 1
-        if self._escalated:
-            mask[escalate] = 0
-        elif self._in_flight is not None:
-            mask[escalate] = 1
+            mask[base + 5] = not self._shedding()
+        mask[n - 1] = self._esc_done_s == INF  # escalate: unless a human is already paged
         budget = self.reward_cfg.cost_budget
         if budget is not None:
             remaining = budget - self._spent
@@ -564,46 +492,42 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._mask = mask
         self._mask_dirty = False
 
+    def _shedding(self) -> bool:
+        return any(f.name == "_shedding" for f in self._faults.values())
+
     def _start(self, a: act.Action) -> float:
         kind = act.KINDS[a.kind]
-        cost = kind.cost
-        self._spent += cost
+        self._spent += kind.cost
         self._mask_dirty = True
         self._action_counts[a.name] = self._action_counts.get(a.name, 0) + 1
         self._last_action, self._last_action_t = a.index, self._t
-        if kind.name == "escalate":
-            self._escalated = True  # a human is paged; other actions may continue meanwhile
-        else:
-            self._in_flight = a
         done = self._t + kind.duration_s
+        if kind.name == "escalate":
+            self._esc_done_s, self._esc_issued_s = done, self._t  # works alongside others
+        else:
+            self._in_flight, self._done_s, self._issued_s = a, done, self._t
         if kind.name == "restart":
             self._side_effect("_restarting", a.stage, done)
-        self._push(done, "action_done", (a, self._t))
-        return cost
+        self._next_event_s = min(self._next_event_s, done)
+        return kind.cost
 
-    def _complete(self, a: act.Action, issued_s: float) -> float:
+    def _complete(self, a: act.Action, issued_s: float, stream: int) -> float:
         """An action takes effect: it may heal the faults that were active when it was issued."""
         kind = act.KINDS[a.kind]
-        self._mask_dirty = True
-        if self._in_flight is a:
-            self._in_flight = None
-        if kind.name == "escalate":
-            self._escalated = False
-        u = self._heal_u[self._k]
         bonus = 0.0
         healed_release = False
-        slot = 0
+        j = 0
         for inst in list(self._faults.values()):
             if (inst.incident < 0 or inst.onset_s > issued_s
                     or (a.stage >= 0 and inst.stage != a.stage)):
                 continue
-            col = self._kind_cols.get(inst.name, self._kind_cols["unknown"])
-            p = self.healing[a.kind, col]
-            if act.heal_outcome(u[slot % HEAL_SLOTS], p):
-                healed_release |= inst.name in ("bad_model_deploy", "error_spike", "crash_loop",
-                                                "schema_mismatch")
+            p = self.healing[a.kind, self.model.fault_cols.get(inst.name,
+                                                               self.model.fault_cols["unknown"])]
+            u = float(crng.uniform(self._key, self._k, stream + j))
+            j += 1
+            if u < p:
+                healed_release |= inst.name in RELEASE_FAULTS
                 bonus += self._clear(inst.uid, a.name)
-            slot += 1
         name = kind.name
         if name == "scale_up":
             self._replicas[a.stage] = min(self._replicas[a.stage] + 1, MAX_REPLICAS)
@@ -625,9 +549,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             self._light = False
             self._drop_side("_light_model")
         elif name == "shed_load":
-            self._shedding = True
             self._side_effect("_shedding", self.model_stage, self._t + act.SHED_SECONDS)
-            self._push(self._t + act.SHED_SECONDS, "shed_end", None)
         return bonus
 
     def _undetected(self) -> bool:
@@ -636,10 +558,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     def _replicas_changed(self) -> None:
         self._replica_obs = self._replicas / MAX_REPLICAS
         self._replica_cost = float(self._replicas.sum()) * REPLICA_COST_PER_H
-        self._cap_dirty = True
+        self._dirty = True
 
     def _has_side(self, name: str) -> bool:
-        return any(f.name == name for f in self._faults.values())
+        return any(f.name == name and f.incident < 0 for f in self._faults.values())
 
     def _drop_side(self, name: str) -> None:
         for uid in [u for u, f in self._faults.items() if f.name == name and f.incident < 0]:
@@ -649,82 +571,59 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     # ------------------------------------------------------------------ dynamics
     def _effects(self) -> None:
         """Recompute fault effects only when they change (faults come, go, ramp or fade)."""
+        m = self.model
         if self._dirty:
             fs = [f for f in self._faults.values() if f.severity != 0.0]
-            if fs:
-                self._geometry = fault_geometry(
-                    np.fromiter((f.kind for f in fs), np.int64, len(fs)),
-                    np.fromiter((f.stage for f in fs), np.int64, len(fs)),
-                    np.fromiter((f.severity for f in fs), float, len(fs)),
-                    np.fromiter((f.onset_s for f in fs), float, len(fs)), self.hops, COMPILED)
-            else:
-                self._geometry = None
-                S = self.n_stages
-                self._mult, self._add = np.zeros((S, len(METRICS))), np.zeros((S, len(METRICS)))
-                self._ml, self._stable_until = [0.0] * len(ML_SIGNALS), INF
+            self._geometry = fault_geometry(
+                np.fromiter((f.kind for f in fs), np.int64, len(fs)),
+                np.fromiter((f.stage for f in fs), np.int64, len(fs)),
+                np.fromiter((f.severity for f in fs), float, len(fs)),
+                np.fromiter((f.onset_s for f in fs), float, len(fs)), m.hops, COMPILED,
+            ) if fs else None
             self._dirty = False
-            self._cap_dirty = True
-            if self._geometry is not None:
-                self._stable_until = -INF
-        if self._t >= self._stable_until and self._geometry is not None:
-            self._mult, self._add, ml, self._stable_until = effects_at(self._geometry, self._t)
-            self._ml = ml.tolist()
-            self._cap_dirty = True
-        if self._cap_dirty:
-            self._factor = effect_factor(self._mult, self._replicas)
-            self._cap_dirty = False
-            self._clean = not (np.any(self._factor != 1.0) or np.any(self._add != 0.0))
-            # z = (clip(base * factor + add) - median) / scale, as one affine map and a clip in
-            # z-space (the clip commutes: the map is increasing in each cell).
-            self._za = self._factor * self._inv_scale
-            self._zb = (self._add - self._median) * self._inv_scale
+            self._stable_until = -INF
+        if self._t >= self._stable_until:
+            if self._geometry is None:
+                S = m.n_stages
+                mult, add = np.zeros((S, len(METRICS))), np.zeros((S, len(METRICS)))
+                ml, self._stable_until = np.zeros(len(ML_SIGNALS)), INF
+            else:
+                mult, add, ml, self._stable_until = effects_at(self._geometry, self._t)
+            self._mult, self._add, self._ml = mult, add, ml
+            self._factor = effect_factor(mult, self._replicas)
+            self._clean = not (np.any(self._factor != 1.0) or np.any(add != 0.0))
+            self._za, self._zb = affine(m, self._factor, add)
+            acc, null, schema, stale = ml_signals(ml)
+            self._ml_now = (float(acc), float(null), float(schema), float(stale),
+                            float(ml[SHIFT]), max(1.0 + float(ml[COST]), 0.0))
 
     def _observe(self) -> tuple[np.ndarray, bool, bool]:
-        """Observation at the current time; also returns (SLO violated, alarm).
-
-        With no effect active (the common case) the metrics are the replayed baseline, whose
-        z-scores and SLO checks were computed for the whole episode at reset.
-        """
+        """Observation at the current time; also returns (SLO violated, alarm)."""
+        m = self.model
         self._effects()
         k = self._k
-        obs = self._obs_buf.copy()
-        nz = self._nz
+        obs = np.zeros(m.n_obs, dtype=np.float32)
+        nz = 6 * m.n_stages
         if self._clean:
-            raw = self._base[k]
-            obs[:nz] = self._base_z[k]
-            metric_violation = bool(self._base_violation[k])
+            obs[:nz] = self._clean_z[k]
+            metric_violation = bool(self._clean_violation[k])
         else:
-            zf = self._base[k] * self._za
-            zf += self._zb
-            # SLO checks in unclipped z-space; exact since every limit is within physical bounds.
-            metric_violation = bool(
-                zf[self.model_stage, LAT] > self._lat_limit_z or zf[-1, THR] < self._thr_limit_z
-                or (zf[:, ERR] > self._err_limit_z).any()
-            )
-            z = obs[:nz].reshape(zf.shape)
-            np.maximum(zf, self._z_lo, out=z, casting="unsafe")
-            np.minimum(z, self._z_hi, out=z)
-            raw = None
-        self._raw_cache = raw
-        ml = self._ml
-        accuracy = min(max(BASE_ACCURACY + ml[ACC], 0.0), 1.0)
+            zf, viol = base_z(m, self._base[k], self._za, self._zb)
+            obs[:nz] = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).ravel()
+            metric_violation = bool(viol)
+        self._raw_cache = None
+        accuracy, null_rate, schema, stale, shift, cost_mult = self._ml_now
         acc_est = min(max(accuracy + self._acc_noise[k], 0.0), 1.0)
-        null_rate = min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0)
-        schema = min(max(ml[SCHEMA], 0.0), 1.0)
-        stale = max(BASE_STALENESS_S + ml[STALE], 0.0)
-        cost = self._replica_cost * max(1.0 + ml[COST], 0.0)
-        cost_factor = cost / self._base_cost
+        cost = self._replica_cost * cost_mult
+        cost_factor = cost / m.base_cost
         self._cost_rate = cost
-        if k % self.drift_every == 0:
-            j = k // self.drift_every
-            if ml[SHIFT] != 0.0:
-                ks_w, psi_w = self._drift_ref.scores(self._features[j] + ml[SHIFT])
-                self._drift = (float(ks_w[0]), float(psi_w[0]))
-            else:
-                self._drift = (float(self._healthy_ks[j]), float(self._healthy_psi[j]))
+        if k % m.drift_every == 0:
+            ks_a, psi_a = m.drift.scores(np.asarray(self._drift_idx[k // m.drift_every]),
+                                         np.asarray(shift))
+            self._drift = (float(ks_a[0]), float(psi_a[0]))
         ks_v, psi_v = self._drift
-        slo = self.slo
-        violated = (
+        slo = m.slo
+        violated: bool = (
             metric_violation
             or accuracy < slo.accuracy_min
             or stale > slo.staleness_max_s
@@ -732,7 +631,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             or schema > slo.schema_error_max
             or cost_factor > slo.cost_factor_max
         )
-        S, i = self.n_stages, self._ctx
+        S = m.n_stages
+        i = 7 * S
         obs[6 * S: 7 * S] = self._replica_obs
         obs[i: i + 11] = (
             acc_est, ks_v, min(psi_v, 10.0), null_rate, schema, min(stale / 3600.0, 24.0),
@@ -743,23 +643,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         obs[i + 11 + self._last_action] = 1.0
         alarm = violated
         if not violated and self._watch:
-            alarm = bool(
-                np.abs(obs[:nz]).max() > DETECT_Z or psi_v > 0.25
-                or acc_est < BASE_ACCURACY - 0.05
-            )
+            alarm = bool(np.abs(obs[:nz]).max() > DETECT_Z or psi_v > 0.25
+                         or acc_est < BASE_ACCURACY - 0.05)
         self._accuracy = accuracy
         return obs, violated, alarm
-
-    def _precompute_baseline(self) -> None:
-        """z-scores and metric SLO checks of the fault-free baseline, for every step."""
-        base = self._base
-        z = (base - self._median) * self._inv_scale
-        self._base_z = np.clip(z, -Z_CLIP, Z_CLIP).reshape(len(base), -1).astype(np.float32)
-        self._base_violation = (
-            (base[:, self.model_stage, LAT] > self._lat_limit)
-            | (base[:, -1, THR] < self._thr_limit)
-            | (base[:, :, ERR] > self.slo.error_rate_max).any(axis=1)
-        )
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self._started:
@@ -779,14 +666,14 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             reward -= self.reward_cfg.action_cost_weight * self._start(self.actions[a])
         self._k += 1
         self._t = self._k * self.dt
-        if self._queue and self._queue[0][0] <= self._t + 1e-9:
+        if self._t >= self._next_event_s:
             reward += self._process_events()
         obs, violated, alarm = self._observe()
         if violated:
             self._downtime_s += self.dt
             reward -= self.reward_cfg.slo_violation_per_s * self.dt
-        if self._cost_rate != self._base_cost:
-            reward -= (self.reward_cfg.infra_cost_weight * (self._cost_rate - self._base_cost)
+        if self._cost_rate != self.model.base_cost:
+            reward -= (self.reward_cfg.infra_cost_weight * (self._cost_rate - self.model.base_cost)
                        * self.dt / 3600.0)
         if alarm and self._watch:
             for inc in self._incidents:
@@ -810,11 +697,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     # ------------------------------------------------------------------ reporting
     def _info(self, final: bool) -> dict[str, Any]:
         info: dict[str, Any] = {"action_mask": self._mask, "time_s": self._t}
-        if self._faults:
-            info["faults"] = [(f.name, self.stages[f.stage]) for f in self._faults.values()
-                              if f.incident >= 0]
-        else:
-            info["faults"] = []
+        info["faults"] = [(f.name, self.stages[f.stage]) for f in self._faults.values()
+                          if f.incident >= 0] if self._faults else []
         if final:
             info["episode_metrics"] = self.episode_metrics()
         return info
@@ -825,24 +709,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     def episode_metrics(self) -> dict[str, Any]:
         """Metrics of the episode so far: incidents with MTTR, downtime, uptime, actions."""
-        elapsed = self._t
-        incidents = [inc.as_dict() for inc in self._incidents]
-        resolved = [i["mttr_s"] for i in incidents if i["mttr_s"] is not None]
-        return {
-            "elapsed_s": elapsed,
-            "incidents": incidents,
-            "n_incidents": len(incidents),
-            "resolved_incidents": len(resolved),
-            "unresolved_incidents": len(incidents) - len(resolved),
-            "mean_mttr_s": float(np.mean(resolved)) if resolved else None,
-            "downtime_s": self._downtime_s,
-            "uptime_pct": 100.0 * (1.0 - self._downtime_s / elapsed) if elapsed > 0 else 100.0,
-            "actions_taken": dict(self._action_counts),
-            "n_actions": int(sum(self._action_counts.values())),
-            "action_cost": self._spent,
-            "invalid_actions": self._invalid,
-            "total_reward": self._total_reward,
-        }
+        return episode_metrics(self._t, [inc.as_dict() for inc in self._incidents],
+                               self._downtime_s, dict(self._action_counts), self._spent,
+                               self._invalid, self._total_reward, self._dropped)
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi":
@@ -862,16 +731,12 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     @property
     def ml_health(self) -> dict[str, float]:
         """Current true ML health signals (the observation holds their estimates)."""
-        ml = self._ml
+        accuracy, null_rate, schema, stale, shift, _ = self._ml_now
         return {
-            "accuracy": self._accuracy,
-            "covariate_shift": ml[SHIFT],
-            "null_rate": min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0),
-            "schema_error_rate": min(max(ml[SCHEMA], 0.0), 1.0),
-            "staleness_s": max(BASE_STALENESS_S + ml[STALE], 0.0),
-            "cost_factor": self._cost_rate / self._base_cost,
-            "drift_ks": self._drift[0],
-            "drift_psi": self._drift[1],
+            "accuracy": accuracy, "covariate_shift": shift, "null_rate": null_rate,
+            "schema_error_rate": schema, "staleness_s": stale,
+            "cost_factor": self._cost_rate / self.model.base_cost,
+            "drift_ks": self._drift[0], "drift_psi": self._drift[1],
         }
 
     @property
@@ -879,3 +744,26 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """The current raw (unnormalised) metrics per stage, for dashboards and analysis."""
         return {s: {m: float(self._raw[i, j]) for j, m in enumerate(METRICS)}
                 for i, s in enumerate(self.stages)}
+
+
+def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s: float,
+                    actions_taken: dict[str, int], action_cost: float, invalid: int,
+                    total_reward: float, dropped: int) -> dict[str, Any]:
+    """The episode-metrics dictionary (shared by the scalar and the vector env)."""
+    resolved = [i["mttr_s"] for i in incidents if i["mttr_s"] is not None]
+    return {
+        "elapsed_s": elapsed,
+        "incidents": incidents,
+        "n_incidents": len(incidents),
+        "resolved_incidents": len(resolved),
+        "unresolved_incidents": len(incidents) - len(resolved),
+        "mean_mttr_s": float(np.mean(resolved)) if resolved else None,
+        "downtime_s": downtime_s,
+        "uptime_pct": 100.0 * (1.0 - downtime_s / elapsed) if elapsed > 0 else 100.0,
+        "actions_taken": actions_taken,
+        "n_actions": int(sum(actions_taken.values())),
+        "action_cost": action_cost,
+        "invalid_actions": invalid,
+        "dropped_faults": dropped,
+        "total_reward": total_reward,
+    }

@@ -67,3 +67,35 @@ class DriftReference:
         windows = np.atleast_2d(windows)
         return (ks_batch(self.sorted_ref, windows),
                 psi_batch(self.ref_frac, self.edges, windows))
+
+
+@dataclass(frozen=True)
+class DriftPool:
+    """The drift monitor's feature windows: a fixed pool of windows drawn once from the training
+    distribution (standard normal), with their healthy KS and PSI scores precomputed. An episode
+    picks a pool window per monitoring period (by its counter-based draws) and adds the current
+    covariate shift; only shifted windows are scored at run time."""
+
+    reference: DriftReference
+    windows: np.ndarray  # (P, W)
+    healthy_ks: np.ndarray  # (P,)
+    healthy_psi: np.ndarray  # (P,)
+
+    @classmethod
+    def build(cls, seed: int = 20260101, pool: int = 512, window: int = 200,
+              reference_size: int = 1000) -> DriftPool:
+        rng = np.random.default_rng(seed)
+        ref = DriftReference.from_sample(rng.standard_normal(reference_size))
+        windows = rng.standard_normal((pool, window))
+        ks, psi_v = ref.scores(windows)
+        return cls(reference=ref, windows=windows, healthy_ks=ks, healthy_psi=psi_v)
+
+    def scores(self, idx: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(KS, PSI) of pool windows ``idx`` shifted by ``shift`` (arrays of one shape)."""
+        idx, shift = np.atleast_1d(idx), np.atleast_1d(shift)
+        ks, psi_v = self.healthy_ks[idx].copy(), self.healthy_psi[idx].copy()
+        moved = shift != 0.0
+        if moved.any():
+            k2, p2 = self.reference.scores(self.windows[idx[moved]] + shift[moved][:, None])
+            ks[moved], psi_v[moved] = k2, p2
+        return ks, psi_v

@@ -297,27 +297,52 @@ def fault_geometry(
                          ml=table.ml[kinds], breaks=breaks[np.isfinite(breaks)])
 
 
-def effects_at(g: FaultGeometry, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Combined effect at time ``t``: ``(mult, add, ml, stable_until)`` of shapes (S, M), (S, M),
-    (K,), and the time until which they stay exactly the same (callers may cache them)."""
+def intensities(g: FaultGeometry, t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(own, downstream) intensity of each instance at each stage at time ``t``.
+
+    Works on any leading shape: (n, S) for one env, (N, F, S) for a batch (``t`` then (N, 1, 1)).
+    """
     age = t - g.start
     ramp = np.where(g.ramp > 0, np.minimum(np.maximum(age / np.maximum(g.ramp, 1e-9), 0.0), 1.0),
                     1.0)
     fade = np.minimum(np.maximum(1.0 - (age - g.dur) / np.maximum(g.fade, 1e-9), 0.0), 1.0)
     inten = np.where(age >= 0, g.scale * ramp * fade, 0.0)
     own = np.where(g.own, inten, 0.0)
-    down = inten - own
-    mult = own.T @ g.mult + down.T @ g.prop_mult
-    add = own.T @ g.add + down.T @ g.prop_add
-    ml = own.sum(axis=1) @ g.ml
-    # Constant until the next break, unless some intensity is mid-ramp or mid-fade right now.
+    return own, inten - own
+
+
+def stable_until(g: FaultGeometry, t: float | np.ndarray) -> np.ndarray:
+    """Until when the intensities stay exactly as they are at ``t`` (``t`` itself while any is
+    mid-ramp or mid-fade; else the next onset, ramp end, fade start or end). Reduces the last
+    two axes: (n, S) -> scalar, (N, F, S) -> (N,)."""
+    age = t - g.start
     moving = g.reach & (age >= 0) & ((age < g.ramp) | ((age >= g.dur) & (age < g.dur + g.fade)))
-    if moving.any():
-        stable_until = t
-    else:
-        nxt = np.searchsorted(g.breaks, t, side="right")
-        stable_until = float(g.breaks[nxt]) if nxt < g.breaks.size else INF
-    return mult, add, ml, stable_until
+    nxt = np.full(age.shape, INF)
+    for b in (g.start, g.start + g.ramp, g.start + g.dur, g.start + g.dur + g.fade):
+        nxt = np.minimum(nxt, np.where(g.reach & (b > t), b, INF))
+    until = nxt.min(axis=(-2, -1))
+    return np.where(moving.any(axis=(-2, -1)), t if np.ndim(t) == 0 else
+                    np.reshape(t, until.shape), until)
+
+
+def effects_at(g: FaultGeometry, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Combined effect at time ``t``: ``(mult, add, ml, stable_until)`` of shapes (S, M), (S, M),
+    (K,), and the time until which they stay exactly the same (callers may cache them).
+
+    Instances are accumulated one by one in their order, so a batch that accumulates its slots
+    in the same order gets bit-identical sums.
+    """
+    own, down = intensities(g, t)
+    n_stages = own.shape[1]
+    mult = np.zeros((n_stages, len(METRICS)))
+    add = np.zeros((n_stages, len(METRICS)))
+    ml = np.zeros(len(ML_SIGNALS))
+    for i in range(own.shape[0]):
+        o, d = own[i][:, None], down[i][:, None]
+        mult += o * g.mult[i] + d * g.prop_mult[i]
+        add += o * g.add[i] + d * g.prop_add[i]
+        ml += own[i].sum() * g.ml[i]
+    return mult, add, ml, float(stable_until(g, t))
 
 
 def fault_effects(

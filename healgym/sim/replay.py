@@ -136,15 +136,14 @@ class ReplaySource:
                    times=times, values=values, median=median, scale=scale, q_lo=q_lo, q_hi=q_hi,
                    fault_windows=faults, segments=segments, report=report)
 
-    def draw_window(self, rng: np.random.Generator, n_steps: int, dt: float,
-                    start_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Baseline for ``n_steps + 1`` simulator instants, and the dataset row of each.
+    def draw_rows(self, rng: np.random.Generator, n_steps: int, dt: float,
+                  start_row: int | None = None) -> np.ndarray:
+        """Dataset rows that cover ``n_steps`` simulator steps (see :func:`interpolate`).
 
-        The first window starts at ``start_row`` or a random offset; more windows are appended
-        at random offsets while the episode needs them.
+        The first window starts at ``start_row`` or a random offset; more windows are appended,
+        at random offsets inside runs of real data, while the episode needs them.
         """
-        span_s = n_steps * dt
-        rows_needed = int(np.ceil(span_s / self.step_seconds)) + 2
+        rows_needed = int(np.ceil(n_steps * dt / self.step_seconds)) + 2
         seg = np.array(self.segments)
         lengths = seg[:, 1] - seg[:, 0]
         chunks: list[np.ndarray] = []
@@ -165,12 +164,32 @@ class ReplaySource:
             end = min(off + remaining, int(seg[k, 1]))
             chunks.append(np.arange(off, end))
             have += end - off
-        rows = np.concatenate(chunks)[:rows_needed]
-        pos = np.arange(n_steps + 1) * dt / self.step_seconds
-        i0 = np.minimum(np.floor(pos).astype(np.int64), len(rows) - 2)
-        w = (pos - i0)[:, None, None]
-        base = self.values[rows[i0]] * (1.0 - w) + self.values[rows[i0 + 1]] * w
-        return base, rows[i0]
+        return np.concatenate(chunks)[:rows_needed].astype(np.int64)
+
+    def draw_window(self, rng: np.random.Generator, n_steps: int, dt: float,
+                    start_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Baseline for ``n_steps + 1`` simulator instants, and the rows drawn."""
+        rows = self.draw_rows(rng, n_steps, dt, start_row)
+        return interpolate(self.values, rows, np.arange(n_steps + 1), dt,
+                           self.step_seconds), rows
+
+
+def interpolate(values: np.ndarray, rows: np.ndarray, k: np.ndarray, dt: float,
+                step_seconds: float) -> np.ndarray:
+    """Replayed baseline at simulator steps ``k``: linear interpolation between real rows.
+
+    ``rows``: (R,) for one episode (then ``k`` is (K,)), or (N, R) for a batch (then ``k`` is
+    (N,), one step per env). Returns (K, S, M) or (N, S, M).
+    """
+    pos = k * dt / step_seconds
+    i0 = np.minimum(np.floor(pos).astype(np.int64), rows.shape[-1] - 2)
+    w = (pos - i0)[:, None, None]
+    if rows.ndim == 1:
+        r0, r1 = rows[i0], rows[i0 + 1]
+    else:
+        n = np.arange(rows.shape[0])
+        r0, r1 = rows[n, i0], rows[n, i0 + 1]
+    return values[r0] * (1.0 - w) + values[r1] * w
 
 
 def _segments(valid: np.ndarray, max_gap: int) -> list[tuple[int, int]]:

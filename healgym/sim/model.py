@@ -1,0 +1,256 @@
+"""The static part of a simulated pipeline, shared by the scalar env and the vector env.
+
+:func:`build_model` resolves the user's arguments (dataset, stages, chaos, scenario, reward, SLO,
+healing matrix) into one immutable :class:`PipelineModel`: the replay source, the downstream hop
+matrix, the action table, the healing matrix, the SLO limits in z-space, and the observation
+layout. Building both envs from it is what keeps them one model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from healgym.errors import ConfigError
+from healgym.sim import actions as act
+from healgym.sim.chaos import ChaosConfig, Scenario, load_scenario
+from healgym.sim.drift import DriftPool
+from healgym.sim.faults import ERR, FAULT_NAMES, LAT, SPEC_INDEX, THR
+from healgym.sim.replay import HI, LO, ReplaySource
+from healgym.sim.reward import RewardConfig, SLOConfig
+from healgym.telemetry.dataset import TelemetryDataset, load_dataset
+from healgym.telemetry.synthetic import generate_synthetic
+
+Z_CLIP = 50.0
+BASE_ACCURACY = 0.92
+BASE_NULL_RATE = 0.005
+BASE_STALENESS_S = 120.0
+ACC_NOISE_SD = 0.004
+REPLICA_COST_PER_H = 5.0
+DEFAULT_REPLICAS, MIN_REPLICAS, MAX_REPLICAS = 2, 1, 8
+DETECT_Z = 6.0
+F_MAX = 16  # fault and side-effect slots per env; beyond it a new fault is dropped (counted)
+I_MAX = 32  # incidents tracked per episode; beyond it a new incident is dropped (counted)
+HEAL_STREAM, ESCALATE_STREAM = 16, 64  # counter-RNG streams of heal draws (+ target index)
+RELEASE_FAULTS = ("bad_model_deploy", "error_spike", "crash_loop", "schema_mismatch")
+SIDE_KINDS = {name: SPEC_INDEX[name] for name in ("_restarting", "_shedding", "_light_model",
+                                                   "_old_model")}
+CARRIER_KIND = SPEC_INDEX["_old_model"]  # effect-free on metrics when severity is 0
+
+
+@functools.lru_cache(maxsize=4)
+def default_dataset(seed: int = 0) -> TelemetryDataset:
+    """The embedded default: 3 days of seeded synthetic telemetry (marked synthetic)."""
+    return generate_synthetic(seed=seed, days=3.0)
+
+
+@functools.lru_cache(maxsize=2)
+def default_drift_pool() -> DriftPool:
+    return DriftPool.build()
+
+
+def hops_from_edges(names: list[str], edges: list[tuple[str, str]] | None) -> np.ndarray:
+    """hops[s, d]: shortest downstream distance from stage s to d (-1: not downstream)."""
+    n = len(names)
+    if not edges:
+        edges = list(zip(names[:-1], names[1:], strict=True))
+    idx = {nm: i for i, nm in enumerate(names)}
+    adj: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        if a in idx and b in idx and a != b:
+            adj[idx[a]].append(idx[b])
+    hops = -np.ones((n, n), dtype=np.int64)
+    for s in range(n):
+        hops[s, s] = 0
+        queue = deque([s])
+        while queue:
+            u = queue.popleft()
+            for v in adj[u]:
+                if hops[s, v] < 0:
+                    hops[s, v] = hops[s, u] + 1
+                    queue.append(v)
+    return hops
+
+
+def chain_from_call_graph(edges: list[tuple[str, str]], max_stages: int = 5) -> list[str]:
+    """The longest simple call chain (at most ``max_stages`` long) in a call graph, from a root."""
+    adj: dict[str, list[str]] = {}
+    targets = set()
+    for a, b in edges:
+        adj.setdefault(a, []).append(b)
+        targets.add(b)
+    roots = sorted(n for n in adj if n not in targets) or sorted(adj)
+    best: list[str] = []
+
+    def walk(path: list[str]) -> None:
+        nonlocal best
+        if len(path) > len(best):
+            best = list(path)
+        if len(path) >= max_stages:
+            return
+        for nxt in sorted(adj.get(path[-1], [])):
+            if nxt not in path:
+                walk([*path, nxt])
+
+    for r in roots:
+        walk([r])
+    return best
+
+
+@dataclass(frozen=True)
+class PipelineModel:
+    """Everything about a simulated pipeline that does not change during episodes."""
+
+    dataset_name: str
+    replay: ReplaySource
+    stages: list[str]
+    hops: np.ndarray
+    dt: float
+    episode_steps: int
+    drift_every: int
+    chaos: ChaosConfig
+    scenario: Scenario | None
+    replay_incidents: bool
+    reward: RewardConfig
+    slo: SLOConfig
+    healing: np.ndarray  # (kinds, faults + unknown)
+    actions: list[act.Action]
+    model_stage: int
+    drift: DriftPool
+    median: np.ndarray
+    inv_scale: np.ndarray
+    lat_limit_z: float
+    thr_limit_z: float
+    err_limit_z: np.ndarray
+    z_lo: np.ndarray
+    z_hi: np.ndarray
+    base_cost: float
+    fault_cols: dict[str, int]
+    observation_space: spaces.Box
+    action_space: spaces.Discrete
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def action_names(self) -> list[str]:
+        return [a.name for a in self.actions]
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.observation_space.shape[0])
+
+    def scenario_for(self, options: dict[str, Any] | None) -> Scenario | None:
+        if options and "scenario" in options:
+            return None if options["scenario"] is None else load_scenario(options["scenario"])
+        return self.scenario
+
+
+def build_model(
+    dataset: str | Path | TelemetryDataset | None = None,
+    stages: list[str] | dict[str, str] | str | None = None,
+    step_seconds: float = 10.0,
+    chaos: bool | dict[str, Any] | ChaosConfig | None = True,
+    scenario: str | Path | dict[str, Any] | Scenario | None = None,
+    replay_incidents: bool = False,
+    reward: dict[str, Any] | RewardConfig | None = None,
+    slo: dict[str, Any] | SLOConfig | None = None,
+    healing_matrix: dict[str, dict[str, float]] | None = None,
+    episode_steps: int = 360,
+    drift_period_s: float = 60.0,
+) -> PipelineModel:
+    if step_seconds <= 0:
+        raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
+    if episode_steps < 1:
+        raise ConfigError(f"episode_steps={episode_steps!r}: must be >= 1")
+    if dataset is None:
+        ds = default_dataset()
+    elif isinstance(dataset, TelemetryDataset):
+        ds = dataset
+    else:
+        ds = load_dataset(dataset)
+    if stages == "call_graph":
+        if not ds.call_graph:
+            raise ConfigError(f"stages='call_graph', but dataset {ds.metadata.get('name')!r} "
+                              "has no call graph; list the stages instead")
+        stages = chain_from_call_graph(ds.call_graph)
+    elif isinstance(stages, str):
+        raise ConfigError(f"stages={stages!r}: give a list of entities, a {{stage: entity}} "
+                          "mapping, or 'call_graph'")
+    replay = ReplaySource.build(ds, stages)
+    names = replay.stages
+    edges = ds.call_graph
+    ent_to_stage = dict(zip(replay.entities, names, strict=True))
+    edges = [(ent_to_stage[a], ent_to_stage[b]) for a, b in edges
+             if a in ent_to_stage and b in ent_to_stage]
+    hops = hops_from_edges(names, edges or None)
+    scen = None if scenario is None else load_scenario(scenario)
+    if scen is not None:
+        scen.events(names)  # validate stage names now, not mid-episode
+    if replay_incidents and replay.fault_windows.empty:
+        raise ConfigError(f"replay_incidents=True, but dataset {ds.metadata.get('name')!r} has no "
+                          "labelled fault windows for the replayed stages")
+    reward_cfg, slo_cfg = RewardConfig.from_value(reward), SLOConfig.from_value(slo)
+    actions = act.action_table(names)
+    S = len(names)
+    model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
+    n_obs = 7 * S + 11 + len(actions)
+    low = np.zeros(n_obs, dtype=np.float32)
+    high = np.ones(n_obs, dtype=np.float32)
+    low[: 6 * S], high[: 6 * S] = -Z_CLIP, Z_CLIP
+    high[7 * S + 2], high[7 * S + 5], high[7 * S + 6] = 10.0, 24.0, 10.0
+    med, inv = replay.median, 1.0 / replay.scale
+    lat_limit = max(slo_cfg.latency_factor * med[model_stage, LAT], replay.q_hi[model_stage, LAT])
+    thr_limit = min(slo_cfg.throughput_min_factor * med[-1, THR], replay.q_lo[-1, THR])
+    return PipelineModel(
+        dataset_name=str(ds.metadata.get("name", "dataset")), replay=replay, stages=names,
+        hops=hops, dt=float(step_seconds), episode_steps=int(episode_steps),
+        drift_every=max(1, int(round(drift_period_s / step_seconds))),
+        chaos=ChaosConfig.from_value(chaos), scenario=scen, replay_incidents=bool(replay_incidents),
+        reward=reward_cfg, slo=slo_cfg, healing=act.healing_matrix(healing_matrix),
+        actions=actions, model_stage=model_stage, drift=default_drift_pool(), median=med,
+        inv_scale=inv,
+        lat_limit_z=float((lat_limit - med[model_stage, LAT]) * inv[model_stage, LAT]),
+        thr_limit_z=float((thr_limit - med[-1, THR]) * inv[-1, THR]),
+        err_limit_z=(slo_cfg.error_rate_max - med[:, ERR]) * inv[:, ERR],
+        z_lo=np.maximum((LO - med) * inv, -Z_CLIP), z_hi=np.minimum((HI - med) * inv, Z_CLIP),
+        base_cost=S * DEFAULT_REPLICAS * REPLICA_COST_PER_H,
+        fault_cols={name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))},
+        observation_space=spaces.Box(low, high, dtype=np.float32),
+        action_space=spaces.Discrete(len(actions)),
+    )
+
+
+def base_z(model: PipelineModel, base: np.ndarray, za: np.ndarray, zb: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(unclipped z-scores, metric-SLO violation) of raw baselines ``base`` (..., S, M) under the
+    affine map ``z = base * za + zb`` (the faults' and capacity's effects folded in)."""
+    zf = base * za + zb
+    violated = ((zf[..., model.model_stage, LAT] > model.lat_limit_z)
+                | (zf[..., -1, THR] < model.thr_limit_z)
+                | (zf[..., :, ERR] > model.err_limit_z).any(axis=-1))
+    return zf, violated
+
+
+def affine(model: PipelineModel, factor: np.ndarray, add: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(za, zb)`` so that ``z = base * za + zb`` = (base * factor + add - median) / scale."""
+    return factor * model.inv_scale, (add - model.median) * model.inv_scale
+
+
+def ml_signals(ml: np.ndarray) -> tuple[Any, Any, Any, Any]:
+    """(accuracy, null rate, schema error rate, staleness s) from ML effects (..., K)."""
+    from healgym.sim.faults import ACC, NULL, SCHEMA, STALE
+
+    acc = np.minimum(np.maximum(BASE_ACCURACY + ml[..., ACC], 0.0), 1.0)
+    null = np.minimum(np.maximum(BASE_NULL_RATE + ml[..., NULL], 0.0), 1.0)
+    schema = np.minimum(np.maximum(ml[..., SCHEMA], 0.0), 1.0)
+    stale = np.maximum(BASE_STALENESS_S + ml[..., STALE], 0.0)
+    return acc, null, schema, stale
