@@ -7,7 +7,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from gymnasium.envs.registration import WrapperSpec, register, registry  # noqa: E402
+from gymnasium.envs.registration import register, registry  # noqa: E402
 
 ENV_ID = "healgym/PipelineHeal-v0"
 DEFAULT_EPISODE_STEPS = 360
@@ -16,10 +16,8 @@ if ENV_ID not in registry:
     register(
         id=ENV_ID,
         entry_point="healgym.envs.pipeline_heal:PipelineHealEnv",
+        vector_entry_point="healgym.envs.vector:PipelineHealVectorEnv",
         max_episode_steps=DEFAULT_EPISODE_STEPS,
-        additional_wrappers=(
-            WrapperSpec("EpisodeMetrics", "healgym.wrappers:EpisodeMetrics", {}),
-        ),
     )
 
 __all__ = ["DEFAULT_EPISODE_STEPS", "ENV_ID", "__version__"]

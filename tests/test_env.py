@@ -45,8 +45,9 @@ def test_same_seed_same_episode_under_chaos_and_random_actions():
 
 @pytest.mark.parametrize("limit", [50, 1000])
 def test_episode_ends_by_truncation_with_final_metrics(limit):
-    # The registration's TimeLimit ends the episode, shorter or longer than one plan chunk.
-    env = gym.make(healgym.ENV_ID, max_episode_steps=limit, chaos={"rate_scale": 3.0})
+    # The episode length is episode_steps; the registration's TimeLimit agrees with it.
+    env = gym.make(healgym.ENV_ID, episode_steps=limit, max_episode_steps=limit,
+                   chaos={"rate_scale": 3.0})
     env.reset(seed=1)
     for k in range(limit):
         obs, r, te, tr, info = env.step(0)
@@ -54,8 +55,18 @@ def test_episode_ends_by_truncation_with_final_metrics(limit):
         if k < limit - 1:
             assert not tr and "episode_metrics" not in info
     assert tr and info["episode_metrics"]["elapsed_s"] == limit * 10.0
-    if limit > 360:  # random chaos keeps arriving past the first plan chunk
+    if limit > 360:  # random chaos keeps arriving over the whole episode
         assert max(i["onset_s"] for i in info["episode_metrics"]["incidents"]) > 3600
+
+
+def test_an_outer_time_limit_gets_metrics_from_the_wrapper():
+    from healgym.wrappers import EpisodeMetrics
+
+    env = EpisodeMetrics(gym.make(healgym.ENV_ID, max_episode_steps=30))
+    env.reset(seed=0)
+    for _ in range(30):
+        _, _, _, tr, info = env.step(0)
+    assert tr and info["episode_metrics"]["elapsed_s"] == 300.0
 
 
 def test_masked_action_is_noop_with_penalty():

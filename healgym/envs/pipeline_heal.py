@@ -17,7 +17,6 @@ from healgym.sim.faults import (
     BY_NAME,
     COMPILED,
     COST,
-    FAULT_NAMES,
     INF,
     METRICS,
     ML_SIGNALS,
@@ -48,11 +47,11 @@ from healgym.sim.model import (
     default_dataset,
     hops_from_edges,
     ml_signals,
+    pick_replay_window,
 )
 from healgym.sim.replay import HI, LO, interpolate
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
-from healgym.telemetry.schema import unix_seconds
 
 __all__ = ["PipelineHealEnv", "default_dataset", "hops_from_edges"]
 
@@ -232,7 +231,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         rng = self.np_random
         # Draw order (the vector env follows it): replayed incident, replay rows, episode key,
         # chaos arrivals.
-        replay_window = self._pick_replay_window(rng) if m.replay_incidents else None
+        replay_window = pick_replay_window(m, rng) if m.replay_incidents else None
         start_row = None if replay_window is None else replay_window[0]
         self._n = 0
         self._extend_plan(m.episode_steps, start_row)
@@ -278,11 +277,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         return obs, self._info(final=False)
 
     def _extend_plan(self, n: int, start_row: int | None = None) -> None:
-        """Draw (or append) the replayed baseline of the next ``n`` steps.
-
-        Under ``gymnasium.make`` the time limit is the registration's ``TimeLimit``, which the
-        env cannot see, so the plan grows in chunks of ``episode_steps`` as the episode goes on.
-        """
+        """Draw (or append) the replayed baseline of the next ``n`` steps."""
         m = self.model
         rows = m.replay.draw_rows(self.np_random, n, m.dt, start_row)
         chunk = interpolate(m.replay.values, rows, np.arange(n + 1), m.dt, m.replay.step_seconds)
@@ -303,38 +298,6 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         checks = np.arange(self._n // m.drift_every + 2)
         self._drift_idx = (crng.uniform(self._key, checks, crng.DRIFT_WINDOW)
                            * len(m.drift.windows)).astype(np.int64)
-
-    def _grow_plan(self) -> None:
-        m = self.model
-        start = self._n * m.dt
-        self._extend_plan(m.episode_steps)
-        self._precompute_draws()
-        if self._random_chaos:
-            new = draw_random_arrivals(self.np_random, m.chaos, m.stages, self._n * m.dt, start)
-            rest = self._events[self._ev_next:] + new
-            self._events = self._events[:self._ev_next] + sorted(
-                rest, key=lambda e: (e.at_s, e.fault, e.stage))
-        self._next_event_s = self._next_event()
-
-    def _pick_replay_window(self, rng: np.random.Generator) -> tuple[int, int, int, str]:
-        m = self.model
-        fw = m.replay.fault_windows
-        times, step = m.replay.times, m.replay.step_seconds
-        start = unix_seconds(fw["start"])
-        end = unix_seconds(fw["end"])
-        ok = np.flatnonzero((start >= times[0]) & (end <= times[-1]))
-        if ok.size == 0:
-            raise ConfigError("replay_incidents=True, but no labelled fault window lies inside "
-                              "the replayable span of the chosen stages")
-        i = int(ok[rng.integers(ok.size)])
-        lead_rows = max(1, int(0.1 * m.episode_steps * m.dt / step))
-        onset_row = int(np.searchsorted(times, start[i]))
-        end_row = int(np.searchsorted(times, end[i]))
-        stage = m.replay.entities.index(fw["entity"].iloc[i])
-        ftype = fw["fault_type"].iloc[i]
-        ftype = ftype if isinstance(ftype, str) and ftype in FAULT_NAMES else "unknown"
-        return (max(onset_row - lead_rows, 0), onset_row, max(end_row, onset_row + 1),
-                f"{stage}:{ftype}")
 
     def _start_replayed_incident(self, start_row: int, onset_row: int, end_row: int,
                                  tag: str) -> None:
@@ -655,8 +618,6 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if not 0 <= a < len(self.actions):
             raise gym.error.InvalidAction(
                 f"action {action!r} is outside Discrete({len(self.actions)})")
-        if self._k >= self._n:
-            self._grow_plan()
         reward = 0.0
         invalid = not self._mask[a]
         if invalid:
@@ -683,9 +644,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if self._mask_dirty:
             self._refresh_mask()
         self._total_reward += reward
-        # Built directly, the env's own episode_steps is the limit; under gymnasium.make the
-        # registration's TimeLimit is, and the plan grows when a step goes past it.
-        truncated = self.spec is None and self._k >= self._n
+        # The episode's replayed window ends: truncation (the registration's TimeLimit, at the
+        # same default length, agrees; change both with episode_steps=N, max_episode_steps=N).
+        truncated = self._k >= self._n
         if truncated:
             self._started = False
         info = self._info(final=truncated)

@@ -35,6 +35,7 @@ K = {name: i for i, name in enumerate(ML_SIGNALS)}
 ACC, SHIFT, NULL, SCHEMA, STALE, COST = (K[s] for s in ML_SIGNALS)
 
 INF = float("inf")
+MAX_HOPS = 64
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class CompiledFaults:
     fade_s: np.ndarray  # (F,)
     hop_lag_s: np.ndarray  # (F,)
     attenuation: np.ndarray  # (F,)
+    atten_pow: np.ndarray  # (F, MAX_HOPS + 1): attenuation ** hops, tabulated once
 
 
 def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
@@ -232,6 +234,7 @@ def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
         fade_s=np.array([f.fade_s for f in specs]),
         hop_lag_s=np.array([f.hop_lag_s for f in specs]),
         attenuation=np.array([f.propagate for f in specs]),
+        atten_pow=np.array([[f.propagate ** h for h in range(MAX_HOPS + 1)] for f in specs]),
     )
 
 
@@ -285,7 +288,7 @@ def fault_geometry(
     reach = h >= 0
     hh = np.maximum(h, 0)
     start = onset_s[:, None] + table.hop_lag_s[kinds][:, None] * hh
-    atten = np.where(h > 0, table.attenuation[kinds][:, None] ** hh, 1.0)
+    atten = np.where(h > 0, table.atten_pow[kinds[:, None], np.minimum(hh, MAX_HOPS)], 1.0)
     scale = np.where(reach, severity[:, None] * atten, 0.0)
     ramp, dur, fade = (table.ramp_s[kinds][:, None], table.duration_s[kinds][:, None],
                        table.fade_s[kinds][:, None])

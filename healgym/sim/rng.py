@@ -18,7 +18,8 @@ _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2 ** -53
 
 # Streams: which quantity a draw is for.
-ACC_NOISE_1, ACC_NOISE_2, DRIFT_WINDOW, HEAL = 1, 2, 3, 16
+ACC_NOISE_1, ACC_NOISE_2, DRIFT_WINDOW, ACC_NOISE_3, ACC_NOISE_4 = 1, 2, 3, 4, 5
+SQRT3 = 1.7320508075688772
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -39,10 +40,13 @@ def uniform(key: np.ndarray | int, step: np.ndarray | int, stream: np.ndarray | 
 
 
 def normal(key: np.ndarray | int, step: np.ndarray | int) -> np.ndarray:
-    """Standard normal draws (Box-Muller) for ``(key, step)``."""
-    u1 = uniform(key, step, ACC_NOISE_1)
-    u2 = uniform(key, step, ACC_NOISE_2)
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+    """Approximately standard normal draws for ``(key, step)``: the Irwin-Hall sum of four
+    uniforms, centred and scaled to unit variance. Arithmetic only (no SIMD transcendental
+    functions), so a batch and a scalar env get bit-identical values."""
+    total = uniform(key, step, ACC_NOISE_1) + uniform(key, step, ACC_NOISE_2)
+    total = total + uniform(key, step, ACC_NOISE_3)
+    total = total + uniform(key, step, ACC_NOISE_4)
+    return (total - 2.0) * SQRT3
 
 
 def draw_key(rng: np.random.Generator) -> int:

@@ -1,0 +1,134 @@
+"""The vector env is the scalar env, batched: parity bit for bit, and the VectorEnv API."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import healgym
+from healgym.envs.pipeline_heal import PipelineHealEnv
+from healgym.envs.vector import PipelineHealVectorEnv
+
+
+def scalar_run(seed: int, actions: np.ndarray, episodes_steps: int, **kw):
+    """Scalar env, autoreset by hand as NEXT_STEP does; returns per-step tuples."""
+    env = PipelineHealEnv(episode_steps=episodes_steps, **kw)
+    obs, info = env.reset(seed=seed)
+    out = [(obs, 0.0, False, False, None)]
+    done = False
+    for a in actions:
+        if done:
+            obs, info = env.reset()
+            out.append((obs, 0.0, False, False, None))
+            done = False
+            continue
+        if not info["action_mask"][a]:
+            a = 0
+        obs, r, te, tr, info = env.step(a)
+        out.append((obs, r, te, tr, info.get("episode_metrics")))
+        done = te or tr
+    return out
+
+
+def vector_run(seed: int, actions: np.ndarray, n: int, steps: int, **kw):
+    env = PipelineHealVectorEnv(num_envs=n, max_episode_steps=steps, **kw)
+    obs, info = env.reset(seed=seed)
+    out = [[(obs[i], 0.0, False, False, None)] for i in range(n)]
+    for t in range(actions.shape[1]):
+        a = actions[:, t].copy()
+        ok = info["action_mask"][np.arange(n), a] == 1
+        a[~ok] = 0
+        obs, r, te, tr, info = env.step(a)
+        em = info.get("episode_metrics")
+        for i in range(n):
+            out[i].append((obs[i], r[i], te[i], tr[i],
+                           em[i] if em is not None and info["_episode_metrics"][i] else None))
+    return out
+
+
+def random_actions(n: int, steps: int, n_actions: int, seed: int) -> np.ndarray:
+    # Mostly noop, with bursts of every action, so that actions start, complete and heal.
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, n_actions, size=(n, steps))
+    return np.where(rng.random((n, steps)) < 0.6, 0, a)
+
+
+def assert_same(scalar, vector):
+    assert len(scalar) == len(vector)
+    for k, (s, v) in enumerate(zip(scalar, vector, strict=True)):
+        np.testing.assert_array_equal(s[0], v[0], err_msg=f"observation at step {k}")
+        assert s[1] == v[1], f"reward at step {k}: {s[1]} vs {v[1]}"
+        assert (s[2], s[3]) == (bool(v[2]), bool(v[3])), f"termination at step {k}"
+        assert s[4] == v[4], f"episode metrics at step {k}"
+
+
+CASES = {
+    "chaos": dict(chaos={"rate_scale": 4.0}),
+    "scenario": dict(scenario="configs/scenarios/leak_cascade.yaml"),
+    "scenario_and_chaos": dict(scenario="configs/scenarios/data_incidents.yaml",
+                               chaos={"rate_scale": 2.0}),
+    "budget_and_weights": dict(chaos={"rate_scale": 3.0},
+                               reward={"cost_budget": 120.0, "infra_cost_weight": 2.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_parity_n1_and_each_subenv_of_n8(case):
+    kw = CASES[case]
+    steps, total = 120, 260  # two episodes and a bit, through the NEXT_STEP autoreset
+    acts = random_actions(8, total, 23, seed=hash(case) % 1000)
+    vec = vector_run(100, acts, 8, steps, **kw)
+    for i in range(8):
+        assert_same(scalar_run(100 + i, acts[i], steps, **kw), vec[i])
+    one = vector_run(105, acts[5:6], 1, steps, **kw)
+    assert_same(scalar_run(105, acts[5], steps, **kw), one[0])
+    # the runs did something: incidents and healing actions happened
+    metrics = [x[4] for x in vec[0] + vec[3] if x[4] is not None]
+    assert metrics and sum(m["n_incidents"] for m in metrics) > 0
+    assert sum(m["n_actions"] for m in metrics) > 0
+
+
+def test_every_fault_type_matches(tmp_path):
+    from healgym.sim.faults import FAULT_NAMES
+
+    lines = ["faults:"] + [f"  - {{at: {30 + 40 * i}, fault: {f}}}"
+                           for i, f in enumerate(FAULT_NAMES)]
+    path = tmp_path / "all.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    acts = random_actions(3, 150, 23, seed=3)
+    vec = vector_run(7, acts, 3, 150, scenario=str(path))
+    for i in range(3):
+        assert_same(scalar_run(7 + i, acts[i], 150, scenario=str(path)), vec[i])
+
+
+def test_make_vec_returns_the_native_vector_env():
+    env = gym.make_vec(healgym.ENV_ID, num_envs=16)
+    assert isinstance(env, PipelineHealVectorEnv)
+    assert env.max_episode_steps == healgym.DEFAULT_EPISODE_STEPS
+    assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (16, 69) and env.observation_space.contains(obs)
+    assert info["action_mask"].shape == (16, 23) and info["_action_mask"].all()
+    obs, r, te, tr, info = env.step(np.zeros(16, dtype=np.int64))
+    assert r.shape == (16,) and not te.any() and not tr.any()
+
+
+def test_final_info_masks_and_autoreset():
+    env = PipelineHealVectorEnv(num_envs=3, max_episode_steps=5, chaos=False)
+    env.reset(seed=0)
+    for _ in range(4):
+        _, _, _, tr, info = env.step(np.zeros(3, dtype=np.int64))
+        assert not tr.any() and "episode_metrics" not in info
+    obs, r, te, tr, info = env.step(np.zeros(3, dtype=np.int64))
+    assert tr.all() and info["_episode_metrics"].all()
+    assert info["episode_metrics"][1]["elapsed_s"] == 50.0
+    obs, r, te, tr, info = env.step(np.full(3, 5))  # ignored: the envs reset
+    assert (r == 0).all() and not tr.any()
+    assert (info["time_s"] == 0).all()
+
+
+def test_rllib_style_construction_with_kwargs():
+    env = gym.make_vec(healgym.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
+                       chaos={"rate_scale": 2.0}, step_seconds=30.0, max_episode_steps=40)
+    assert env.max_episode_steps == 40 and env.model.dt == 30.0
