@@ -6,6 +6,10 @@ Writes results/bench.json. Measured here, in one run:
   chaos on, random valid actions (from info["action_mask"]), auto-reset at episode end.
 * cartpole_steps_per_s: CartPole-v1 through gymnasium.make, the same loop.
 * env_reset_per_s (healgym) for reference; ratio = env / cartpole (target: >= 0.5).
+* vector_env_steps_per_s / cartpole_vector_steps_per_s at N=4096 and N=65536: the natively
+  batched healgym env from gymnasium.make_vec (chaos on, uniformly random valid actions from the
+  batch's action masks) against Gymnasium's CartPoleVectorEnv in the same loop; sub-env steps
+  counted. vector_env_bytes_per_env: the batched env's array state per sub-env.
 
 Each figure is the median of several repeats; the ratio is what to compare across machines.
 """
@@ -44,6 +48,42 @@ def steps_per_s(env_id: str, n: int, seed: int = 0, **kwargs: Any) -> float:
     return n / dt
 
 
+def vector_steps_per_s(env: Any, steps: int, seed: int = 0) -> float:
+    """Sub-env steps per second; random valid actions drawn from a pool of score matrices."""
+    n = env.num_envs
+    obs, info = env.reset(seed=seed)
+    n_actions = int(env.single_action_space.n)
+    rng = np.random.default_rng(seed)
+    pool = rng.random((8, n, n_actions)).astype(np.float32) + 1e-3
+    t0 = time.perf_counter()
+    for s in range(steps):
+        mask = info.get("action_mask")
+        scores = pool[s % 8] if mask is None else pool[s % 8] * mask
+        obs, r, term, trunc, info = env.step(scores.argmax(axis=1))
+    return n * steps / (time.perf_counter() - t0)
+
+
+def array_bytes(obj: Any) -> int:
+    return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
+
+
+def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    env_runs, cart_runs = [], []
+    healgym_env = gym.make_vec(healgym.ENV_ID, num_envs=n)
+    cartpole = CartPoleVectorEnv(num_envs=n)
+    vector_steps_per_s(healgym_env, 3)
+    vector_steps_per_s(cartpole, 3)
+    for r in range(repeats):
+        env_runs.append(vector_steps_per_s(healgym_env, steps, seed=r))
+        cart_runs.append(vector_steps_per_s(cartpole, steps * 4, seed=r))
+    env_sps, cart_sps = statistics.median(env_runs), statistics.median(cart_runs)
+    return {"vector_env_steps_per_s": env_sps, "cartpole_vector_steps_per_s": cart_sps,
+            "vector_vs_cartpole_vector_ratio": env_sps / cart_sps,
+            "vector_env_bytes_per_env": array_bytes(healgym_env.unwrapped) / n}
+
+
 def resets_per_s(n: int) -> float:
     env = gym.make(healgym.ENV_ID)
     env.reset(seed=0)
@@ -78,6 +118,17 @@ def main(argv: list[str] | None = None) -> int:
                   "python": platform.python_version(), "gymnasium": gym.__version__,
                   "numpy": np.__version__, "machine": platform.machine()},
     }
+    for n, steps in ((4096, 40), (65536, 6)):
+        fig = vector_figures(n, steps, max(2, args.repeats // 2))
+        result[f"vector_n{n}"] = fig
+        print(f"vector N={n:>6}: healgym {fig['vector_env_steps_per_s']:>12,.0f}  CartPoleVector "
+              f"{fig['cartpole_vector_steps_per_s']:>14,.0f} sub-env steps/s  ratio "
+              f"{fig['vector_vs_cartpole_vector_ratio']:.3f}  "
+              f"{fig['vector_env_bytes_per_env']:,.0f} bytes/env")
+    v = result["vector_n4096"]
+    result["vector_env_steps_per_s"] = v["vector_env_steps_per_s"]
+    result["cartpole_vector_steps_per_s"] = v["cartpole_vector_steps_per_s"]
+    result["vector_env_speedup_over_scalar"] = v["vector_env_steps_per_s"] / env_sps
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"healgym  {env_sps:>10,.0f} steps/s")

@@ -132,3 +132,32 @@ def test_rllib_style_construction_with_kwargs():
     env = gym.make_vec(healgym.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
                        chaos={"rate_scale": 2.0}, step_seconds=30.0, max_episode_steps=40)
     assert env.max_episode_steps == 40 and env.model.dt == 30.0
+
+
+@pytest.mark.realdata
+def test_parity_on_real_telemetry_with_replayed_incidents(shared_data):
+    from healgym.telemetry.importers import import_source
+
+    ds = import_source("nezha", shared_data / "nezha/rca_data/2022-08-22")
+    kw = dict(dataset=ds, stages=["frontend", "checkoutservice", "cartservice"],
+              replay_incidents=True, healing_matrix={f: {"restart": 1.0} for f in
+                                                     ("cpu_contention", "error_spike",
+                                                      "network_delay", "unknown")})
+    acts = random_actions(4, 130, 3 * 3 + 8, seed=5)
+    vec = vector_run(11, acts, 4, 60, **kw)
+    for i in range(4):
+        assert_same(scalar_run(11 + i, acts[i], 60, **kw), vec[i])
+    ms = [x[4] for v in vec for x in v if x[4] is not None]
+    assert all(m["incidents"][0]["source"] == "replay" for m in ms)
+
+
+def test_without_a_time_limit_the_plan_grows():
+    env = PipelineHealVectorEnv(num_envs=2, max_episode_steps=None, episode_steps=50,
+                                chaos={"rate_scale": 5.0})
+    env.reset(seed=0)
+    for _ in range(180):
+        obs, r, te, tr, info = env.step(np.zeros(2, dtype=np.int64))
+        assert not tr.any() and np.isfinite(obs).all()
+    m = env.episode_metrics(0)
+    assert m["elapsed_s"] == 1800.0
+    assert max(i["onset_s"] for i in m["incidents"]) > 500  # arrivals drawn past the first plan

@@ -594,15 +594,16 @@ class PipelineHealVectorEnv(VectorEnv):
         idx = np.flatnonzero(self.dirty | (self.t >= self.stable))
         if idx.size == 0:
             return
-        active = self._active()[idx] & (self.s_sev[idx] != 0.0)
-        kinds = self.s_kind[idx]
-        stages = self.s_stage[idx]
-        sev = np.where(active, self.s_sev[idx], 0.0)
+        F = max(int(self.s_n[idx].max()), 1)  # slots are compact: only the first F can be live
+        active = (np.arange(F)[None, :] < self.s_n[idx, None]) & (self.s_sev[idx, :F] != 0.0)
+        kinds = self.s_kind[idx, :F]
+        stages = self.s_stage[idx, :F]
+        sev = np.where(active, self.s_sev[idx, :F], 0.0)
         h = m.hops[stages]  # (n, F, S)
         reach = (h >= 0) & active[:, :, None]
         hh = np.maximum(h, 0)
         T = COMPILED
-        start = self.s_onset[idx][:, :, None] + T.hop_lag_s[kinds][:, :, None] * hh
+        start = self.s_onset[idx, :F][:, :, None] + T.hop_lag_s[kinds][:, :, None] * hh
         atten = np.where(h > 0, T.atten_pow[kinds[:, :, None], np.minimum(hh, MAX_HOPS)], 1.0)
         scale = np.where(reach, sev[:, :, None] * atten, 0.0)
         g = FaultGeometry(
@@ -617,7 +618,7 @@ class PipelineHealVectorEnv(VectorEnv):
         mult = np.zeros((idx.size, S, len(METRICS)))
         add = np.zeros_like(mult)
         ml = np.zeros((idx.size, len(ML_SIGNALS)))
-        for f in range(F_MAX):
+        for f in range(F):
             if not active[:, f].any():
                 continue
             o, d = own[:, f, :, None], down[:, f, :, None]
