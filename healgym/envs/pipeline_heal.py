@@ -17,11 +17,14 @@ from healgym.sim.faults import (
     BY_NAME,
     COMPILED,
     COST,
+    ERR,
     INF,
+    LAT,
     METRICS,
     ML_SIGNALS,
     SHIFT,
     SPEC_INDEX,
+    THR,
     FaultGeometry,
     effect_factor,
     effects_at,
@@ -204,6 +207,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._geometry: FaultGeometry | None = None
         self._drift: tuple[float, float] = (0.0, 0.0)
         self._raw_cache: np.ndarray | None = None
+        self._fault_list: list[tuple[str, str]] = []
 
     # Read-only views of the model, for users and tests.
     dataset_name = property(lambda self: self.model.dataset_name)
@@ -536,6 +540,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """Recompute fault effects only when they change (faults come, go, ramp or fade)."""
         m = self.model
         if self._dirty:
+            self._fault_list = [(f.name, m.stages[f.stage]) for f in self._faults.values()
+                                if f.incident >= 0]
             fs = [f for f in self._faults.values() if f.severity != 0.0]
             self._geometry = fault_geometry(
                 np.fromiter((f.kind for f in fs), np.int64, len(fs)),
@@ -571,9 +577,14 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             obs[:nz] = self._clean_z[k]
             metric_violation = bool(self._clean_violation[k])
         else:
-            zf, viol = base_z(m, self._base[k], self._za, self._zb)
-            obs[:nz] = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).ravel()
-            metric_violation = bool(viol)
+            zf = self._base[k] * self._za
+            zf += self._zb
+            metric_violation = bool(
+                zf[m.model_stage, LAT] > m.lat_limit_z or zf[-1, THR] < m.thr_limit_z
+                or (zf[:, ERR] > m.err_limit_z).any())
+            np.maximum(zf, m.z_lo, out=zf)
+            np.minimum(zf, m.z_hi, out=zf)
+            obs[:nz] = zf.ravel()
         self._raw_cache = None
         accuracy, null_rate, schema, stale, shift, cost_mult = self._ml_now
         acc_est = min(max(accuracy + self._acc_noise[k], 0.0), 1.0)
@@ -581,9 +592,12 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         cost_factor = cost / m.base_cost
         self._cost_rate = cost
         if k % m.drift_every == 0:
-            ks_a, psi_a = m.drift.scores(np.asarray(self._drift_idx[k // m.drift_every]),
-                                         np.asarray(shift))
-            self._drift = (float(ks_a[0]), float(psi_a[0]))
+            j = self._drift_idx[k // m.drift_every]
+            if shift == 0.0:
+                self._drift = (float(m.drift.healthy_ks[j]), float(m.drift.healthy_psi[j]))
+            else:
+                ks_a, psi_a = m.drift.scores(np.asarray(j), np.asarray(shift))
+                self._drift = (float(ks_a[0]), float(psi_a[0]))
         ks_v, psi_v = self._drift
         slo = m.slo
         violated: bool = (
@@ -657,9 +671,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     # ------------------------------------------------------------------ reporting
     def _info(self, final: bool) -> dict[str, Any]:
-        info: dict[str, Any] = {"action_mask": self._mask, "time_s": self._t}
-        info["faults"] = [(f.name, self.stages[f.stage]) for f in self._faults.values()
-                          if f.incident >= 0] if self._faults else []
+        info: dict[str, Any] = {"action_mask": self._mask, "time_s": self._t,
+                                "faults": self._fault_list}
         if final:
             info["episode_metrics"] = self.episode_metrics()
         return info

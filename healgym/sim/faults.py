@@ -320,6 +320,8 @@ def stable_until(g: FaultGeometry, t: float | np.ndarray) -> np.ndarray:
     two axes: (n, S) -> scalar, (N, F, S) -> (N,)."""
     age = t - g.start
     moving = g.reach & (age >= 0) & ((age < g.ramp) | ((age >= g.dur) & (age < g.dur + g.fade)))
+    if np.ndim(t) == 0 and moving.any():
+        return np.asarray(t)  # one env, mid-ramp or mid-fade: recompute at the next step
     nxt = np.full(age.shape, INF)
     for b in (g.start, g.start + g.ramp, g.start + g.dur, g.start + g.dur + g.fade):
         nxt = np.minimum(nxt, np.where(g.reach & (b > t), b, INF))
