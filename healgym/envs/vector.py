@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from healgym.envs import _kernel as K
 from healgym.envs.pipeline_heal import episode_metrics
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
@@ -47,9 +48,6 @@ from healgym.sim.faults import (
     ML_SIGNALS,
     SHIFT,
     SPEC_INDEX,
-    FaultGeometry,
-    intensities,
-    stable_until,
 )
 from healgym.sim.model import (
     ACC_NOISE_SD,
@@ -66,12 +64,11 @@ from healgym.sim.model import (
     RELEASE_FAULTS,
     REPLICA_COST_PER_H,
     SIDE_KINDS,
+    PipelineModel,
     affine,
     build_model,
-    ml_signals,
     pick_replay_window,
 )
-from healgym.sim.replay import interpolate
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
 from healgym.telemetry.schema import unix_seconds
@@ -146,6 +143,7 @@ class PipelineHealVectorEnv(VectorEnv):
         for name in RELEASE_FAULTS:
             self._release[FAULT_CODE[name]] = True
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
+        self._c = kernel_consts(m, self._k_idx, self._release)
         self._alloc(N, S, M, A)
 
     # ------------------------------------------------------------------ storage
@@ -241,10 +239,8 @@ class PipelineHealVectorEnv(VectorEnv):
         self._reset_envs(np.arange(N))
         self.prev_done[:] = False
         self._started = True
-        self._update_watch()
-        self._refresh_mask()
-        obs, _violated = self._observe()
-        return obs, self._infos(np.zeros(N, dtype=bool), _violated, np.zeros(N, dtype=bool))
+        obs, violated = self._observe(np.zeros(N, dtype=bool), np.zeros(N))
+        return obs, self._infos(np.zeros(N, dtype=bool), violated, np.zeros(N, dtype=bool))
 
     def _reset_envs(self, idx: np.ndarray) -> None:
         m = self.model
@@ -353,380 +349,48 @@ class PipelineHealVectorEnv(VectorEnv):
         step = self.model.replay.step_seconds
         onset = (onset_row - start_row) * step
         end = (end_row - start_row) * step
-        ok = self._add_instances(np.array([i]), np.array([CARRIER_KIND]), np.array([stage]),
-                                 np.array([0.0]), np.array([onset]), SOURCES.index("replay"),
-                                 parent=None, end=np.array([end]),
-                                 fault_col=np.array([FAULT_CODE[ftype]]))
-        if ok[0]:
+        ok = K.add_instance(i, CARRIER_KIND, stage, 0.0, float(onset), SOURCES.index("replay"),
+                            -1, float(end), FAULT_CODE[ftype], True, self._st, self._c)
+        if ok:
             self.splice[i] = (stage, -1, int(round(end / self.model.dt)),
                               int(round(onset / self.model.dt)))
             self._replayed_uid[i] = self.uid[i]
 
-    # ------------------------------------------------------------------ instances
-    def _add_instances(self, idx: np.ndarray, kind: np.ndarray, stage: np.ndarray,
-                       sev: np.ndarray, onset: np.ndarray, src: int | np.ndarray,
-                       parent: np.ndarray | None, end: np.ndarray | None = None,
-                       fault_col: np.ndarray | None = None) -> np.ndarray:
-        """Append one fault instance to each env of ``idx`` (opening an incident unless
-        ``parent`` gives one); returns which were added (the slot or incident caps drop)."""
-        new_inc = parent is None
-        ok = self.s_n[idx] < F_MAX
-        if new_inc:
-            ok &= self.i_n[idx] < I_MAX
-        self.dropped[idx[~ok]] += 1
-        idx, kind, stage, sev, onset = idx[ok], kind[ok], stage[ok], sev[ok], onset[ok]
-        if idx.size == 0:
-            return ok
-        col = SPEC_FAULT_COL[kind] if fault_col is None else fault_col[ok]
-        if new_inc:
-            inc = self.i_n[idx].copy()
-            self.i_n[idx] += 1
-            self.i_fault[idx, inc] = col
-            self.i_stage[idx, inc] = stage
-            self.i_src[idx, inc] = src if np.ndim(src) == 0 else np.asarray(src)[ok]
-            self.i_onset[idx, inc] = onset
-        else:
-            inc = np.asarray(parent)[ok]
-        nf = self.i_nf[idx, inc]
-        room = nf < N_FAULT_PER_INCIDENT
-        self.i_faults[idx[room], inc[room], nf[room]] = col[room]
-        self.i_nf[idx, inc] += 1
-        self.i_active[idx, inc] += 1
-        self.watch[idx] |= np.isnan(self.i_detected[idx, inc])
-        slot = self.s_n[idx]
-        self.s_n[idx] += 1
-        self.uid[idx] += 1
-        self.s_uid[idx, slot] = self.uid[idx]
-        self.s_kind[idx, slot] = kind
-        self.s_fault[idx, slot] = col
-        self.s_stage[idx, slot] = stage
-        self.s_sev[idx, slot] = sev
-        self.s_onset[idx, slot] = onset
-        self.s_inc[idx, slot] = inc
-        self.s_end[idx, slot] = onset + END_AFTER[kind] if end is None else end[ok]
-        carrier = kind == CARRIER_KIND
-        self.s_cascade[idx, slot] = np.where(carrier, INF, onset + CASCADE_AFTER[kind])
-        self.dirty[idx] = True
-        return ok
+    # ------------------------------------------------------------------ step
+    @property
+    def _st(self) -> tuple:
+        return (self.s_n, self.s_kind, self.s_fault, self.s_stage, self.s_sev, self.s_onset,
+                self.s_end, self.s_cascade, self.s_inc, self.s_uid, self.uid, self.i_n,
+                self.i_fault, self.i_stage, self.i_src, self.i_onset, self.i_detected,
+                self.i_resolved, self.i_by, self.i_active, self.i_faults, self.i_nf,
+                self.dropped, self.watch)
 
-    def _add_side(self, idx: np.ndarray, kind: int, stage: np.ndarray, until: np.ndarray) -> None:
-        ok = self.s_n[idx] < F_MAX
-        self.dropped[idx[~ok]] += 1
-        idx, stage, until = idx[ok], stage[ok], until[ok]
-        if idx.size == 0:
-            return
-        slot = self.s_n[idx]
-        self.s_n[idx] += 1
-        self.uid[idx] += 1
-        self.s_uid[idx, slot] = self.uid[idx]
-        self.s_kind[idx, slot] = kind
-        self.s_fault[idx, slot] = -1
-        self.s_stage[idx, slot] = stage
-        self.s_sev[idx, slot] = 1.0
-        self.s_onset[idx, slot] = self.t[idx]
-        self.s_inc[idx, slot] = -1
-        self.s_end[idx, slot] = until
-        self.s_cascade[idx, slot] = INF
-        self.dirty[idx] = True
+    @property
+    def _acts(self) -> tuple:
+        return (self.fl_action, self.fl_done, self.fl_issued, self.esc_done, self.esc_issued,
+                self.spent, self.counts, self.last_action, self.last_action_t, self.invalid)
 
-    def _active(self) -> np.ndarray:
-        return np.arange(F_MAX)[None, :] < self.s_n[:, None]
+    @property
+    def _rs(self) -> tuple:
+        return (self.replicas, self.version, self.light, self.splice, self._replayed_uid)
 
-    def _remove(self, rm: np.ndarray) -> None:
-        """Remove slots ``rm`` (N, F) and compact the rest, keeping creation order."""
-        envs = np.flatnonzero(rm.any(axis=1))
-        if envs.size == 0:
-            return
-        keep = ~rm[envs] & (np.arange(F_MAX)[None, :] < self.s_n[envs, None])
-        order = np.argsort(~keep, axis=1, kind="stable")
-        for name in ("s_kind", "s_fault", "s_stage", "s_sev", "s_onset", "s_end", "s_cascade",
-                     "s_inc", "s_uid"):
-            arr = getattr(self, name)
-            arr[envs] = np.take_along_axis(arr[envs], order, axis=1)
-        n_keep = keep.sum(axis=1)
-        self.s_n[envs] = n_keep
-        tail = np.arange(F_MAX)[None, :] >= n_keep[:, None]
-        e2, f2 = np.nonzero(tail)
-        self.s_end[envs[e2], f2] = INF
-        self.s_cascade[envs[e2], f2] = INF
-        self.s_sev[envs[e2], f2] = 0.0
-        self.s_inc[envs[e2], f2] = -1
-        self.s_fault[envs[e2], f2] = -1
-        self.dirty[envs] = True
-
-    def _clear(self, clr: np.ndarray, by: np.ndarray) -> np.ndarray:
-        """Clear slots ``clr`` (N, F); ``by`` (N,) is the action index or NATURAL. Returns the
-        fast-resolution bonus per env."""
-        m = self.model
-        bonus = np.zeros(self.num_envs)
-        e, f = np.nonzero(clr & (self.s_inc >= 0))
-        if e.size:
-            inc = self.s_inc[e, f]
-            healed = by[e] != NATURAL
-            sp = healed & (self.s_uid[e, f] == self._replayed_uid[e])
-            for i in e[sp]:
-                self.splice[i, 1] = self.k[i]
-            np.subtract.at(self.i_active, (e, inc), 1)
-            done = (self.i_active[e, inc] == 0) & np.isnan(self.i_resolved[e, inc])
-            de, di = e[done], inc[done]
-            # (an env's incident may appear twice here; its first entry resolves it)
-            uniq = np.unique(de * I_MAX + di, return_index=True)[1]
-            de, di = de[uniq], di[uniq]
-            self.i_resolved[de, di] = self.t[de]
-            self.i_by[de, di] = by[de]
-            noticed = np.isnan(self.i_detected[de, di]) & (by[de] != NATURAL)
-            self.i_detected[de[noticed], di[noticed]] = self.t[de[noticed]]
-            fast = self.t[de] - self.i_onset[de, di] <= m.reward.fast_resolution_s
-            np.add.at(bonus, de[fast], m.reward.fast_resolution_bonus)
-        self._remove(clr)
-        return bonus
-
-    # ------------------------------------------------------------------ events
-    def _events(self, live: np.ndarray) -> np.ndarray:
-        """Events due by now, in the scalar env's order: natural ends, the action's
-        completion, the escalation's completion, cascades, new faults."""
-        bonus = np.zeros(self.num_envs)
-        t = self.t[:, None]
-        ends = self._active() & (self.s_end <= t) & live[:, None]
-        if ends.any():
-            bonus += self._clear(ends, np.full(self.num_envs, NATURAL))
-        due = np.flatnonzero(live & (self.fl_done <= self.t) & (self.fl_action >= 0))
-        if due.size:
-            a = self.fl_action[due]
-            issued = self.fl_issued[due]
-            self.fl_action[due], self.fl_done[due] = -1, INF
-            bonus += self._complete(due, a, issued, HEAL_STREAM)
-        due = np.flatnonzero(live & (self.esc_done <= self.t))
-        if due.size:
-            issued = self.esc_issued[due]
-            self.esc_done[due] = INF
-            bonus += self._complete(due, np.full(due.size, self._escalate), issued,
-                                    ESCALATE_STREAM)
-        casc = self._active() & (self.s_cascade <= t) & live[:, None]
-        if casc.any():
-            for f in range(F_MAX):
-                envs = np.flatnonzero(casc[:, f])
-                if envs.size == 0:
-                    continue
-                self.s_cascade[envs, f] = INF
-                self._add_instances(envs, CASCADE_CHILD[self.s_kind[envs, f]],
-                                    self.s_stage[envs, f], self.s_sev[envs, f], self.t[envs],
-                                    SOURCES.index("cascade"), parent=self.s_inc[envs, f])
-        n = np.arange(self.num_envs)
-        while True:
-            p = np.minimum(self.ev_ptr, self.ev_t.shape[1] - 1)
-            envs = np.flatnonzero(live & (self.ev_t[n, p] <= self.t) & (self.ev_ptr <
-                                                                        self.ev_t.shape[1]))
-            if envs.size == 0:
-                break
-            c = self.ev_ptr[envs]
-            self.ev_ptr[envs] += 1
-            self._add_instances(envs, self.ev_kind[envs, c], self.ev_stage[envs, c],
-                                self.ev_sev[envs, c], self.t[envs], self.ev_src[envs, c],
-                                parent=None)
-        return bonus
-
-    def _complete(self, idx: np.ndarray, a: np.ndarray, issued: np.ndarray, stream: int
-                  ) -> np.ndarray:
-        m = self.model
-        kind = self._kinds[a]
-        astage = self._astage[a]
-        active = self._active()[idx]
-        target = (active & (self.s_inc[idx] >= 0) & (self.s_onset[idx] <= issued[:, None])
-                  & ((astage[:, None] < 0) | (self.s_stage[idx] == astage[:, None])))
-        j = np.cumsum(target, axis=1) - 1
-        u = crng.uniform(self.key[idx][:, None], self.k[idx][:, None], stream + np.maximum(j, 0))
-        p = m.healing[kind[:, None], np.maximum(self.s_fault[idx], 0)]
-        heal = target & (u < p)
-        healed_release = (heal & self._release[np.maximum(self.s_fault[idx], 0)]).any(axis=1)
-        clr = np.zeros((self.num_envs, F_MAX), dtype=bool)
-        clr[idx] = heal
-        by = np.full(self.num_envs, NATURAL)
-        by[idx] = a
-        bonus = self._clear(clr, by) if heal.any() else np.zeros(self.num_envs)
-        K = self._k_idx
-        sel = kind == K["scale_up"]
-        if sel.any():
-            e, s = idx[sel], astage[sel]
-            self.replicas[e, s] = np.minimum(self.replicas[e, s] + 1, MAX_REPLICAS)
-            self.dirty[e] = True
-        sel = kind == K["scale_down"]
-        if sel.any():
-            e, s = idx[sel], astage[sel]
-            self.replicas[e, s] = np.maximum(self.replicas[e, s] - 1, MIN_REPLICAS)
-            self.dirty[e] = True
-        sel = kind == K["rollback"]
-        if sel.any():
-            e = idx[sel]
-            self.version[e] -= 1
-            has_old = (self._active()[e] & (self.s_kind[e] == OLD) & (self.s_inc[e] < 0)).any(1)
-            add = e[~healed_release[sel] & ~has_old]
-            self._add_side(add, OLD, np.full(add.size, m.model_stage), np.full(add.size, INF))
-        sel = kind == K["retrain"]
-        if sel.any():
-            e = idx[sel]
-            self.version[e] += 1
-            self._drop_side(e, OLD)
-        sel = kind == K["switch_light"]
-        if sel.any():
-            e = idx[sel]
-            self.light[e] = True
-            self._add_side(e, LIGHT, np.full(e.size, m.model_stage), np.full(e.size, INF))
-        sel = kind == K["switch_back"]
-        if sel.any():
-            e = idx[sel]
-            self.light[e] = False
-            self._drop_side(e, LIGHT)
-        sel = kind == K["shed_load"]
-        if sel.any():
-            e = idx[sel]
-            self._add_side(e, SHED, np.full(e.size, m.model_stage), self.t[e] + act.SHED_SECONDS)
-        return bonus
-
-    def _drop_side(self, idx: np.ndarray, kind: int) -> None:
-        rm = np.zeros((self.num_envs, F_MAX), dtype=bool)
-        rm[idx] = self._active()[idx] & (self.s_kind[idx] == kind) & (self.s_inc[idx] < 0)
-        self._remove(rm)
-
-    # ------------------------------------------------------------------ dynamics
-    def _effects(self) -> None:
-        m = self.model
-        idx = np.flatnonzero(self.dirty | (self.t >= self.stable))
-        if idx.size == 0:
-            return
-        F = max(int(self.s_n[idx].max()), 1)  # slots are compact: only the first F can be live
-        active = (np.arange(F)[None, :] < self.s_n[idx, None]) & (self.s_sev[idx, :F] != 0.0)
-        kinds = self.s_kind[idx, :F]
-        stages = self.s_stage[idx, :F]
-        sev = np.where(active, self.s_sev[idx, :F], 0.0)
-        h = m.hops[stages]  # (n, F, S)
-        reach = (h >= 0) & active[:, :, None]
-        hh = np.maximum(h, 0)
-        T = COMPILED
-        start = self.s_onset[idx, :F][:, :, None] + T.hop_lag_s[kinds][:, :, None] * hh
-        atten = np.where(h > 0, T.atten_pow[kinds[:, :, None], np.minimum(hh, MAX_HOPS)], 1.0)
-        scale = np.where(reach, sev[:, :, None] * atten, 0.0)
-        g = FaultGeometry(
-            start=start, reach=reach, own=(h == 0) & reach, scale=scale,
-            ramp=T.ramp_s[kinds][:, :, None], dur=T.duration_s[kinds][:, :, None],
-            fade=T.fade_s[kinds][:, :, None], mult=T.mult[kinds], add=T.add[kinds],
-            prop_mult=T.prop_mult[kinds], prop_add=T.prop_add[kinds], ml=T.ml[kinds],
-            breaks=np.empty(0))
-        tt = self.t[idx][:, None, None]
-        own, down = intensities(g, tt)
-        S = m.n_stages
-        mult = np.zeros((idx.size, S, len(METRICS)))
-        add = np.zeros_like(mult)
-        ml = np.zeros((idx.size, len(ML_SIGNALS)))
-        for f in range(F):
-            if not active[:, f].any():
-                continue
-            o, d = own[:, f, :, None], down[:, f, :, None]
-            mult += o * g.mult[:, f, None, :] + d * g.prop_mult[:, f, None, :]
-            add += o * g.add[:, f, None, :] + d * g.prop_add[:, f, None, :]
-            ml += own[:, f].sum(axis=1)[:, None] * g.ml[:, f]
-        self.stable[idx] = np.where(active.any(axis=1), stable_until(g, tt), INF)
-        capacity = DEFAULT_REPLICAS / self.replicas[idx] - 1.0
-        total = mult.copy()
-        total[:, :, CPU] += capacity
-        total[:, :, LAT] += 0.3 * capacity
-        factor = np.maximum(1.0 + total, 0.0)
-        self.factor[idx], self.add[idx], self.ml[idx] = factor, add, ml
-        self.za[idx], self.zb[idx] = affine(m, factor, add)
-        acc, null, schema, stale = ml_signals(ml)
-        self.ml_now[idx] = np.stack([acc, null, schema, stale, ml[:, SHIFT],
-                                     np.maximum(1.0 + ml[:, COST], 0.0)], axis=1)
-        self.dirty[idx] = False
-
-    def _base(self) -> np.ndarray:
-        m = self.model
-        rel = self.k - self.k0
-        base = interpolate(m.replay.values, self.rows, rel, m.dt, m.replay.step_seconds)
-        sp = np.flatnonzero((self.splice[:, 1] >= 0) & (self.k >= self.splice[:, 1])
-                            & (self.k < self.splice[:, 2]))
-        for i in sp:  # a healed replayed incident: pre-onset data for the rest of its window
-            stage, frm, to, onset_k = self.splice[i]
-            first = max(onset_k - (to - frm), 0)
-            src = min(first + (self.k[i] - frm), max(onset_k - 1, 0))
-            b = interpolate(m.replay.values, self.rows[i], np.array([src - self.k0[i]]), m.dt,
-                            m.replay.step_seconds)
-            base[i, stage] = b[0, stage]
-        return base
-
-    def _observe(self) -> tuple[np.ndarray, np.ndarray]:
-        m = self.model
-        self._effects()
-        N, S = self.num_envs, m.n_stages
-        nz = 6 * S
-        base = self._base()
-        zf = base * self.za + self.zb
-        metric_violation = ((zf[:, m.model_stage, LAT] > m.lat_limit_z)
-                            | (zf[:, -1, 4] < m.thr_limit_z)
-                            | (zf[:, :, 1] > m.err_limit_z).any(axis=1))
-        obs = np.zeros((N, m.n_obs), dtype=np.float32)
-        obs[:, :nz] = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).reshape(N, nz)
-        acc, null, schema, stale, shift, cost_mult = self.ml_now.T
-        acc_est = np.minimum(np.maximum(acc + ACC_NOISE_SD * crng.normal(self.key, self.k), 0.0),
-                             1.0)
-        cost = self.replicas.sum(axis=1) * REPLICA_COST_PER_H * cost_mult
-        cost_factor = cost / m.base_cost
-        self._cost = cost
-        check = np.flatnonzero(self.k % m.drift_every == 0)
-        if check.size:
-            j = self.k[check] // m.drift_every
-            pool = m.drift
-            idx = (crng.uniform(self.key[check], j, crng.DRIFT_WINDOW)
-                   * len(pool.windows)).astype(np.int64)
-            self.drift[check, 0] = pool.healthy_ks[idx]
-            self.drift[check, 1] = pool.healthy_psi[idx]
-            for c, w in zip(check[shift[check] != 0.0], idx[shift[check] != 0.0], strict=True):
-                ks, psi_v = pool.scores(np.asarray(w), np.asarray(shift[c]))
-                self.drift[c] = (ks[0], psi_v[0])
-        ks_v, psi_v = self.drift[:, 0], self.drift[:, 1]
-        slo = m.slo
-        violated = (metric_violation | (acc < slo.accuracy_min) | (stale > slo.staleness_max_s)
-                    | (null > slo.null_rate_max) | (schema > slo.schema_error_max)
-                    | (cost_factor > slo.cost_factor_max))
-        i = 7 * S
-        obs[:, 6 * S: 7 * S] = self.replicas / MAX_REPLICAS
-        ctx = np.stack([
-            acc_est, ks_v, np.minimum(psi_v, 10.0), null, schema,
-            np.minimum(stale / 3600.0, 24.0), np.minimum(cost_factor, 10.0),
-            np.minimum((self.t - self.last_action_t) / 3600.0, 1.0),
-            (self.fl_action >= 0).astype(float), self.light.astype(float),
-            (self.version > 1).astype(float)], axis=1)
-        obs[:, i: i + 11] = ctx
-        obs[np.arange(N), i + 11 + self.last_action] = 1.0
-        alarm = violated | (np.abs(obs[:, :nz]).max(axis=1) > DETECT_Z) | (psi_v > 0.25) | (
-            acc_est < BASE_ACCURACY - 0.05)
-        self._alarm = alarm & self.watch
+    def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, c = self.model, self._c
+        K.effects(self._st, self.replicas, self.t, c, self.factor, self.add, self.za, self.zb,
+                  self.ml_now)
+        need = np.full(self.num_envs, -1, np.int64)
+        K.drift_checks(self.k, self.key, self.ml_now, c, self.drift, need)
+        for i in np.flatnonzero(need >= 0):  # drifting windows: scored as the scalar env does
+            ks, psi_v = m.drift.scores(np.asarray(need[i]), np.asarray(self.ml_now[i, 4]))
+            self.drift[i] = (ks[0], psi_v[0])
+        obs = np.empty((self.num_envs, m.n_obs), dtype=np.float32)
+        violated = np.zeros(self.num_envs, dtype=bool)
+        K.observe(live, self.k, self.k0, self.t, self.key, self.rows, m.replay.values, self.za,
+                  self.zb, self.ml_now, self.drift, self.replicas, self._st, self._acts,
+                  self._rs, c, obs, reward, violated, self.downtime, self.total_reward,
+                  self.mask)
         return obs, violated
 
-    def _refresh_mask(self) -> None:
-        m = self.model
-        S, A = m.n_stages, len(m.actions)
-        free = self.fl_action < 0
-        mask = np.zeros((self.num_envs, A), dtype=np.int8)
-        mask[:, 0] = 1
-        mask[:, 1:1 + S] = free[:, None]
-        mask[:, 1 + S:1 + 2 * S] = free[:, None] & (self.replicas < MAX_REPLICAS)
-        mask[:, 1 + 2 * S:1 + 3 * S] = free[:, None] & (self.replicas > MIN_REPLICAS)
-        b = 1 + 3 * S
-        shedding = (self._active() & (self.s_kind == SHED) & (self.s_inc < 0)).any(axis=1)
-        mask[:, b] = free & (self.version > 1)
-        mask[:, b + 1] = free
-        mask[:, b + 2] = free
-        mask[:, b + 3] = free & ~self.light
-        mask[:, b + 4] = free & self.light
-        mask[:, b + 5] = free & ~shedding
-        mask[:, A - 1] = self.esc_done == INF
-        budget = m.reward.cost_budget
-        if budget is not None:
-            mask &= (self._acost[None, :] <= (budget - self.spent)[:, None]) | (
-                np.arange(A)[None, :] == 0)
-        self.mask = mask
-
-    # ------------------------------------------------------------------ step
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
         if not self._started:
@@ -737,7 +401,7 @@ class PipelineHealVectorEnv(VectorEnv):
         if (a < 0).any() or (a >= len(m.actions)).any():
             bad = a[(a < 0) | (a >= len(m.actions))][0]
             raise gym.error.InvalidAction(f"action {bad} is outside Discrete({len(m.actions)})")
-        restart = self.prev_done.copy()
+        restart = self.prev_done
         if restart.any():
             self._reset_envs(np.flatnonzero(restart))
         live = ~restart
@@ -745,60 +409,18 @@ class PipelineHealVectorEnv(VectorEnv):
         if grow.size:
             self._grow_plan(grow)
         reward = np.zeros(N)
-        invalid = live & (self.mask[np.arange(N), a] == 0)
-        self.invalid += invalid
-        reward -= np.where(invalid, m.reward.invalid_action_penalty, 0.0)
-        start = np.flatnonzero(live & ~invalid & (a != 0))
-        if start.size:
-            reward[start] -= m.reward.action_cost_weight * self._start(start, a[start])
-        self.k[live] += 1
-        self.t[:] = self.k * m.dt
-        bonus = self._events(live)
-        reward += bonus
-        obs, violated = self._observe()
-        violated &= live
-        self.downtime += np.where(violated, m.dt, 0.0)
-        reward -= np.where(violated, m.reward.slo_violation_per_s * m.dt, 0.0)
-        extra = (self._cost != m.base_cost) & live
-        reward -= np.where(extra, m.reward.infra_cost_weight * (self._cost - m.base_cost)
-                           * m.dt / 3600.0, 0.0)
-        det = np.flatnonzero(self._alarm & live)
-        if det.size:
-            open_ = (np.isnan(self.i_detected[det]) & np.isnan(self.i_resolved[det])
-                     & (self.i_onset[det] <= self.t[det][:, None])
-                     & (np.arange(I_MAX)[None, :] < self.i_n[det][:, None]))
-            e, c = np.nonzero(open_)
-            self.i_detected[det[e], c] = self.t[det[e]]
-        self._update_watch()
-        self._refresh_mask()
-        reward[restart] = 0.0
-        self.total_reward += np.where(live, reward, 0.0)
-        truncated = live & (self.k >= self.max_episode_steps) if self.max_episode_steps else \
-            np.zeros(N, dtype=bool)
-        terminated = np.zeros(N, dtype=bool)
+        invalid = np.zeros(N, dtype=bool)
+        ev = (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
+        K.act_and_events(live, a, self.mask, self.k, self.t, self.key, self._st, self._acts,
+                         self._rs, ev, self._c, reward, invalid)
+        obs, violated = self._observe(live, reward)
+        if self.max_episode_steps:
+            truncated = live & (self.k >= self.max_episode_steps)
+        else:
+            truncated = np.zeros(N, dtype=bool)
         self.prev_done = truncated.copy()
-        infos = self._infos(truncated, violated, invalid)
-        return obs, reward, terminated, truncated, infos
-
-    def _start(self, idx: np.ndarray, a: np.ndarray) -> np.ndarray:
-        cost = self._acost[a]
-        self.spent[idx] += cost
-        np.add.at(self.counts, (idx, a), 1)
-        self.last_action[idx], self.last_action_t[idx] = a, self.t[idx]
-        done = self.t[idx] + self._adur[a]
-        esc = a == self._escalate
-        self.esc_done[idx[esc]], self.esc_issued[idx[esc]] = done[esc], self.t[idx[esc]]
-        e = idx[~esc]
-        self.fl_action[e], self.fl_done[e], self.fl_issued[e] = a[~esc], done[~esc], self.t[e]
-        rs = self._kinds[a] == self._k_idx["restart"]
-        if rs.any():
-            self._add_side(idx[rs], RESTART, self._astage[a[rs]], done[rs])
-        return cost
-
-    def _update_watch(self) -> None:
-        open_ = (np.isnan(self.i_detected) & np.isnan(self.i_resolved)
-                 & (np.arange(I_MAX)[None, :] < self.i_n[:, None]))
-        self.watch = open_.any(axis=1)
+        return obs, reward, np.zeros(N, dtype=bool), truncated, self._infos(truncated, violated,
+                                                                            invalid)
 
     # ------------------------------------------------------------------ reporting
     def _infos(self, final: np.ndarray, violated: np.ndarray, invalid: np.ndarray
@@ -810,7 +432,8 @@ class PipelineHealVectorEnv(VectorEnv):
             "time_s": self.t.copy(), "_time_s": ones,
             "slo_violated": violated, "_slo_violated": ones,
             "invalid_action": invalid, "_invalid_action": ones,
-            "n_faults": (self._active() & (self.s_inc >= 0)).sum(axis=1), "_n_faults": ones,
+            "n_faults": ((np.arange(F_MAX)[None, :] < self.s_n[:, None])
+                         & (self.s_inc >= 0)).sum(axis=1), "_n_faults": ones,
         }
         if final.any():
             em = np.empty(N, dtype=object)
@@ -854,3 +477,65 @@ class PipelineHealVectorEnv(VectorEnv):
 
 
 __all__ = ["PipelineHealVectorEnv", "unix_seconds"]
+
+
+def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:
+    """The model's constants as a namedtuple the compiled kernels take."""
+    from collections import namedtuple
+
+    from healgym.sim import faults as flt
+    from healgym.sim import model as mdl
+
+    T = COMPILED
+    r, slo = m.reward, m.slo
+    fields: dict[str, Any] = {
+        "a_kind": np.array([a.kind for a in m.actions], np.int64),
+        "a_stage": np.array([a.stage for a in m.actions], np.int64),
+        "a_cost": np.array([act.KINDS[a.kind].cost for a in m.actions], np.float64),
+        "a_dur": np.array([act.KINDS[a.kind].duration_s for a in m.actions], np.float64),
+        "escalate": len(m.actions) - 1,
+        "k_restart": k_idx["restart"], "k_scale_up": k_idx["scale_up"],
+        "k_scale_down": k_idx["scale_down"], "k_rollback": k_idx["rollback"],
+        "k_retrain": k_idx["retrain"], "k_switch_light": k_idx["switch_light"],
+        "k_switch_back": k_idx["switch_back"], "k_shed_load": k_idx["shed_load"],
+        "side_restart": RESTART, "side_old": OLD, "side_light": LIGHT, "side_shed": SHED,
+        "model_stage": m.model_stage, "shed_s": float(act.SHED_SECONDS),
+        "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,
+        "default_replicas": DEFAULT_REPLICAS,
+        "healing": np.ascontiguousarray(m.healing, dtype=np.float64),
+        "release": release.astype(np.bool_),
+        "fast_s": float(r.fast_resolution_s), "fast_bonus": float(r.fast_resolution_bonus),
+        "invalid_penalty": float(r.invalid_action_penalty),
+        "cost_weight": float(r.action_cost_weight), "slo_per_s": float(r.slo_violation_per_s),
+        "infra_weight": float(r.infra_cost_weight),
+        "has_budget": r.cost_budget is not None,
+        "budget": float(r.cost_budget) if r.cost_budget is not None else 0.0,
+        "dt": float(m.dt), "step_seconds": float(m.replay.step_seconds),
+        "heal_stream": HEAL_STREAM, "escalate_stream": ESCALATE_STREAM,
+        "cascade_child": CASCADE_CHILD.astype(np.int64),
+        "spec_fault_col": SPEC_FAULT_COL.astype(np.int64),
+        "src_cascade": SOURCES.index("cascade"),
+        "end_after": END_AFTER.astype(np.float64),
+        "cascade_after": CASCADE_AFTER.astype(np.float64),
+        "median": np.ascontiguousarray(m.median), "inv": np.ascontiguousarray(m.inv_scale),
+        "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
+        "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,
+        "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow, "max_hops": MAX_HOPS,
+        "hops": np.ascontiguousarray(m.hops, dtype=np.int64),
+        "cpu": CPU, "lat": LAT, "thr": flt.THR, "err": flt.ERR,
+        "acc": flt.ACC, "null": flt.NULL, "schema": flt.SCHEMA, "stale": flt.STALE,
+        "shift": SHIFT, "cost": COST,
+        "base_accuracy": BASE_ACCURACY, "base_null": mdl.BASE_NULL_RATE,
+        "base_stale": mdl.BASE_STALENESS_S, "acc_noise_sd": ACC_NOISE_SD,
+        "drift_every": m.drift_every, "pool_size": len(m.drift.windows),
+        "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
+        "lat_limit_z": float(m.lat_limit_z), "thr_limit_z": float(m.thr_limit_z),
+        "err_limit_z": np.ascontiguousarray(m.err_limit_z, dtype=np.float64),
+        "z_lo": np.ascontiguousarray(m.z_lo), "z_hi": np.ascontiguousarray(m.z_hi),
+        "replica_cost": REPLICA_COST_PER_H, "base_cost": float(m.base_cost),
+        "slo_acc": float(slo.accuracy_min), "slo_stale": float(slo.staleness_max_s),
+        "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
+        "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
+    }
+    Consts = namedtuple("KernelConsts", list(fields))  # type: ignore[misc]
+    return Consts(**fields)

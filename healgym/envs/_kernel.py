@@ -1,0 +1,508 @@
+"""Compiled per-env step of the vector env (numba).
+
+Each function loops over the envs of a batch and runs, for one env, exactly the arithmetic the
+scalar env runs with numpy (same operations, same order, float64, no fast-math), so the batch
+stays bit-for-bit the scalar model (the parity tests check it). The state is the vector env's
+arrays (see :mod:`healgym.envs.vector`); constants come packed in :class:`KernelConsts`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+INF = np.inf
+NATURAL = -1
+UNRESOLVED = -2
+
+# the rng.py constants, as uint64
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_TO_UNIT = 1.0 / 9007199254740992.0
+_SQRT3 = 1.7320508075688772
+
+
+@njit(cache=True, inline="always")
+def _mix(z: np.uint64) -> np.uint64:
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def uniform(key: np.uint64, step: np.int64, stream: np.int64) -> float:
+    c = (np.uint64(step) << np.uint64(8)) + np.uint64(stream)
+    z = _mix(np.uint64(key) + _mix(c * _GAMMA + _GAMMA))
+    return float(z >> np.uint64(11)) * _TO_UNIT
+
+
+@njit(cache=True)
+def normal(key: np.uint64, step: np.int64) -> float:
+    total = uniform(key, step, 1) + uniform(key, step, 2)
+    total = total + uniform(key, step, 4)
+    total = total + uniform(key, step, 5)
+    return (total - 2.0) * _SQRT3
+
+
+# --------------------------------------------------------------------------- slots, incidents
+@njit(cache=True)
+def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
+    """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    f_max, i_max = s_kind.shape[1], i_fault.shape[1]
+    if s_n[i] >= f_max or (parent < 0 and i_n[i] >= i_max):
+        dropped[i] += 1
+        return False
+    if parent < 0:
+        inc = i_n[i]
+        i_n[i] += 1
+        i_fault[i, inc] = col
+        i_stage[i, inc] = stage
+        i_src[i, inc] = src
+        i_onset[i, inc] = onset
+    else:
+        inc = parent
+    if i_nf[i, inc] < i_faults.shape[2]:
+        i_faults[i, inc, i_nf[i, inc]] = col
+    i_nf[i, inc] += 1
+    i_active[i, inc] += 1
+    if np.isnan(i_detected[i, inc]):
+        watch[i] = True
+    f = s_n[i]
+    s_n[i] += 1
+    uid[i] += 1
+    s_uid[i, f] = uid[i]
+    s_kind[i, f] = kind
+    s_fault[i, f] = col
+    s_stage[i, f] = stage
+    s_sev[i, f] = sev
+    s_onset[i, f] = onset
+    s_inc[i, f] = inc
+    s_end[i, f] = onset + c.end_after[kind] if np.isnan(end) else end
+    s_cascade[i, f] = INF if carrier else onset + c.cascade_after[kind]
+    return True
+
+
+@njit(cache=True)
+def add_side(i, kind, stage, onset, until, st):
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    if s_n[i] >= s_kind.shape[1]:
+        dropped[i] += 1
+        return
+    f = s_n[i]
+    s_n[i] += 1
+    uid[i] += 1
+    s_uid[i, f] = uid[i]
+    s_kind[i, f] = kind
+    s_fault[i, f] = -1
+    s_stage[i, f] = stage
+    s_sev[i, f] = 1.0
+    s_onset[i, f] = onset
+    s_inc[i, f] = -1
+    s_end[i, f] = until
+    s_cascade[i, f] = INF
+
+
+@njit(cache=True)
+def compact(i, rm, st):
+    """Remove slots flagged in ``rm`` (F,), keeping the rest in creation order."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    w = 0
+    for f in range(s_n[i]):
+        if rm[f]:
+            continue
+        if w != f:
+            s_kind[i, w] = s_kind[i, f]
+            s_fault[i, w] = s_fault[i, f]
+            s_stage[i, w] = s_stage[i, f]
+            s_sev[i, w] = s_sev[i, f]
+            s_onset[i, w] = s_onset[i, f]
+            s_end[i, w] = s_end[i, f]
+            s_cascade[i, w] = s_cascade[i, f]
+            s_inc[i, w] = s_inc[i, f]
+            s_uid[i, w] = s_uid[i, f]
+        w += 1
+    for f in range(w, s_n[i]):
+        s_end[i, f] = INF
+        s_cascade[i, f] = INF
+        s_sev[i, f] = 0.0
+        s_inc[i, f] = -1
+        s_fault[i, f] = -1
+    s_n[i] = w
+
+
+@njit(cache=True)
+def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
+    """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    inc = s_inc[i, f]
+    if inc < 0:
+        return 0.0
+    if by != NATURAL and s_uid[i, f] == replayed_uid[i]:
+        splice[i, 1] = k
+    i_active[i, inc] -= 1
+    if i_active[i, inc] > 0 or not np.isnan(i_resolved[i, inc]):
+        return 0.0
+    i_resolved[i, inc] = t
+    i_by[i, inc] = by
+    if np.isnan(i_detected[i, inc]) and by != NATURAL:
+        i_detected[i, inc] = t
+    if t - i_onset[i, inc] <= fast_s:
+        return fast_bonus
+    return 0.0
+
+
+# --------------------------------------------------------------------------- actions, events
+@njit(cache=True)
+def complete(i, a, issued, stream, t, k, key, st, rs, c):
+    """An action takes effect (the scalar env's ``_complete``)."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    replicas, version, light, splice, replayed_uid = rs
+    kind = c.a_kind[a]
+    astage = c.a_stage[a]
+    rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
+    bonus = 0.0
+    healed_release = False
+    j = 0
+    for f in range(s_n[i]):
+        if s_inc[i, f] < 0 or s_onset[i, f] > issued or (astage >= 0 and s_stage[i, f] != astage):
+            continue
+        p = c.healing[kind, s_fault[i, f]]
+        u = uniform(key, k, stream + j)
+        j += 1
+        if u < p:
+            healed_release = healed_release or c.release[s_fault[i, f]]
+            bonus += clear(i, f, a, t, k, st, splice, replayed_uid, c.fast_s, c.fast_bonus)
+            rm[f] = True
+    compact(i, rm, st)
+    if kind == c.k_scale_up:
+        replicas[i, astage] = min(replicas[i, astage] + 1, c.max_replicas)
+    elif kind == c.k_scale_down:
+        replicas[i, astage] = max(replicas[i, astage] - 1, c.min_replicas)
+    elif kind == c.k_rollback:
+        version[i] -= 1
+        has_old = False
+        for f in range(s_n[i]):
+            if s_kind[i, f] == c.side_old and s_inc[i, f] < 0:
+                has_old = True
+        if not healed_release and not has_old:
+            add_side(i, c.side_old, c.model_stage, t, INF, st)
+    elif kind == c.k_retrain:
+        version[i] += 1
+        drop_side(i, c.side_old, st)
+    elif kind == c.k_switch_light:
+        light[i] = True
+        add_side(i, c.side_light, c.model_stage, t, INF, st)
+    elif kind == c.k_switch_back:
+        light[i] = False
+        drop_side(i, c.side_light, st)
+    elif kind == c.k_shed_load:
+        add_side(i, c.side_shed, c.model_stage, t, t + c.shed_s, st)
+    return bonus
+
+
+@njit(cache=True)
+def drop_side(i, kind, st):
+    s_n, s_kind, s_inc = st[0], st[1], st[8]
+    rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
+    for f in range(s_n[i]):
+        rm[f] = s_kind[i, f] == kind and s_inc[i, f] < 0
+    compact(i, rm, st)
+
+
+@njit(cache=True)
+def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out):
+    """Phase A for each live env: start the action, advance the clock, apply due events."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
+     last_action_t, invalid) = acts
+    replicas, version, light, splice, replayed_uid = rs
+    ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
+    n_env = live.shape[0]
+    for i in range(n_env):
+        if not live[i]:
+            continue
+        a = actions[i]
+        r = 0.0
+        if mask[i, a] == 0:
+            invalid[i] += 1
+            invalid_out[i] = True
+            r -= c.invalid_penalty
+        elif a != 0:
+            cost = c.a_cost[a]
+            spent[i] += cost
+            counts[i, a] += 1
+            last_action[i] = a
+            last_action_t[i] = t[i]
+            done = t[i] + c.a_dur[a]
+            if a == c.escalate:
+                esc_done[i] = done
+                esc_issued[i] = t[i]
+            else:
+                fl_action[i] = a
+                fl_done[i] = done
+                fl_issued[i] = t[i]
+            if c.a_kind[a] == c.k_restart:
+                add_side(i, c.side_restart, c.a_stage[a], t[i], done, st)
+            r -= c.cost_weight * cost
+        k[i] += 1
+        t[i] = k[i] * c.dt
+        now = t[i]
+        bonus = 0.0
+        # natural ends
+        rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
+        anyrm = False
+        for f in range(s_n[i]):
+            if s_end[i, f] <= now:
+                bonus += clear(i, f, NATURAL, now, k[i], st, splice, replayed_uid, c.fast_s,
+                               c.fast_bonus)
+                rm[f] = True
+                anyrm = True
+        if anyrm:
+            compact(i, rm, st)
+        if fl_done[i] <= now and fl_action[i] >= 0:
+            aa, issued = fl_action[i], fl_issued[i]
+            fl_action[i] = -1
+            fl_done[i] = INF
+            bonus += complete(i, aa, issued, c.heal_stream, now, k[i], key[i], st, rs, c)
+        if esc_done[i] <= now:
+            issued = esc_issued[i]
+            esc_done[i] = INF
+            bonus += complete(i, c.escalate, issued, c.escalate_stream, now, k[i], key[i], st,
+                              rs, c)
+        n_now = s_n[i]
+        for f in range(n_now):
+            if s_cascade[i, f] <= now:
+                s_cascade[i, f] = INF
+                kd = s_kind[i, f]
+                child = c.cascade_child[kd]
+                add_instance(i, child, s_stage[i, f], s_sev[i, f], now, c.src_cascade,
+                             s_inc[i, f], np.nan, c.spec_fault_col[child], False, st, c)
+        while ev_ptr[i] < ev_t.shape[1] and ev_t[i, ev_ptr[i]] <= now:
+            p = ev_ptr[i]
+            ev_ptr[i] += 1
+            kd = ev_kind[i, p]
+            add_instance(i, kd, ev_stage[i, p], ev_sev[i, p], now, ev_src[i, p], -1, np.nan,
+                         c.spec_fault_col[kd], False, st, c)
+        reward[i] = r + bonus
+
+
+# --------------------------------------------------------------------------- effects, observe
+@njit(cache=True)
+def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now):
+    """Fault and capacity effects of every env at its current time (the scalar env's
+    ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``)."""
+    s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
+    n_env = s_n.shape[0]
+    S, M = c.median.shape
+    K = c.t_ml.shape[1]
+    mult = np.zeros((S, M))
+    add = np.zeros((S, M))
+    ml = np.zeros(K)
+    for i in range(n_env):
+        mult[:] = 0.0
+        add[:] = 0.0
+        ml[:] = 0.0
+        now = t[i]
+        for f in range(s_n[i]):
+            sev = s_sev[i, f]
+            if sev == 0.0:
+                continue
+            kd = s_kind[i, f]
+            st_ = s_stage[i, f]
+            ramp, dur, fade = c.t_ramp[kd], c.t_dur[kd], c.t_fade[kd]
+            for d in range(S):
+                h = c.hops[st_, d]
+                if h < 0:
+                    continue
+                start = s_onset[i, f] + c.t_lag[kd] * h
+                atten = c.atten_pow[kd, min(h, c.max_hops)] if h > 0 else 1.0
+                scale = sev * atten
+                age = now - start
+                if ramp > 0:
+                    rp = min(max(age / max(ramp, 1e-9), 0.0), 1.0)
+                else:
+                    rp = 1.0
+                fd = min(max(1.0 - (age - dur) / max(fade, 1e-9), 0.0), 1.0)
+                inten = scale * rp * fd if age >= 0 else 0.0
+                own = inten if h == 0 else 0.0
+                down = inten - own
+                for m in range(M):
+                    mult[d, m] += own * c.t_mult[kd, m] + down * c.t_pmult[kd, m]
+                    add[d, m] += own * c.t_add[kd, m] + down * c.t_padd[kd, m]
+                if h == 0:
+                    for q in range(K):
+                        ml[q] += own * c.t_ml[kd, q]
+        for d in range(S):
+            cap = c.default_replicas / replicas[i, d] - 1.0
+            for m in range(M):
+                tot = mult[d, m]
+                if m == c.cpu:
+                    tot += cap
+                elif m == c.lat:
+                    tot += 0.3 * cap
+                fac = max(1.0 + tot, 0.0)
+                factor[i, d, m] = fac
+                add_out[i, d, m] = add[d, m]
+                za[i, d, m] = fac * c.inv[d, m]
+                zb[i, d, m] = (add[d, m] - c.median[d, m]) * c.inv[d, m]
+        ml_now[i, 0] = min(max(c.base_accuracy + ml[c.acc], 0.0), 1.0)
+        ml_now[i, 1] = min(max(c.base_null + ml[c.null], 0.0), 1.0)
+        ml_now[i, 2] = min(max(ml[c.schema], 0.0), 1.0)
+        ml_now[i, 3] = max(c.base_stale + ml[c.stale], 0.0)
+        ml_now[i, 4] = ml[c.shift]
+        ml_now[i, 5] = max(1.0 + ml[c.cost], 0.0)
+
+
+@njit(cache=True)
+def drift_checks(k, key, ml_now, c, drift, need):
+    """Drift-monitor scores at check steps: healthy pool lookups; shifted windows are flagged
+    for the caller to score (with the scalar env's numpy code)."""
+    for i in range(k.shape[0]):
+        if k[i] % c.drift_every != 0:
+            continue
+        j = k[i] // c.drift_every
+        w = np.int64(uniform(key[i], j, 3) * c.pool_size)
+        need[i] = -1
+        if ml_now[i, 4] != 0.0:
+            need[i] = w
+        else:
+            drift[i, 0] = c.healthy_ks[w]
+            drift[i, 1] = c.healthy_psi[w]
+
+
+@njit(cache=True)
+def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
+            c, obs, reward, violated_out, downtime, total_reward, mask):
+    """Phase B: observation, SLO, reward, detection and action mask of every env."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch) = st
+    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
+     last_action_t, invalid) = acts
+    version, light, splice = rs[1], rs[2], rs[3]
+    S, M = c.median.shape
+    R = rows.shape[1]
+    n_act = mask.shape[1]
+    nz = 6 * S
+    zf = np.empty((S, M))
+    for i in range(k.shape[0]):
+        rel = k[i] - k0[i]
+        pos = rel * c.dt / c.step_seconds
+        i0 = min(np.int64(np.floor(pos)), R - 2)
+        w = pos - i0
+        r0, r1 = rows[i, i0], rows[i, i0 + 1]
+        for d in range(S):
+            for m in range(M):
+                base = values[r0, d, m] * (1.0 - w) + values[r1, d, m] * w
+                zf[d, m] = base * za[i, d, m] + zb[i, d, m]
+        if splice[i, 1] >= 0 and splice[i, 1] <= k[i] < splice[i, 2]:
+            sd, frm, to, onset_k = splice[i, 0], splice[i, 1], splice[i, 2], splice[i, 3]
+            first = max(onset_k - (to - frm), 0)
+            src = min(first + (k[i] - frm), max(onset_k - 1, 0))
+            pos2 = (src - k0[i]) * c.dt / c.step_seconds
+            j0 = min(np.int64(np.floor(pos2)), R - 2)
+            w2 = pos2 - j0
+            q0, q1 = rows[i, j0], rows[i, j0 + 1]
+            for m in range(M):
+                base = values[q0, sd, m] * (1.0 - w2) + values[q1, sd, m] * w2
+                zf[sd, m] = base * za[i, sd, m] + zb[i, sd, m]
+        metric_violation = (zf[c.model_stage, c.lat] > c.lat_limit_z
+                            or zf[S - 1, c.thr] < c.thr_limit_z)
+        if not metric_violation:
+            for d in range(S):
+                if zf[d, c.err] > c.err_limit_z[d]:
+                    metric_violation = True
+        zmax = 0.0
+        for d in range(S):
+            for m in range(M):
+                v = np.float32(min(max(zf[d, m], c.z_lo[d, m]), c.z_hi[d, m]))
+                obs[i, d * M + m] = v
+                zmax = max(zmax, abs(v))
+        acc, null, schema, stale, cost_mult = (ml_now[i, 0], ml_now[i, 1], ml_now[i, 2],
+                                               ml_now[i, 3], ml_now[i, 5])
+        acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
+        rsum = 0
+        for d in range(S):
+            rsum += replicas[i, d]
+        cost = float(rsum) * c.replica_cost * cost_mult
+        cost_factor = cost / c.base_cost
+        ks_v, psi_v = drift[i, 0], drift[i, 1]
+        violated = (metric_violation or acc < c.slo_acc or stale > c.slo_stale
+                    or null > c.slo_null or schema > c.slo_schema or cost_factor > c.slo_cost)
+        for d in range(S):
+            obs[i, nz + d] = replicas[i, d] / c.max_replicas
+        b = 7 * S
+        obs[i, b] = acc_est
+        obs[i, b + 1] = ks_v
+        obs[i, b + 2] = min(psi_v, 10.0)
+        obs[i, b + 3] = null
+        obs[i, b + 4] = schema
+        obs[i, b + 5] = min(stale / 3600.0, 24.0)
+        obs[i, b + 6] = min(cost_factor, 10.0)
+        obs[i, b + 7] = min((t[i] - last_action_t[i]) / 3600.0, 1.0)
+        obs[i, b + 8] = 1.0 if fl_action[i] >= 0 else 0.0
+        obs[i, b + 9] = 1.0 if light[i] else 0.0
+        obs[i, b + 10] = 1.0 if version[i] > 1 else 0.0
+        for q in range(n_act):
+            obs[i, b + 11 + q] = 0.0
+        obs[i, b + 11 + last_action[i]] = 1.0
+        # watch: an incident is open and undetected
+        wt = False
+        for q in range(i_n[i]):
+            if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
+                wt = True
+        alarm = violated or (wt and (zmax > c.detect_z or psi_v > 0.25
+                                     or acc_est < c.base_accuracy - 0.05))
+        if live[i]:
+            r = reward[i]
+            if violated:
+                downtime[i] += c.dt
+                r -= c.slo_per_s * c.dt
+            if cost != c.base_cost:
+                r -= c.infra_weight * (cost - c.base_cost) * c.dt / 3600.0
+            reward[i] = r
+            total_reward[i] += r
+            violated_out[i] = violated
+            if alarm and wt:
+                for q in range(i_n[i]):
+                    if (np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q])
+                            and i_onset[i, q] <= t[i]):
+                        i_detected[i, q] = t[i]
+        # action mask
+        free = fl_action[i] < 0
+        mask[i, 0] = 1
+        for d in range(S):
+            mask[i, 1 + d] = 1 if free else 0
+            mask[i, 1 + S + d] = 1 if free and replicas[i, d] < c.max_replicas else 0
+            mask[i, 1 + 2 * S + d] = 1 if free and replicas[i, d] > c.min_replicas else 0
+        bb = 1 + 3 * S
+        shedding = False
+        for f in range(s_n[i]):
+            if s_kind[i, f] == c.side_shed and s_inc[i, f] < 0:
+                shedding = True
+        mask[i, bb] = 1 if free and version[i] > 1 else 0
+        mask[i, bb + 1] = 1 if free else 0
+        mask[i, bb + 2] = 1 if free else 0
+        mask[i, bb + 3] = 1 if free and not light[i] else 0
+        mask[i, bb + 4] = 1 if free and light[i] else 0
+        mask[i, bb + 5] = 1 if free and not shedding else 0
+        mask[i, n_act - 1] = 1 if esc_done[i] == INF else 0
+        if c.has_budget:
+            remaining = c.budget - spent[i]
+            for q in range(1, n_act):
+                if c.a_cost[q] > remaining:
+                    mask[i, q] = 0
