@@ -110,13 +110,15 @@ def add_side(i, kind, stage, onset, until, st):
 
 @njit(cache=True)
 def compact(i, rm, st):
-    """Remove slots flagged in ``rm`` (F,), keeping the rest in creation order."""
+    """Remove the slots whose bits are set in ``rm``, keeping the rest in creation order."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
      i_nf, dropped, watch) = st
+    if rm == 0:
+        return
     w = 0
     for f in range(s_n[i]):
-        if rm[f]:
+        if (rm >> f) & 1:
             continue
         if w != f:
             s_kind[i, w] = s_kind[i, f]
@@ -171,7 +173,7 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
     replicas, version, light, splice, replayed_uid = rs
     kind = c.a_kind[a]
     astage = c.a_stage[a]
-    rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
+    rm = 0
     bonus = 0.0
     healed_release = False
     j = 0
@@ -184,7 +186,7 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
         if u < p:
             healed_release = healed_release or c.release[s_fault[i, f]]
             bonus += clear(i, f, a, t, k, st, splice, replayed_uid, c.fast_s, c.fast_bonus)
-            rm[f] = True
+            rm |= 1 << f
     compact(i, rm, st)
     if kind == c.k_scale_up:
         replicas[i, astage] = min(replicas[i, astage] + 1, c.max_replicas)
@@ -215,13 +217,14 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
 @njit(cache=True)
 def drop_side(i, kind, st):
     s_n, s_kind, s_inc = st[0], st[1], st[8]
-    rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
+    rm = 0
     for f in range(s_n[i]):
-        rm[f] = s_kind[i, f] == kind and s_inc[i, f] < 0
+        if s_kind[i, f] == kind and s_inc[i, f] < 0:
+            rm |= 1 << f
     compact(i, rm, st)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out):
     """Phase A for each live env: start the action, advance the clock, apply due events."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
@@ -263,16 +266,13 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
         now = t[i]
         bonus = 0.0
         # natural ends
-        rm = np.zeros(s_kind.shape[1], dtype=np.bool_)
-        anyrm = False
+        rm = 0
         for f in range(s_n[i]):
             if s_end[i, f] <= now:
                 bonus += clear(i, f, NATURAL, now, k[i], st, splice, replayed_uid, c.fast_s,
                                c.fast_bonus)
-                rm[f] = True
-                anyrm = True
-        if anyrm:
-            compact(i, rm, st)
+                rm |= 1 << f
+        compact(i, rm, st)
         if fl_done[i] <= now and fl_action[i] >= 0:
             aa, issued = fl_action[i], fl_issued[i]
             fl_action[i] = -1
@@ -301,20 +301,21 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 
 # --------------------------------------------------------------------------- effects, observe
-@njit(cache=True)
-def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now):
+@njit(cache=True, nogil=True)
+def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc):
     """Fault and capacity effects of every env at its current time (the scalar env's
     ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``)."""
     s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
     n_env = s_n.shape[0]
     S, M = c.median.shape
     K = c.t_ml.shape[1]
-    mult = np.zeros((S, M))
-    add = np.zeros((S, M))
-    ml = np.zeros(K)
     for i in range(n_env):
-        mult[:] = 0.0
-        add[:] = 0.0
+        # accumulate in the env's own output rows (no allocation inside the parallel loop)
+        mult = factor[i]
+        add = add_out[i]
+        ml = ml_acc[i]
+        mult[:, :] = 0.0
+        add[:, :] = 0.0
         ml[:] = 0.0
         now = t[i]
         for f in range(s_n[i]):
@@ -356,7 +357,6 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now):
                     tot += 0.3 * cap
                 fac = max(1.0 + tot, 0.0)
                 factor[i, d, m] = fac
-                add_out[i, d, m] = add[d, m]
                 za[i, d, m] = fac * c.inv[d, m]
                 zb[i, d, m] = (add[d, m] - c.median[d, m]) * c.inv[d, m]
         ml_now[i, 0] = min(max(c.base_accuracy + ml[c.acc], 0.0), 1.0)
@@ -384,9 +384,9 @@ def drift_checks(k, key, ml_now, c, drift, need):
             drift[i, 1] = c.healthy_psi[w]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
-            c, obs, reward, violated_out, downtime, total_reward, mask):
+            c, obs, reward, violated_out, downtime, total_reward, mask, zf_all):
     """Phase B: observation, SLO, reward, detection and action mask of every env."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
@@ -398,8 +398,8 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
     R = rows.shape[1]
     n_act = mask.shape[1]
     nz = 6 * S
-    zf = np.empty((S, M))
     for i in range(k.shape[0]):
+        zf = zf_all[i]
         rel = k[i] - k0[i]
         pos = rel * c.dt / c.step_seconds
         i0 = min(np.int64(np.floor(pos)), R - 2)

@@ -215,6 +215,7 @@ class PipelineHealVectorEnv(VectorEnv):
         self.add = z((N, S, M))
         self.ml = z((N, K))
         self.ml_now = z((N, 6))
+        self._zf = z((N, S, M))
         self.splice = np.full((N, 4), -1, np.int64)  # stage, from_k, to_k, onset_k
         self._replayed_uid = np.full(N, -1, np.int64)
         self.mask = z((N, A), np.int8)
@@ -377,7 +378,7 @@ class PipelineHealVectorEnv(VectorEnv):
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, c = self.model, self._c
         K.effects(self._st, self.replicas, self.t, c, self.factor, self.add, self.za, self.zb,
-                  self.ml_now)
+                  self.ml_now, self.ml)
         need = np.full(self.num_envs, -1, np.int64)
         K.drift_checks(self.k, self.key, self.ml_now, c, self.drift, need)
         for i in np.flatnonzero(need >= 0):  # drifting windows: scored as the scalar env does
@@ -388,7 +389,7 @@ class PipelineHealVectorEnv(VectorEnv):
         K.observe(live, self.k, self.k0, self.t, self.key, self.rows, m.replay.values, self.za,
                   self.zb, self.ml_now, self.drift, self.replicas, self._st, self._acts,
                   self._rs, c, obs, reward, violated, self.downtime, self.total_reward,
-                  self.mask)
+                  self.mask, self._zf)
         return obs, violated
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
