@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from healgym.sim.drift import shifted_scores
+
 INF = np.inf
 NATURAL = -1
 UNRESOLVED = -2
@@ -46,12 +48,31 @@ def normal(key: np.uint64, step: np.int64) -> float:
 
 
 # --------------------------------------------------------------------------- slots, incidents
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
     """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+    s_n = st[0]
+    s_kind = st[1]
+    s_fault = st[2]
+    s_stage = st[3]
+    s_sev = st[4]
+    s_onset = st[5]
+    s_end = st[6]
+    s_cascade = st[7]
+    s_inc = st[8]
+    s_uid = st[9]
+    uid = st[10]
+    i_n = st[11]
+    i_fault = st[12]
+    i_stage = st[13]
+    i_src = st[14]
+    i_onset = st[15]
+    i_detected = st[16]
+    i_active = st[19]
+    i_faults = st[20]
+    i_nf = st[21]
+    dropped = st[22]
+    watch = st[23]
     f_max, i_max = s_kind.shape[1], i_fault.shape[1]
     if s_n[i] >= f_max or (parent < 0 and i_n[i] >= i_max):
         dropped[i] += 1
@@ -86,11 +107,20 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st,
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_side(i, kind, stage, onset, until, st):
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+    s_n = st[0]
+    s_kind = st[1]
+    s_fault = st[2]
+    s_stage = st[3]
+    s_sev = st[4]
+    s_onset = st[5]
+    s_end = st[6]
+    s_cascade = st[7]
+    s_inc = st[8]
+    s_uid = st[9]
+    uid = st[10]
+    dropped = st[22]
     if s_n[i] >= s_kind.shape[1]:
         dropped[i] += 1
         return
@@ -108,12 +138,19 @@ def add_side(i, kind, stage, onset, until, st):
     s_cascade[i, f] = INF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def compact(i, rm, st):
     """Remove the slots whose bits are set in ``rm``, keeping the rest in creation order."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+    s_n = st[0]
+    s_kind = st[1]
+    s_fault = st[2]
+    s_stage = st[3]
+    s_sev = st[4]
+    s_onset = st[5]
+    s_end = st[6]
+    s_cascade = st[7]
+    s_inc = st[8]
+    s_uid = st[9]
     if rm == 0:
         return
     w = 0
@@ -140,12 +177,16 @@ def compact(i, rm, st):
     s_n[i] = w
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
     """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+    s_inc = st[8]
+    s_uid = st[9]
+    i_onset = st[15]
+    i_detected = st[16]
+    i_resolved = st[17]
+    i_by = st[18]
+    i_active = st[19]
     inc = s_inc[i, f]
     if inc < 0:
         return 0.0
@@ -164,13 +205,16 @@ def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
 
 
 # --------------------------------------------------------------------------- actions, events
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def complete(i, a, issued, stream, t, k, key, st, rs, c):
     """An action takes effect (the scalar env's ``_complete``)."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
-    replicas, version, light, splice, replayed_uid = rs
+    s_n = st[0]
+    s_kind = st[1]
+    s_fault = st[2]
+    s_stage = st[3]
+    s_onset = st[5]
+    s_inc = st[8]
+    replicas, version, light, splice, replayed_uid = rs[0], rs[1], rs[2], rs[3], rs[4]
     kind = c.a_kind[a]
     astage = c.a_stage[a]
     rm = 0
@@ -214,7 +258,7 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
     return bonus
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def drop_side(i, kind, st):
     s_n, s_kind, s_inc = st[0], st[1], st[8]
     rm = 0
@@ -225,7 +269,8 @@ def drop_side(i, kind, st):
 
 
 @njit(cache=True, nogil=True)
-def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out):
+def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
+                   lo, hi):
     """Phase A for each live env: start the action, advance the clock, apply due events."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
@@ -234,8 +279,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
      last_action_t, invalid) = acts
     replicas, version, light, splice, replayed_uid = rs
     ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
-    n_env = live.shape[0]
-    for i in range(n_env):
+    for i in range(lo, hi):
         if not live[i]:
             continue
         a = actions[i]
@@ -272,7 +316,8 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
                 bonus += clear(i, f, NATURAL, now, k[i], st, splice, replayed_uid, c.fast_s,
                                c.fast_bonus)
                 rm |= 1 << f
-        compact(i, rm, st)
+        if rm:
+            compact(i, rm, st)
         if fl_done[i] <= now and fl_action[i] >= 0:
             aa, issued = fl_action[i], fl_issued[i]
             fl_action[i] = -1
@@ -302,14 +347,13 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 # --------------------------------------------------------------------------- effects, observe
 @njit(cache=True, nogil=True)
-def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc):
+def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi):
     """Fault and capacity effects of every env at its current time (the scalar env's
     ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``)."""
     s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
-    n_env = s_n.shape[0]
     S, M = c.median.shape
     K = c.t_ml.shape[1]
-    for i in range(n_env):
+    for i in range(lo, hi):
         # accumulate in the env's own output rows (no allocation inside the parallel loop)
         mult = factor[i]
         add = add_out[i]
@@ -327,8 +371,8 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc):
             ramp, dur, fade = c.t_ramp[kd], c.t_dur[kd], c.t_fade[kd]
             for d in range(S):
                 h = c.hops[st_, d]
-                if h < 0:
-                    continue
+                if h < 0 or (h > 0 and c.atten_pow[kd, min(h, c.max_hops)] == 0.0):
+                    continue  # not reached: its contribution is exactly zero
                 start = s_onset[i, f] + c.t_lag[kd] * h
                 atten = c.atten_pow[kd, min(h, c.max_hops)] if h > 0 else 1.0
                 scale = sev * atten
@@ -368,17 +412,20 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc):
 
 
 @njit(cache=True)
-def drift_checks(k, key, ml_now, c, drift, need):
-    """Drift-monitor scores at check steps: healthy pool lookups; shifted windows are flagged
-    for the caller to score (with the scalar env's numpy code)."""
+def drift_checks(k, key, ml_now, c, drift):
+    """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
+    scored by the same compiled function the scalar env uses."""
     for i in range(k.shape[0]):
         if k[i] % c.drift_every != 0:
             continue
         j = k[i] // c.drift_every
         w = np.int64(uniform(key[i], j, 3) * c.pool_size)
-        need[i] = -1
-        if ml_now[i, 4] != 0.0:
-            need[i] = w
+        shift = ml_now[i, 4]
+        if shift != 0.0:
+            ks, psi = shifted_scores(c.ref_sorted, c.ref_edges, c.ref_frac, c.pool_windows[w],
+                                     shift)
+            drift[i, 0] = ks
+            drift[i, 1] = psi
         else:
             drift[i, 0] = c.healthy_ks[w]
             drift[i, 1] = c.healthy_psi[w]
@@ -386,7 +433,7 @@ def drift_checks(k, key, ml_now, c, drift, need):
 
 @njit(cache=True, nogil=True)
 def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
-            c, obs, reward, violated_out, downtime, total_reward, mask, zf_all):
+            c, obs, reward, violated_out, downtime, total_reward, mask, zf_all, lo, hi):
     """Phase B: observation, SLO, reward, detection and action mask of every env."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
@@ -398,7 +445,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
     R = rows.shape[1]
     n_act = mask.shape[1]
     nz = 6 * S
-    for i in range(k.shape[0]):
+    for i in range(lo, hi):
         zf = zf_all[i]
         rel = k[i] - k0[i]
         pos = rel * c.dt / c.step_seconds

@@ -21,6 +21,8 @@ a sub-env's episode ``episode_metrics`` (an object array of dicts, as the scalar
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,7 @@ class PipelineHealVectorEnv(VectorEnv):
         episode_steps: int = 360,
         drift_period_s: float = 60.0,
         render_mode: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
         if num_envs < 1:
             raise ConfigError(f"num_envs={num_envs!r}: must be >= 1")
@@ -144,6 +147,10 @@ class PipelineHealVectorEnv(VectorEnv):
             self._release[FAULT_CODE[name]] = True
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
         self._c = kernel_consts(m, self._k_idx, self._release)
+        workers = max(1, min(int(num_threads or os.cpu_count() or 1), N // 1024 or 1))
+        step = -(-N // workers)
+        self._chunks = [(lo, min(lo + step, N)) for lo in range(0, N, step)]
+        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
         self._alloc(N, S, M, A)
 
     # ------------------------------------------------------------------ storage
@@ -375,21 +382,28 @@ class PipelineHealVectorEnv(VectorEnv):
     def _rs(self) -> tuple:
         return (self.replicas, self.version, self.light, self.splice, self._replayed_uid)
 
+    def _parallel(self, kernel: Any, *args: Any) -> None:
+        """Run a kernel over env ranges, one per worker thread (the kernels release the GIL;
+        envs are independent, so the result does not depend on the split)."""
+        chunks = self._chunks
+        if len(chunks) == 1:
+            kernel(*args, *chunks[0])
+            return
+        futures = [self._pool.submit(kernel, *args, lo, hi) for lo, hi in chunks]
+        for fut in futures:
+            fut.result()
+
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, c = self.model, self._c
-        K.effects(self._st, self.replicas, self.t, c, self.factor, self.add, self.za, self.zb,
-                  self.ml_now, self.ml)
-        need = np.full(self.num_envs, -1, np.int64)
-        K.drift_checks(self.k, self.key, self.ml_now, c, self.drift, need)
-        for i in np.flatnonzero(need >= 0):  # drifting windows: scored as the scalar env does
-            ks, psi_v = m.drift.scores(np.asarray(need[i]), np.asarray(self.ml_now[i, 4]))
-            self.drift[i] = (ks[0], psi_v[0])
+        self._parallel(K.effects, self._st, self.replicas, self.t, c, self.factor, self.add,
+                       self.za, self.zb, self.ml_now, self.ml)
+        K.drift_checks(self.k, self.key, self.ml_now, c, self.drift)
         obs = np.empty((self.num_envs, m.n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
-        K.observe(live, self.k, self.k0, self.t, self.key, self.rows, m.replay.values, self.za,
-                  self.zb, self.ml_now, self.drift, self.replicas, self._st, self._acts,
-                  self._rs, c, obs, reward, violated, self.downtime, self.total_reward,
-                  self.mask, self._zf)
+        self._parallel(K.observe, live, self.k, self.k0, self.t, self.key, self.rows,
+                       m.replay.values, self.za, self.zb, self.ml_now, self.drift, self.replicas,
+                       self._st, self._acts, self._rs, c, obs, reward, violated, self.downtime,
+                       self.total_reward, self.mask, self._zf)
         return obs, violated
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -412,8 +426,8 @@ class PipelineHealVectorEnv(VectorEnv):
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
         ev = (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
-        K.act_and_events(live, a, self.mask, self.k, self.t, self.key, self._st, self._acts,
-                         self._rs, ev, self._c, reward, invalid)
+        self._parallel(K.act_and_events, live, a, self.mask, self.k, self.t, self.key, self._st,
+                       self._acts, self._rs, ev, self._c, reward, invalid)
         obs, violated = self._observe(live, reward)
         if self.max_episode_steps:
             truncated = live & (self.k >= self.max_episode_steps)
@@ -530,6 +544,8 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "base_stale": mdl.BASE_STALENESS_S, "acc_noise_sd": ACC_NOISE_SD,
         "drift_every": m.drift_every, "pool_size": len(m.drift.windows),
         "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
+        "pool_windows": m.drift.windows, "ref_sorted": m.drift.reference.sorted_ref,
+        "ref_edges": m.drift.reference.edges, "ref_frac": m.drift.reference.ref_frac,
         "lat_limit_z": float(m.lat_limit_z), "thr_limit_z": float(m.thr_limit_z),
         "err_limit_z": np.ascontiguousarray(m.err_limit_z, dtype=np.float64),
         "z_lo": np.ascontiguousarray(m.z_lo), "z_hi": np.ascontiguousarray(m.z_hi),

@@ -106,7 +106,7 @@ def draw_random_arrivals(rng: np.random.Generator, cfg: ChaosConfig, stages: lis
     span = horizon_s - lo
     if span <= 0:
         return []
-    rates = np.array([cfg.rate(f.name) / 3600.0 for f in LIBRARY])
+    rates, choices_by_fault = _arrival_tables(cfg, stages)
     counts = rng.poisson(rates * span)
     total = int(counts.sum())
     times = rng.uniform(lo, horizon_s, total)
@@ -114,13 +114,24 @@ def draw_random_arrivals(rng: np.random.Generator, cfg: ChaosConfig, stages: lis
     sev = rng.uniform(cfg.severity[0], cfg.severity[1], total)
     events: list[FaultEvent] = []
     i = 0
-    for spec, c in zip(LIBRARY, counts, strict=True):
-        choices = stage_choices(spec.name, stages)
+    for spec, c, choices in zip(LIBRARY, counts, choices_by_fault, strict=True):
         for _ in range(int(c)):
             stage = choices[min(int(picks[i] * len(choices)), len(choices) - 1)]
             events.append(FaultEvent(float(times[i]), spec.name, stage, float(sev[i]), "chaos"))
             i += 1
     return events
+
+
+def _arrival_tables(cfg: ChaosConfig, stages: list[str]
+                    ) -> tuple[np.ndarray, list[list[int]]]:
+    """Per-second rates and stage choices of every library fault, cached on the config."""
+    cache: dict[tuple[str, ...], tuple[np.ndarray, list[list[int]]]]
+    cache = cfg.__dict__.setdefault("_tables", {})
+    key = tuple(stages)
+    if key not in cache:
+        cache[key] = (np.array([cfg.rate(f.name) / 3600.0 for f in LIBRARY]),
+                      [stage_choices(f.name, stages) for f in LIBRARY])
+    return cache[key]
 
 
 @dataclass(frozen=True)

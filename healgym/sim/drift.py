@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 PSI_EPS = 1e-4
 
@@ -91,11 +92,38 @@ class DriftPool:
         return cls(reference=ref, windows=windows, healthy_ks=ks, healthy_psi=psi_v)
 
     def scores(self, idx: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(KS, PSI) of pool windows ``idx`` shifted by ``shift`` (arrays of one shape)."""
+        """(KS, PSI) of pool windows ``idx`` shifted by ``shift`` (arrays of one shape).
+
+        Shifted windows are scored by :func:`shifted_scores`, the compiled function the vector
+        env's kernel calls too, so both envs get identical values."""
         idx, shift = np.atleast_1d(idx), np.atleast_1d(shift)
         ks, psi_v = self.healthy_ks[idx].copy(), self.healthy_psi[idx].copy()
-        moved = shift != 0.0
-        if moved.any():
-            k2, p2 = self.reference.scores(self.windows[idx[moved]] + shift[moved][:, None])
-            ks[moved], psi_v[moved] = k2, p2
+        ref = self.reference
+        for j in np.flatnonzero(shift != 0.0):
+            ks[j], psi_v[j] = shifted_scores(ref.sorted_ref, ref.edges, ref.ref_frac,
+                                             self.windows[idx[j]], float(shift[j]))
         return ks, psi_v
+
+
+@njit(cache=True, nogil=True)
+def shifted_scores(ref_sorted: np.ndarray, edges: np.ndarray, ref_frac: np.ndarray,
+                   window: np.ndarray, shift: float) -> tuple[float, float]:
+    """(KS, PSI) of ``window + shift`` against the reference; the formulas of ``ks_batch``
+    and ``psi_batch`` for one window, compiled."""
+    w = np.sort(window + shift)
+    n, m = w.size, ref_sorted.size
+    d = 0.0
+    for i in range(n):
+        right = np.searchsorted(ref_sorted, w[i], side="right") / m
+        left = np.searchsorted(ref_sorted, w[i], side="left") / m
+        d = max(d, abs((i + 1) / n - right), abs((i + 1) / n - 1.0 / n - left))
+    bins = edges.size + 1
+    counts = np.zeros(bins)
+    for i in range(n):
+        counts[np.searchsorted(edges, w[i], side="right")] += 1.0
+    psi = 0.0
+    for b in range(bins):
+        frac = max(counts[b] / n, PSI_EPS)
+        ref = max(ref_frac[b], PSI_EPS)
+        psi += (frac - ref) * np.log(frac / ref)
+    return d, psi

@@ -136,6 +136,13 @@ class ReplaySource:
                    times=times, values=values, median=median, scale=scale, q_lo=q_lo, q_hi=q_hi,
                    fault_windows=faults, segments=segments, report=report)
 
+    @property
+    def _segment_array(self) -> np.ndarray:
+        arr = self.__dict__.get("_seg_arr")
+        if arr is None:
+            arr = self.__dict__["_seg_arr"] = np.array(self.segments, dtype=np.int64)
+        return arr
+
     def draw_rows(self, rng: np.random.Generator, n_steps: int, dt: float,
                   start_row: int | None = None) -> np.ndarray:
         """Dataset rows that cover ``n_steps`` simulator steps (see :func:`interpolate`).
@@ -144,7 +151,7 @@ class ReplaySource:
         at random offsets inside runs of real data, while the episode needs them.
         """
         rows_needed = int(np.ceil(n_steps * dt / self.step_seconds)) + 2
-        seg = np.array(self.segments)
+        seg = self._segment_array
         lengths = seg[:, 1] - seg[:, 0]
         chunks: list[np.ndarray] = []
         have = 0
@@ -156,9 +163,12 @@ class ReplaySource:
                 off = int(np.clip(start_row, seg[k, 0], seg[k, 1] - 1))
             else:
                 # A segment long enough for the rest if there is one, else any, by length.
-                fits = lengths >= min(remaining, lengths.max())
-                w = np.where(fits, lengths, 0).astype(float)
-                k = int(rng.choice(len(seg), p=w / w.sum()))
+                if len(seg) == 1:
+                    k = 0
+                else:
+                    fits = lengths >= min(remaining, lengths.max())
+                    w = np.cumsum(np.where(fits, lengths, 0).astype(float))
+                    k = int(np.searchsorted(w, rng.random() * w[-1], side="right"))
                 hi = max(seg[k, 1] - min(remaining, lengths[k]), seg[k, 0])
                 off = int(rng.integers(seg[k, 0], hi + 1))
             end = min(off + remaining, int(seg[k, 1]))
