@@ -26,21 +26,21 @@ _SQRT3 = 1.7320508075688772
 
 
 @njit(cache=True, inline="always")
-def _mix(z: np.uint64) -> np.uint64:
+def _mix(z):  # type: ignore[no-untyped-def]
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True)
-def uniform(key: np.uint64, step: np.int64, stream: np.int64) -> float:
+def uniform(key, step, stream):  # type: ignore[no-untyped-def]
     c = (np.uint64(step) << np.uint64(8)) + np.uint64(stream)
     z = _mix(np.uint64(key) + _mix(c * _GAMMA + _GAMMA))
     return float(z >> np.uint64(11)) * _TO_UNIT
 
 
 @njit(cache=True)
-def normal(key: np.uint64, step: np.int64) -> float:
+def normal(key, step):  # type: ignore[no-untyped-def]
     total = uniform(key, step, 1) + uniform(key, step, 2)
     total = total + uniform(key, step, 4)
     total = total + uniform(key, step, 5)

@@ -389,7 +389,9 @@ class PipelineHealVectorEnv(VectorEnv):
         if len(chunks) == 1:
             kernel(*args, *chunks[0])
             return
-        futures = [self._pool.submit(kernel, *args, lo, hi) for lo, hi in chunks]
+        pool = self._pool
+        assert pool is not None  # more than one chunk means a pool was made
+        futures = [pool.submit(kernel, *args, lo, hi) for lo, hi in chunks]
         for fut in futures:
             fut.result()
 
