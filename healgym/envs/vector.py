@@ -391,7 +391,8 @@ class PipelineHealVectorEnv(VectorEnv):
             return
         pool = self._pool
         assert pool is not None  # more than one chunk means a pool was made
-        futures = [pool.submit(kernel, *args, lo, hi) for lo, hi in chunks]
+        futures = [pool.submit(kernel, *args, lo, hi)  # type: ignore[call-arg]
+                   for lo, hi in chunks]
         for fut in futures:
             fut.result()
 
