@@ -161,3 +161,19 @@ def test_without_a_time_limit_the_plan_grows():
     m = env.episode_metrics(0)
     assert m["elapsed_s"] == 1800.0
     assert max(i["onset_s"] for i in m["incidents"]) > 500  # arrivals drawn past the first plan
+
+
+def test_rllib_wraps_it_with_dict_info_to_list():
+    # RLlib's SingleAgentEnvRunner builds make_vec(..., vectorization_mode=...) and wraps it
+    # with DictInfoToList; infos must survive that, final metrics included.
+    from gymnasium.wrappers.vector import DictInfoToList
+
+    env = DictInfoToList(gym.make_vec(healgym.ENV_ID, num_envs=3,
+                                      vectorization_mode=gym.VectorizeMode("vector_entry_point"),
+                                      max_episode_steps=4))
+    obs, infos = env.reset(seed=0)
+    assert isinstance(infos, list) and len(infos) == 3
+    assert infos[1]["action_mask"].shape == (23,)
+    for _ in range(4):
+        obs, r, te, tr, infos = env.step(np.zeros(3, dtype=np.int64))
+    assert tr.all() and infos[2]["episode_metrics"]["elapsed_s"] == 40.0
