@@ -146,3 +146,16 @@ def test_fault_windows_from_canonical_faults_csv(tmp_path):
     ds = import_source("canonical", tmp_path / "s")
     assert len(ds.faults) == 1 and ds.faults.fault_type.iloc[0] == "process_crash"
     assert ds.faults.start.iloc[0] == pd.Timestamp("2026-01-01T00:01:00Z")
+
+
+def test_canonical_parquet_input(tmp_path):
+    from healgym.telemetry import generate_synthetic
+
+    frame = generate_synthetic(seed=2, days=0.1).frame
+    (tmp_path / "src").mkdir()
+    frame.to_parquet(tmp_path / "src" / "t.parquet", index=False)
+    ds = import_source("canonical", tmp_path / "src")
+    assert len(ds.frame) == len(frame) and set(ds.stages) == set(frame.stage)
+    got = ds.frame.set_index(["timestamp", "stage"]).sort_index()
+    want = frame.set_index(["timestamp", "stage"]).sort_index()
+    np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())

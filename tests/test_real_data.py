@@ -152,3 +152,92 @@ def test_replayed_incident_is_healed_by_the_matrix_and_spliced(nezha_ob):
         env.step(0)
     m = env.episode_metrics()["incidents"][0]
     assert m["resolved_by"] == "natural" and m["mttr_s"] == pytest.approx(180.0, abs=60)
+
+
+# ---------------------------------------------------------------- malformed real-format inputs
+def copy_tree(src, dst, files):
+    import shutil
+
+    for rel in files:
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / rel, dst / rel)
+
+
+def test_nezha_malformed_inputs_name_file_row_and_column(shared_data, tmp_path):
+    from healgym.errors import ImportFailed
+
+    day = shared_data / "nezha/rca_data/2022-08-22"
+    pod = "metric/frontend-579b9bff58-t2dbm_metric.csv"
+    copy_tree(day, tmp_path / "d", [pod, "2022-08-22-fault_list.json"])
+    path = tmp_path / "d" / pod
+    lines = path.read_text().splitlines()
+    # a wrong type: a text cell in a metric column, on line 6
+    cells = lines[5].split(",")
+    cells[4] = "n/a-ish"
+    bad = lines[:5] + [",".join(cells)] + lines[6:]
+    path.write_text("\n".join(bad) + "\n")
+    with pytest.raises(ImportFailed) as err:
+        import_source("nezha", tmp_path / "d")
+    assert (err.value.row, err.value.column, err.value.value) == (6, "CpuUsageRate(%)", "n/a-ish")
+    assert "frontend" in err.value.file
+    # an unparsable timestamp on line 3
+    cells = lines[2].split(",")
+    cells[0] = "yesterday at noon"
+    path.write_text("\n".join(lines[:2] + [",".join(cells)] + lines[3:]) + "\n")
+    with pytest.raises(ImportFailed) as err:
+        import_source("nezha", tmp_path / "d")
+    assert (err.value.row, err.value.column) == (3, "Time")
+    # a missing column
+    header = lines[0].replace("MemoryUsageRate(%)", "MemRate")
+    path.write_text("\n".join([header] + lines[1:]) + "\n")
+    with pytest.raises(ImportFailed, match="MemoryUsageRate"):
+        import_source("nezha", tmp_path / "d")
+    # the dataset root instead of a day folder: the error lists the day folders
+    with pytest.raises(ImportFailed, match="2022-08-22"):
+        import_source("nezha", shared_data / "nezha")
+
+
+def test_petshop_malformed_inputs(shared_data, tmp_path):
+    from healgym.errors import ImportFailed
+
+    scen = shared_data / "petshop/dataset/temporal_traffic1"
+    copy_tree(scen, tmp_path / "s", ["test/issue_0/metrics.csv", "test/issue_0/target.json"])
+    mfile = tmp_path / "s/test/issue_0/metrics.csv"
+    lines = mfile.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[0] = "not-a-time"
+    mfile.write_text("\n".join(lines[:5] + [",".join(cells)] + lines[6:]) + "\n")
+    with pytest.raises(ImportFailed) as err:
+        import_source("petshop", tmp_path / "s")
+    assert err.value.row == 6 and "unix time" in str(err.value)
+    mfile.write_text("\n".join(lines) + "\n")
+    (tmp_path / "s/test/issue_0/target.json").write_text('{"target": {}}')
+    with pytest.raises(ImportFailed, match="target.json"):
+        import_source("petshop", tmp_path / "s")
+    with pytest.raises(ImportFailed, match="low_traffic"):
+        import_source("petshop", shared_data / "petshop")
+
+
+def test_nab_malformed_inputs(shared_data, tmp_path):
+    from healgym.errors import ImportFailed
+
+    rel = "data/realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv"
+    copy_tree(shared_data / "nab", tmp_path / "n", [rel])
+    path = tmp_path / "n" / rel
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:10] + ["2014-02-14 15:20:00,lots"] + lines[11:]) + "\n")
+    with pytest.raises(ImportFailed) as err:
+        import_source("nab", tmp_path / "n")
+    assert (err.value.row, err.value.column, err.value.value) == (11, "value", "lots")
+    path.write_text("time,value\n1,2\n")
+    with pytest.raises(ImportFailed, match="timestamp"):
+        import_source("nab", tmp_path / "n")
+
+
+def test_pipeline_from_an_imported_call_graph(nezha_ob):
+    env = quiet_env(dataset=nezha_ob, stages="call_graph")
+    graph = set(nezha_ob.call_graph)
+    assert len(env.stages) >= 3 and env.stages[0] == "frontend"
+    assert all((a, b) in graph for a, b in zip(env.stages[:-1], env.stages[1:], strict=False))
+    assert env.hops[0, 1] == 1 and env.hops[1, 0] == -1
+    run_actions(env, 0, steps=30)

@@ -180,7 +180,9 @@ def build_model(
         if not ds.call_graph:
             raise ConfigError(f"stages='call_graph', but dataset {ds.metadata.get('name')!r} "
                               "has no call graph; list the stages instead")
-        stages = chain_from_call_graph(ds.call_graph)
+        measured = set(ds.stages)  # nodes of the graph without telemetry cannot be replayed
+        stages = chain_from_call_graph([(a, b) for a, b in ds.call_graph
+                                        if a in measured and b in measured])
     elif isinstance(stages, str):
         raise ConfigError(f"stages={stages!r}: give a list of entities, a {{stage: entity}} "
                           "mapping, or 'call_graph'")
