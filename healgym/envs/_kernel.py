@@ -104,6 +104,7 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st,
     s_inc[i, f] = inc
     s_end[i, f] = onset + c.end_after[kind] if np.isnan(end) else end
     s_cascade[i, f] = INF if carrier else onset + c.cascade_after[kind]
+    st[24][i] = True  # effects changed
     return True
 
 
@@ -136,6 +137,7 @@ def add_side(i, kind, stage, onset, until, st):
     s_inc[i, f] = -1
     s_end[i, f] = until
     s_cascade[i, f] = INF
+    st[24][i] = True  # effects changed
 
 
 @njit(cache=True, inline="always")
@@ -153,6 +155,7 @@ def compact(i, rm, st):
     s_uid = st[9]
     if rm == 0:
         return
+    st[24][i] = True  # effects changed
     w = 0
     for f in range(s_n[i]):
         if (rm >> f) & 1:
@@ -234,8 +237,10 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
     compact(i, rm, st)
     if kind == c.k_scale_up:
         replicas[i, astage] = min(replicas[i, astage] + 1, c.max_replicas)
+        st[24][i] = True  # capacity changed
     elif kind == c.k_scale_down:
         replicas[i, astage] = max(replicas[i, astage] - 1, c.min_replicas)
+        st[24][i] = True
     elif kind == c.k_rollback:
         version[i] -= 1
         has_old = False
@@ -274,7 +279,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
     """Phase A for each live env: start the action, advance the clock, apply due events."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+     i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
     replicas, version, light, splice, replayed_uid = rs
@@ -347,13 +352,21 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 # --------------------------------------------------------------------------- effects, observe
 @njit(cache=True, nogil=True)
-def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi):
+def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable, lo, hi):
     """Fault and capacity effects of every env at its current time (the scalar env's
-    ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``)."""
+    ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``). Like the scalar env, an
+    env's effects are recomputed only when its faults or replicas changed (``dirty``) or a
+    ramp, fade or onset makes them move (``stable``, the time until which they hold)."""
     s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
+    dirty = st[24]
     S, M = c.median.shape
     K = c.t_ml.shape[1]
     for i in range(lo, hi):
+        now = t[i]
+        if not dirty[i] and now < stable[i]:
+            continue
+        dirty[i] = False
+        until = INF
         # accumulate in the env's own output rows (no allocation inside the parallel loop)
         mult = factor[i]
         add = add_out[i]
@@ -361,7 +374,6 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi)
         mult[:, :] = 0.0
         add[:, :] = 0.0
         ml[:] = 0.0
-        now = t[i]
         for f in range(s_n[i]):
             sev = s_sev[i, f]
             if sev == 0.0:
@@ -377,6 +389,12 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi)
                 atten = c.atten_pow[kd, min(h, c.max_hops)] if h > 0 else 1.0
                 scale = sev * atten
                 age = now - start
+                if age >= 0 and (age < ramp or (age >= dur and age < dur + fade)):
+                    until = now  # mid-ramp or mid-fade: moves every step
+                else:
+                    for b in (start, start + ramp, start + dur, start + dur + fade):
+                        if b > now and b < until:
+                            until = b
                 if ramp > 0:
                     rp = min(max(age / max(ramp, 1e-9), 0.0), 1.0)
                 else:
@@ -403,6 +421,7 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi)
                 factor[i, d, m] = fac
                 za[i, d, m] = fac * c.inv[d, m]
                 zb[i, d, m] = (add[d, m] - c.median[d, m]) * c.inv[d, m]
+        stable[i] = until
         ml_now[i, 0] = min(max(c.base_accuracy + ml[c.acc], 0.0), 1.0)
         ml_now[i, 1] = min(max(c.base_null + ml[c.null], 0.0), 1.0)
         ml_now[i, 2] = min(max(ml[c.schema], 0.0), 1.0)
@@ -412,10 +431,10 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, lo, hi)
 
 
 @njit(cache=True)
-def drift_checks(k, key, ml_now, c, drift):
+def drift_checks(k, key, ml_now, c, drift, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
     scored by the same compiled function the scalar env uses."""
-    for i in range(k.shape[0]):
+    for i in range(lo, hi):
         if k[i] % c.drift_every != 0:
             continue
         j = k[i] // c.drift_every
@@ -437,7 +456,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
     """Phase B: observation, SLO, reward, detection and action mask of every env."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch) = st
+     i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
     version, light, splice = rs[1], rs[2], rs[3]

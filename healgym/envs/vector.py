@@ -371,7 +371,7 @@ class PipelineHealVectorEnv(VectorEnv):
                 self.s_end, self.s_cascade, self.s_inc, self.s_uid, self.uid, self.i_n,
                 self.i_fault, self.i_stage, self.i_src, self.i_onset, self.i_detected,
                 self.i_resolved, self.i_by, self.i_active, self.i_faults, self.i_nf,
-                self.dropped, self.watch)
+                self.dropped, self.watch, self.dirty)
 
     @property
     def _acts(self) -> tuple:
@@ -399,8 +399,8 @@ class PipelineHealVectorEnv(VectorEnv):
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m, c = self.model, self._c
         self._parallel(K.effects, self._st, self.replicas, self.t, c, self.factor, self.add,
-                       self.za, self.zb, self.ml_now, self.ml)
-        K.drift_checks(self.k, self.key, self.ml_now, c, self.drift)
+                       self.za, self.zb, self.ml_now, self.ml, self.stable)
+        self._parallel(K.drift_checks, self.k, self.key, self.ml_now, c, self.drift)
         obs = np.empty((self.num_envs, m.n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
         self._parallel(K.observe, live, self.k, self.k0, self.t, self.key, self.rows,
@@ -450,8 +450,7 @@ class PipelineHealVectorEnv(VectorEnv):
             "time_s": self.t.copy(), "_time_s": ones,
             "slo_violated": violated, "_slo_violated": ones,
             "invalid_action": invalid, "_invalid_action": ones,
-            "n_faults": ((np.arange(F_MAX)[None, :] < self.s_n[:, None])
-                         & (self.s_inc >= 0)).sum(axis=1), "_n_faults": ones,
+            "n_faults": (self.s_inc >= 0).sum(axis=1), "_n_faults": ones,
         }
         if final.any():
             em = np.empty(N, dtype=object)
