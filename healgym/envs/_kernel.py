@@ -49,32 +49,32 @@ def normal(key, step):  # type: ignore[no-untyped-def]
 
 # --------------------------------------------------------------------------- slots, incidents
 @njit(cache=True, inline="always")
+def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
+    """Append a slot (the caller checked there is room), in creation order."""
+    s_n, uid = st[0], st[10]
+    f = s_n[i]
+    s_n[i] += 1
+    uid[i] += 1
+    st[9][i, f] = uid[i]
+    st[1][i, f] = kind
+    st[2][i, f] = col
+    st[3][i, f] = stage
+    st[4][i, f] = sev
+    st[5][i, f] = onset
+    st[8][i, f] = inc
+    st[6][i, f] = end
+    st[7][i, f] = cascade
+    st[24][i] = True  # effects changed
+
+
+@njit(cache=True, inline="always")
 def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
     """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
-    s_n = st[0]
-    s_kind = st[1]
-    s_fault = st[2]
-    s_stage = st[3]
-    s_sev = st[4]
-    s_onset = st[5]
-    s_end = st[6]
-    s_cascade = st[7]
-    s_inc = st[8]
-    s_uid = st[9]
-    uid = st[10]
-    i_n = st[11]
-    i_fault = st[12]
-    i_stage = st[13]
-    i_src = st[14]
-    i_onset = st[15]
-    i_detected = st[16]
-    i_active = st[19]
-    i_faults = st[20]
-    i_nf = st[21]
-    dropped = st[22]
-    watch = st[23]
-    f_max, i_max = s_kind.shape[1], i_fault.shape[1]
-    if s_n[i] >= f_max or (parent < 0 and i_n[i] >= i_max):
+    s_n, s_kind = st[0], st[1]
+    i_n, i_fault, i_stage, i_src, i_onset = st[11], st[12], st[13], st[14], st[15]
+    i_detected, i_active, i_faults, i_nf, dropped, watch = (st[16], st[19], st[20], st[21],
+                                                           st[22], st[23])
+    if s_n[i] >= s_kind.shape[1] or (parent < 0 and i_n[i] >= i_fault.shape[1]):
         dropped[i] += 1
         return False
     if parent < 0:
@@ -92,52 +92,19 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st,
     i_active[i, inc] += 1
     if np.isnan(i_detected[i, inc]):
         watch[i] = True
-    f = s_n[i]
-    s_n[i] += 1
-    uid[i] += 1
-    s_uid[i, f] = uid[i]
-    s_kind[i, f] = kind
-    s_fault[i, f] = col
-    s_stage[i, f] = stage
-    s_sev[i, f] = sev
-    s_onset[i, f] = onset
-    s_inc[i, f] = inc
-    s_end[i, f] = onset + c.end_after[kind] if np.isnan(end) else end
-    s_cascade[i, f] = INF if carrier else onset + c.cascade_after[kind]
-    st[24][i] = True  # effects changed
+    write_slot(i, kind, col, stage, sev, onset, inc,
+               onset + c.end_after[kind] if np.isnan(end) else end,
+               INF if carrier else onset + c.cascade_after[kind], st)
     return True
 
 
 @njit(cache=True, inline="always")
 def add_side(i, kind, stage, onset, until, st):
-    s_n = st[0]
-    s_kind = st[1]
-    s_fault = st[2]
-    s_stage = st[3]
-    s_sev = st[4]
-    s_onset = st[5]
-    s_end = st[6]
-    s_cascade = st[7]
-    s_inc = st[8]
-    s_uid = st[9]
-    uid = st[10]
-    dropped = st[22]
-    if s_n[i] >= s_kind.shape[1]:
-        dropped[i] += 1
+    """Append an action's side effect (no incident)."""
+    if st[0][i] >= st[1].shape[1]:
+        st[22][i] += 1
         return
-    f = s_n[i]
-    s_n[i] += 1
-    uid[i] += 1
-    s_uid[i, f] = uid[i]
-    s_kind[i, f] = kind
-    s_fault[i, f] = -1
-    s_stage[i, f] = stage
-    s_sev[i, f] = 1.0
-    s_onset[i, f] = onset
-    s_inc[i, f] = -1
-    s_end[i, f] = until
-    s_cascade[i, f] = INF
-    st[24][i] = True  # effects changed
+    write_slot(i, kind, -1, stage, 1.0, onset, -1, until, INF, st)
 
 
 @njit(cache=True, inline="always")
