@@ -1,0 +1,43 @@
+"""What an operator reads off an observation, in the units of a dashboard.
+
+:func:`decode` turns an observation back into named signals: each stage's raw metrics
+(``serve.latency_p95_ms``), their ratio to the healthy median (``serve.latency_p95_ms_ratio``),
+and the ML and context signals. Runbooks are written against these names. (z-scores are clipped
+at +-50, so a raw value decoded from a clipped z is a lower bound of the real one.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from healgym.sim.faults import METRICS
+from healgym.sim.model import MAX_REPLICAS, PipelineModel
+
+ML_NAMES = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
+            "staleness_h", "cost_factor", "since_last_action_h", "action_in_flight",
+            "light_model", "can_rollback")
+
+
+def signal_names(model: PipelineModel) -> list[str]:
+    names = [f"{s}.{m}" for s in model.stages for m in METRICS]
+    names += [f"{s}.{m}_ratio" for s in model.stages for m in METRICS]
+    names += [f"{s}.replicas" for s in model.stages]
+    return names + list(ML_NAMES)
+
+
+def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
+    """Named signals of one observation."""
+    S, M = model.n_stages, len(METRICS)
+    z = np.asarray(obs[: S * M], dtype=float).reshape(S, M)
+    raw = z * model.replay.scale + model.median
+    ratio = raw / np.where(model.median != 0, model.median, 1.0)
+    out: dict[str, float] = {}
+    for i, s in enumerate(model.stages):
+        for j, m in enumerate(METRICS):
+            out[f"{s}.{m}"] = float(raw[i, j])
+            out[f"{s}.{m}_ratio"] = float(ratio[i, j])
+        out[f"{s}.replicas"] = float(obs[6 * S + i] * MAX_REPLICAS)
+    for k, name in enumerate(ML_NAMES):
+        out[name] = float(obs[7 * S + k])
+    out["staleness_s"] = out["staleness_h"] * 3600.0
+    return out
