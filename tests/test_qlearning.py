@@ -1,0 +1,68 @@
+"""Q-learning learns a case with a known optimum; its saved policy round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from agents.evaluation import run_episode
+from agents.qlearning import FORMAT_VERSION, QConfig, QLearningAgent
+from healgym.envs.pipeline_heal import PipelineHealEnv
+from healgym.envs.vector import PipelineHealVectorEnv
+from healgym.errors import HealgymError
+
+# Every episode: the serve stage crashes at 60 s; restarting it always works. The optimum is to
+# do nothing until the crash and restart serve the moment it shows: 30 s MTTR, reward -201
+# (3 steps of violation at -100, the restart's cost 1, the fast-resolution bonus +100).
+CRASH = dict(chaos=False, healing_matrix={"process_crash": {"restart": 1.0}},
+             scenario={"faults": [{"at": 60, "fault": "process_crash", "stage": "serve"}]})
+
+
+@pytest.fixture(scope="module")
+def trained():
+    venv = PipelineHealVectorEnv(num_envs=64, max_episode_steps=30, **CRASH)
+    agent = QLearningAgent(venv.model, config=QConfig(epsilon_start=1.0, epsilon=0.05,
+                                                      decay_steps=3000, seed=3))
+    log = agent.train(venv, 6000)
+    return agent, log
+
+
+def test_learns_the_known_optimum(trained):
+    agent, log = trained
+    env = PipelineHealEnv(episode_steps=30, **CRASH)
+    mttr = []
+    for seed in (11, 12, 13):
+        m = run_episode(env, agent, seed)
+        inc = m["incidents"][0]
+        assert inc["resolved_by"] == "restart_serve"  # the one action that heals it
+        mttr.append(inc["mttr_s"])
+        assert m["total_reward"] > -800  # the optimum is -201, doing nothing about -2600
+    assert np.mean(mttr) <= 90.0  # within a few steps of the optimum's 30 s
+    from agents.random_agent import NoOpAgent
+
+    noop_reward = run_episode(env, NoOpAgent(), 11)["total_reward"]
+    assert noop_reward < -2000
+    # the log shows exploration decaying and the reward improving
+    assert log.explore_share[0] > 0.8 and log.explore_share[-1] < 0.1
+    assert np.mean(log.mean_reward[-10:]) > np.mean(log.mean_reward[:10]) + 30
+
+
+def test_saved_policy_round_trips_and_refuses_other_pipelines(trained, tmp_path):
+    agent, _ = trained
+    path = agent.save(tmp_path / "q", extra={"trained_steps": 6000})
+    meta = json.loads((path / "policy.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION and meta["trained_steps"] == 6000
+    back = QLearningAgent.load(path, agent.model)
+    np.testing.assert_array_equal(back.q, agent.q)
+    env = PipelineHealEnv(episode_steps=30, **CRASH)
+    obs, info = env.reset(seed=5)
+    assert back.decide(obs, info).action == agent.decide(obs, info).action
+    other = PipelineHealEnv(stages=["ingest", "serve"], **CRASH).model
+    with pytest.raises(HealgymError, match="actions"):
+        QLearningAgent.load(path, other)
+    meta["format_version"] = 99
+    (path / "policy.json").write_text(json.dumps(meta))
+    with pytest.raises(HealgymError, match="retrain"):
+        QLearningAgent.load(path, agent.model)
