@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: install
 	$(PY) experiments/random_chaos.py
+	$(PY) experiments/headline.py --dataset data/sample/dataset
 
 test: install
 	$(PY) -m pytest -n 2 -q

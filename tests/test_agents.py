@@ -124,3 +124,31 @@ def test_oracle_beats_noop_and_runbook_on_held_out_seeds():
     assert oracle["uptime_pct"]["value"] > runbook["uptime_pct"]["value"] > \
         noop["uptime_pct"]["value"]
     assert oracle["mttr_censored_mean_s"]["value"] < noop["mttr_censored_mean_s"]["value"]
+
+
+def test_tuning_never_does_worse_than_the_default_on_its_seeds():
+    from agents.tuning import score, tune_runbook
+
+    def make():
+        return gym.make(healgym.ENV_ID, chaos={"rate_scale": 2.0})
+
+    base = RunbookAgent(make(), CLASSIC)
+    tuned, report = tune_runbook(make, base, range(3), passes=1, grid=(0.5, 1.0, 2.0))
+    assert report["reward"] >= report["default_reward"]
+    assert score(make, tuned, range(3)) == report["reward"]  # deterministic
+    assert set(report["thresholds"]) == {r.name for r in base.rules}
+
+
+def test_headline_experiment_writes_results(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "experiments/headline.py", "--steps", "200",
+                          "--envs", "16", "--episodes", "2", "--tune-seeds", "1",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "results.json").read_text())
+    assert {"q-learning", "runbook (tuned)", "oracle", "noop"} <= set(out["policies"])
+    assert "uptime %" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "qlearning" / "policy.json").is_file()
