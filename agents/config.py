@@ -1,0 +1,102 @@
+"""Typed Hydra configuration for healgym's experiments.
+
+The config groups under ``configs/`` (``env``, ``telemetry``, ``chaos``, ``agent``) merge into
+these dataclasses, registered in Hydra's ConfigStore, so a mistyped key or a wrong type fails
+when the config is composed, naming the key. ``???`` marks a value that must be given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EnvConf:
+    step_seconds: float = 10.0
+    episode_steps: int = 360
+    reward: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TelemetryConf:
+    dataset: str | None = None  # a dataset folder; None: the embedded synthetic telemetry
+    stages: list[str] | None = None
+
+
+@dataclass
+class ChaosConf:
+    enabled: bool = True
+    rate_scale: float = 1.0
+    scenario: str | None = None  # a scenario YAML by path
+
+
+@dataclass
+class AgentConf:
+    kind: str = "qlearning"  # qlearning | runbook
+    # Q-learning
+    alpha: float = 0.1
+    gamma: float = 0.95
+    epsilon: float = 0.05
+    epsilon_start: float | None = 1.0
+    steps: int = 20_000  # vector steps
+    num_envs: int = 256
+    # runbook
+    runbook: str = "configs/runbooks/classic.yaml"
+    tune: bool = True
+    tune_seeds: int = 8
+
+
+@dataclass
+class MlflowConf:
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or sqlite:///<project>/mlflow.db
+    experiment: str = "healgym"
+
+
+@dataclass
+class TrainConf:
+    defaults: list[Any] = field(default_factory=lambda: [
+        "_self_", {"env": "default"}, {"telemetry": "synthetic"}, {"chaos": "default"},
+        {"agent": "qlearning"}])
+    env: EnvConf = field(default_factory=EnvConf)
+    telemetry: TelemetryConf = field(default_factory=TelemetryConf)
+    chaos: ChaosConf = field(default_factory=ChaosConf)
+    agent: AgentConf = field(default_factory=AgentConf)
+    mlflow: MlflowConf = field(default_factory=MlflowConf)
+    seed: int = 0
+    output_dir: str = "results/train"
+
+
+@dataclass
+class EvaluateConf(TrainConf):
+    policies: list[str] = field(default_factory=lambda: [
+        "qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop"])
+    qlearning_path: str | None = None  # a saved Q-table folder; None: train one first
+    episodes: int = 30
+    held_out_seed: int = 10_000
+    output_dir: str = "results/evaluate"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train", node=TrainConf)
+    cs.store(name="evaluate", node=EvaluateConf)
+
+
+def env_kwargs(cfg: Any) -> dict[str, Any]:
+    """gymnasium.make keyword arguments from a composed config."""
+    kw: dict[str, Any] = {
+        "step_seconds": cfg.env.step_seconds, "episode_steps": cfg.env.episode_steps,
+        "reward": dict(cfg.env.reward) or None, "slo": dict(cfg.env.slo) or None,
+        "chaos": {"enabled": cfg.chaos.enabled, "rate_scale": cfg.chaos.rate_scale},
+    }
+    if cfg.telemetry.dataset:
+        kw["dataset"] = cfg.telemetry.dataset
+    if cfg.telemetry.stages:
+        kw["stages"] = list(cfg.telemetry.stages)
+    if cfg.chaos.scenario:
+        kw["scenario"] = cfg.chaos.scenario
+    return kw

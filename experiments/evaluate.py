@@ -1,0 +1,142 @@
+"""Compare policies on held-out episodes, from the Hydra config, tracked in MLflow.
+
+    python experiments/evaluate.py                                  # trains Q-learning first
+    python experiments/evaluate.py qlearning_path=results/train/qlearning__seed0__...
+    python experiments/evaluate.py episodes=50 chaos.scenario=configs/scenarios/leak_cascade.yaml
+
+Held-out seeds start at ``held_out_seed`` (10000), apart from training (from 0) and runbook
+tuning (0 .. agent.tune_seeds). Writes results.json ({"policies": {name: {metric: ...}}}),
+results.md and PNG plots (MTTR per policy; the learning curve when it trains), all also logged
+to MLflow. Returns the Q-learning uptime %.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import hydra
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import healgym  # noqa: E402
+from agents.config import env_kwargs, register  # noqa: E402
+from agents.evaluation import evaluate, markdown_table, summarize  # noqa: E402
+from agents.oracle import OracleAgent  # noqa: E402
+from agents.qlearning import QConfig, QLearningAgent, TrainLog  # noqa: E402
+from agents.random_agent import NoOpAgent, RandomAgent  # noqa: E402
+from agents.runbook import RunbookAgent  # noqa: E402
+from agents.tracking import mlflow_run  # noqa: E402
+from agents.tuning import tune_runbook  # noqa: E402
+
+register()
+KNOWN = ("qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop")
+
+
+def plots(out: Path, episodes: dict[str, list[dict[str, Any]]], log: TrainLog | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = list(episodes)
+    data = [[i["mttr_s"] if i["mttr_s"] is not None else e["elapsed_s"] - i["onset_s"]
+             for e in episodes[n] for i in e["incidents"]] or [0.0] for n in names]
+    ax.boxplot(data, tick_labels=names)
+    ax.set_ylabel("time to resolve, s (open incidents: until episode end)")
+    ax.set_title("MTTR per policy, held-out episodes")
+    fig.tight_layout()
+    fig.savefig(out / "mttr.png", dpi=100)
+    plt.close(fig)
+    if log is not None and log.steps:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.plot(log.steps, log.mean_reward)
+        ax.set_xlabel("vector steps")
+        ax.set_ylabel("mean reward per sub-env step")
+        ax.set_title("Q-learning learning curve")
+        fig.tight_layout()
+        fig.savefig(out / "learning_curve.png", dpi=100)
+        plt.close(fig)
+
+
+def run(cfg: Any) -> float:
+    import mlflow
+
+    unknown = [p for p in cfg.policies if p not in KNOWN]
+    if unknown:
+        raise SystemExit(f"policies: {unknown} unknown; choose from {list(KNOWN)}")
+    kw = env_kwargs(cfg)
+
+    def make_env() -> gym.Env:
+        return gym.make(healgym.ENV_ID, **kw)
+
+    out = ROOT / cfg.output_dir / f"evaluate__{int(time.time())}"
+    out.mkdir(parents=True, exist_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    log = None
+    with mlflow_run(config, out.name, cfg.mlflow.tracking_uri, cfg.mlflow.experiment):
+        factories: dict[str, Any] = {}
+        if "qlearning" in cfg.policies:
+            probe = make_env().unwrapped.model
+            if cfg.qlearning_path:
+                q = QLearningAgent.load(ROOT / cfg.qlearning_path, probe)
+            else:
+                a = cfg.agent
+                venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs,
+                                    max_episode_steps=cfg.env.episode_steps, **kw)
+                q = QLearningAgent(venv.unwrapped.model, config=QConfig(
+                    alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon,
+                    epsilon_start=a.epsilon_start, decay_steps=max(a.steps * 2 // 3, 1),
+                    seed=cfg.seed))
+                log = q.train(venv, a.steps, seed=cfg.seed, progress=sys.stderr.isatty())
+                q.save(out / "qlearning")
+            factories["qlearning"] = lambda env: q
+        runbook_path = ROOT / cfg.agent.runbook
+        if "runbook_tuned" in cfg.policies:
+            tuned, report = tune_runbook(make_env, RunbookAgent(make_env(), runbook_path),
+                                         range(cfg.agent.tune_seeds))
+            (out / "runbook_tuned.json").write_text(json.dumps(report, indent=2))
+            factories["runbook_tuned"] = lambda env: tuned
+        if "runbook" in cfg.policies:
+            factories["runbook"] = lambda env: RunbookAgent(env, runbook_path)
+        if "oracle" in cfg.policies:
+            factories["oracle"] = OracleAgent
+        if "random" in cfg.policies:
+            factories["random"] = lambda env: RandomAgent(env.action_space.n, cfg.held_out_seed)
+        if "noop" in cfg.policies:
+            factories["noop"] = lambda env: NoOpAgent()
+        seeds = range(cfg.held_out_seed, cfg.held_out_seed + cfg.episodes)
+        episodes = {n: evaluate(make_env, f, seeds) for n, f in factories.items()}
+        results = {n: summarize(e) for n, e in episodes.items()}
+        (out / "results.json").write_text(json.dumps({"policies": results}, indent=2))
+        table = markdown_table(results)
+        (out / "results.md").write_text(table + "\n")
+        plots(out, episodes, log)
+        for name, s in results.items():
+            mlflow.log_metrics({f"eval/{name}/uptime_pct": s["uptime_pct"]["value"],
+                                f"eval/{name}/mttr_censored_mean_s":
+                                    s["mttr_censored_mean_s"]["value"]})
+        mlflow.log_artifacts(str(out))
+        run = mlflow.active_run()
+        print(f"{cfg.episodes} held-out episodes (seeds {cfg.held_out_seed}..); 95 % CIs\n")
+        print(table)
+        print(f"\nresults in {out}; MLflow run {run.info.run_id if run else '?'} in experiment "
+              f"{cfg.mlflow.experiment!r}")
+    head = results.get("qlearning") or next(iter(results.values()))
+    return float(head["uptime_pct"]["value"])
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: Any) -> float:
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
