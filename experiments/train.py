@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 import healgym  # noqa: E402
 from agents.config import env_kwargs, register  # noqa: E402
 from agents.qlearning import QConfig, QLearningAgent  # noqa: E402
+from agents.registry import MODEL_NAME, log_and_register  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
@@ -59,6 +60,9 @@ def train(cfg: Any) -> float:
             agent.save(out, extra={"hydra_config": config, "steps": a.steps})
             tail = log.mean_reward[-max(len(log.mean_reward) // 10, 1):]
             score = float(np.mean(tail)) if tail else float("nan")
+            version = log_and_register(out)
+            print(f"registered models:/{MODEL_NAME}/{version} (alias 'candidate'); promote "
+                  f"with: python experiments/promote.py {version}")
         elif cfg.agent.kind == "runbook":
 
             def make_env() -> gym.Env:

@@ -79,6 +79,24 @@ def test_train_and_evaluate_through_hydra_are_tracked(tmp_path):
         assert run.data.params["seed"] == "0"
     evaluate_run = next(r for r in runs if r.info.run_name.startswith("evaluate"))
     assert "eval/oracle/uptime_pct" in evaluate_run.data.metrics
+    # the trained policy is in the registry as 'candidate'; promote it and serve the champion
+    import mlflow
+    import numpy as np
+
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert str(client.get_model_version_by_alias("healgym-qlearning", "candidate").version) == "1"
+    res = subprocess.run([sys.executable, "experiments/promote.py", "1", "--tracking-uri", uri],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "champion" in res.stdout
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/healgym-qlearning@champion")
+    env = PipelineHealEnv()
+    obs, info = env.reset(seed=0)
+    mask = info["action_mask"][None, :].astype(float)
+    action = model.predict({"obs": obs[None, :], "action_mask": mask})
+    assert mask[0, int(np.asarray(action)[0])] == 1
 
 
 def test_multirun_sweeps(tmp_path):
