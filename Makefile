@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: install
 	$(PY) experiments/random_chaos.py
-	$(PY) experiments/headline.py --dataset data/sample/dataset
+	$(PY) experiments/evaluate.py telemetry.dataset=data/sample/dataset \
+	  'eval_scenarios=[null,configs/scenarios/bad_deploy_then_surge.yaml,configs/scenarios/leak_cascade.yaml,configs/scenarios/data_incidents.yaml]' \
+	  episodes=10
 
 test: install
 	$(PY) -m pytest -n 2 -q

@@ -75,7 +75,9 @@ class EvaluateConf(TrainConf):
     policies: list[str] = field(default_factory=lambda: [
         "qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop"])
     qlearning_path: str | None = None  # a saved Q-table folder; None: train one first
-    episodes: int = 30
+    episodes: int = 30  # per scenario
+    # held-out scenario files (null: random chaos); training only ever sees random chaos
+    eval_scenarios: list[Any] = field(default_factory=lambda: [None])
     held_out_seed: int = 10_000
     output_dir: str = "results/evaluate"
 

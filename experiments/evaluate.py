@@ -2,7 +2,7 @@
 
     python experiments/evaluate.py                                  # trains Q-learning first
     python experiments/evaluate.py qlearning_path=results/train/qlearning__seed0__...
-    python experiments/evaluate.py episodes=50 chaos.scenario=configs/scenarios/leak_cascade.yaml
+    python experiments/evaluate.py episodes=20 "eval_scenarios=[null,configs/scenarios/leak_cascade.yaml]"
 
 Held-out seeds start at ``held_out_seed`` (10000), apart from training (from 0) and runbook
 tuning (0 .. agent.tune_seeds). Writes results.json ({"policies": {name: {metric: ...}}}),
@@ -113,7 +113,8 @@ def run(cfg: Any) -> float:
         if "noop" in cfg.policies:
             factories["noop"] = lambda env: NoOpAgent()
         seeds = range(cfg.held_out_seed, cfg.held_out_seed + cfg.episodes)
-        episodes = {n: evaluate(make_env, f, seeds) for n, f in factories.items()}
+        scenarios = [None if s is None else str(ROOT / s) for s in cfg.eval_scenarios]
+        episodes = {n: evaluate(make_env, f, seeds, scenarios) for n, f in factories.items()}
         results = {n: summarize(e) for n, e in episodes.items()}
         (out / "results.json").write_text(json.dumps({"policies": results}, indent=2))
         table = markdown_table(results)
@@ -125,7 +126,9 @@ def run(cfg: Any) -> float:
                                     s["mttr_censored_mean_s"]["value"]})
         mlflow.log_artifacts(str(out))
         run = mlflow.active_run()
-        print(f"{cfg.episodes} held-out episodes (seeds {cfg.held_out_seed}..); 95 % CIs\n")
+        names = ["random chaos" if s is None else Path(s).stem for s in cfg.eval_scenarios]
+        print(f"{cfg.episodes} held-out episodes (seeds {cfg.held_out_seed}..) x scenarios "
+              f"{names}; 95 % confidence intervals\n")
         print(table)
         print(f"\nresults in {out}; MLflow run {run.info.run_id if run else '?'} in experiment "
               f"{cfg.mlflow.experiment!r}")
