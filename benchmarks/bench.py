@@ -6,6 +6,10 @@ Writes results/bench.json. Measured here, in one run:
   chaos on, random valid actions (from info["action_mask"]), auto-reset at episode end.
 * cartpole_steps_per_s: CartPole-v1 through gymnasium.make, the same loop.
 * env_reset_per_s (healgym) for reference; ratio = env / cartpole (target: >= 0.5).
+* qlearning_updates_per_s: batched tabular Q-learning updates (one per sub-env transition) on
+  the vector env, N=256, environment stepping included; and the wall time for Q-learning to reach
+  the tuned runbook's censored mean MTTR on held-out episodes (null if it does not within the
+  budget).
 * vector_env_steps_per_s / cartpole_vector_steps_per_s at N=4096 and N=65536: the natively
   batched healgym env from gymnasium.make_vec (chaos on, uniformly random valid actions from the
   batch's action masks) against Gymnasium's CartPoleVectorEnv in the same loop; sub-env steps
@@ -84,6 +88,40 @@ def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
             "vector_env_bytes_per_env": array_bytes(healgym_env.unwrapped) / n}
 
 
+def qlearning_figures(budget_chunks: int = 6, chunk: int = 5000, episodes: int = 12
+                      ) -> dict[str, Any]:
+    from agents.evaluation import evaluate, summarize
+    from agents.qlearning import QConfig, QLearningAgent
+    from agents.runbook import RunbookAgent
+    from agents.tuning import tune_runbook
+
+    def make_env() -> Any:
+        return gym.make(healgym.ENV_ID)
+
+    seeds = range(10_000, 10_000 + episodes)
+    tuned, _ = tune_runbook(make_env, RunbookAgent(make_env(), "configs/runbooks/classic.yaml"),
+                            range(6))
+    target = summarize(evaluate(make_env, lambda env: tuned, seeds))["mttr_censored_mean_s"]
+    venv = gym.make_vec(healgym.ENV_ID, num_envs=256)
+    agent = QLearningAgent(venv.unwrapped.model, config=QConfig(
+        epsilon_start=1.0, epsilon=0.05, decay_steps=budget_chunks * chunk * 2 // 3))
+    agent.train(venv, 20, seed=0)  # compile the kernels outside the timing
+    train_s, reached_s, curve = 0.0, None, []
+    for k in range(budget_chunks):
+        t0 = time.perf_counter()
+        agent.train(venv, chunk, seed=k + 1)
+        train_s += time.perf_counter() - t0
+        mttr = summarize(evaluate(make_env, lambda env: agent, seeds))["mttr_censored_mean_s"]
+        curve.append({"train_seconds": train_s, "mttr_censored_mean_s": mttr["value"]})
+        if reached_s is None and mttr["value"] <= target["value"]:
+            reached_s = train_s
+    updates = budget_chunks * chunk * 256
+    return {"qlearning_updates_per_s": updates / train_s,
+            "qlearning_seconds_to_tuned_runbook_mttr": reached_s,
+            "tuned_runbook_mttr_censored_mean_s": target["value"],
+            "qlearning_mttr_curve": curve}
+
+
 def resets_per_s(n: int) -> float:
     env = gym.make(healgym.ENV_ID)
     env.reset(seed=0)
@@ -98,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--skip-qlearning", action="store_true")
     args = p.parse_args(argv)
     steps_per_s(healgym.ENV_ID, 2000)  # warm-up: imports, caches
     steps_per_s("CartPole-v1", 2000)
@@ -125,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{fig['cartpole_vector_steps_per_s']:>14,.0f} sub-env steps/s  ratio "
               f"{fig['vector_vs_cartpole_vector_ratio']:.3f}  "
               f"{fig['vector_env_bytes_per_env']:,.0f} bytes/env")
+    if not args.skip_qlearning:
+        q = qlearning_figures()
+        result.update(q)
+        reached = q["qlearning_seconds_to_tuned_runbook_mttr"]
+        print(f"Q-learning {q['qlearning_updates_per_s']:,.0f} updates/s; tuned runbook's MTTR "
+              + (f"reached after {reached:.0f} s of training" if reached is not None else
+                 "not reached within the budget"))
     v = result["vector_n4096"]
     result["vector_env_steps_per_s"] = v["vector_env_steps_per_s"]
     result["cartpole_vector_steps_per_s"] = v["cartpole_vector_steps_per_s"]
