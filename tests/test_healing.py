@@ -104,6 +104,7 @@ def test_wrong_action_fixes_nothing_and_drops_traffic():
 
     noop, restart = run(None), run("restart_deliver")
     assert restart["unresolved_incidents"] == 1
+    assert restart["ineffective_actions"] == 1 and noop["ineffective_actions"] == 0
     assert restart["downtime_s"] > noop["downtime_s"]
     assert restart["total_reward"] < noop["total_reward"] - 1.0
 

@@ -201,6 +201,8 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
             healed_release = healed_release or c.release[s_fault[i, f]]
             bonus += clear(i, f, a, t, k, st, splice, replayed_uid, c.fast_s, c.fast_bonus)
             rm |= 1 << f
+    if rm == 0:
+        rs[5][i] += 1  # ineffective: it fixed nothing
     compact(i, rm, st)
     if kind == c.k_scale_up:
         replicas[i, astage] = min(replicas[i, astage] + 1, c.max_replicas)
@@ -249,7 +251,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
      i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
-    replicas, version, light, splice, replayed_uid = rs
+    replicas, version, light, splice, replayed_uid = rs[0], rs[1], rs[2], rs[3], rs[4]
     ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
     for i in range(lo, hi):
         if not live[i]:

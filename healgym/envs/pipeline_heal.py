@@ -266,6 +266,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._downtime_s = 0.0
         self._action_counts: dict[str, int] = {}
         self._invalid = 0
+        self._ineffective = 0
         self._total_reward = 0.0
         self._drift = (0.0, 0.0)
         self._watch = False
@@ -482,7 +483,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """An action takes effect: it may heal the faults that were active when it was issued."""
         kind = act.KINDS[a.kind]
         bonus = 0.0
-        healed_release = False
+        healed_release = healed = False
         j = 0
         for inst in list(self._faults.values()):
             if (inst.incident < 0 or inst.onset_s > issued_s
@@ -495,6 +496,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             if u < p:
                 healed_release |= inst.name in RELEASE_FAULTS
                 bonus += self._clear(inst.uid, a.name)
+                healed = True
+        if not healed:
+            self._ineffective += 1  # it fixed nothing (whatever else it did)
         name = kind.name
         if name == "scale_up":
             self._replicas[a.stage] = min(self._replicas[a.stage] + 1, MAX_REPLICAS)
@@ -685,7 +689,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """Metrics of the episode so far: incidents with MTTR, downtime, uptime, actions."""
         return episode_metrics(self._t, [inc.as_dict() for inc in self._incidents],
                                self._downtime_s, dict(self._action_counts), self._spent,
-                               self._invalid, self._total_reward, self._dropped)
+                               self._invalid, self._total_reward, self._dropped,
+                               self._ineffective)
 
     def render(self) -> str | None:  # type: ignore[override]
         if self.render_mode != "ansi":
@@ -722,7 +727,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
 def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s: float,
                     actions_taken: dict[str, int], action_cost: float, invalid: int,
-                    total_reward: float, dropped: int) -> dict[str, Any]:
+                    total_reward: float, dropped: int, ineffective: int) -> dict[str, Any]:
     """The episode-metrics dictionary (shared by the scalar and the vector env)."""
     resolved = [i["mttr_s"] for i in incidents if i["mttr_s"] is not None]
     return {
@@ -738,6 +743,7 @@ def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s:
         "n_actions": int(sum(actions_taken.values())),
         "action_cost": action_cost,
         "invalid_actions": invalid,
+        "ineffective_actions": ineffective,  # completed, and healed no fault
         "dropped_faults": dropped,
         "total_reward": total_reward,
     }

@@ -195,6 +195,7 @@ class PipelineHealVectorEnv(VectorEnv):
         self.i_faults = np.full((N, I_MAX, N_FAULT_PER_INCIDENT), -1, np.int64)
         self.i_nf = z((N, I_MAX), np.int64)
         self.dropped = z(N, np.int64)
+        self.ineffective = z(N, np.int64)
         # actions and pipeline state
         self.fl_action = np.full(N, -1, np.int64)
         self.fl_done = np.full(N, INF)
@@ -285,6 +286,7 @@ class PipelineHealVectorEnv(VectorEnv):
         self.version[z], self.light[z] = 2, False
         self.last_action[z], self.last_action_t[z] = 0, 0.0
         self.spent[z], self.downtime[z], self.counts[z], self.invalid[z] = 0.0, 0.0, 0, 0
+        self.ineffective[z] = 0
         self.total_reward[z] = 0.0
         self.watch[z] = False
         self.drift[z] = 0.0
@@ -380,7 +382,8 @@ class PipelineHealVectorEnv(VectorEnv):
 
     @property
     def _rs(self) -> tuple:
-        return (self.replicas, self.version, self.light, self.splice, self._replayed_uid)
+        return (self.replicas, self.version, self.light, self.splice, self._replayed_uid,
+                self.ineffective)
 
     def _parallel(self, kernel: Any, *args: Any) -> None:
         """Run a kernel over env ranges, one per worker thread (the kernels release the GIL;
@@ -482,7 +485,8 @@ class PipelineHealVectorEnv(VectorEnv):
         taken = {m.action_names[j]: int(c) for j, c in enumerate(self.counts[i]) if c}
         return episode_metrics(float(self.t[i]), incidents, float(self.downtime[i]), taken,
                                float(self.spent[i]), int(self.invalid[i]),
-                               float(self.total_reward[i]), int(self.dropped[i]))
+                               float(self.total_reward[i]), int(self.dropped[i]),
+                               int(self.ineffective[i]))
 
     def faults(self, i: int) -> list[tuple[str, str]]:
         """Sub-env ``i``'s active faults (type, stage): the ground truth, for analysis."""
