@@ -2,7 +2,8 @@
 
     python experiments/evaluate.py                                  # trains Q-learning first
     python experiments/evaluate.py qlearning_path=results/train/qlearning__seed0__...
-    python experiments/evaluate.py episodes=20 "eval_scenarios=[null,configs/scenarios/leak_cascade.yaml]"
+    python experiments/evaluate.py episodes=20
+        "eval_scenarios=[null,configs/scenarios/leak_cascade.yaml]"
 
 Held-out seeds start at ``held_out_seed`` (10000), apart from training (from 0) and runbook
 tuning (0 .. agent.tune_seeds). Writes results.json ({"policies": {name: {metric: ...}}}),

@@ -251,7 +251,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
      i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
-    replicas, version, light, splice, replayed_uid = rs[0], rs[1], rs[2], rs[3], rs[4]
+    splice, replayed_uid = rs[3], rs[4]
     ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
     for i in range(lo, hi):
         if not live[i]:
