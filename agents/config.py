@@ -25,6 +25,10 @@ class EnvConf:
 class TelemetryConf:
     dataset: str | None = None  # a dataset folder; None: the embedded synthetic telemetry
     stages: list[str] | None = None
+    # Fractions of the telemetry's span: training and tuning replay the first, held-out
+    # evaluation the second, so evaluation windows were never seen in training.
+    train_range: list[float] = field(default_factory=lambda: [0.0, 0.7])
+    eval_range: list[float] = field(default_factory=lambda: [0.7, 1.0])
 
 
 @dataclass
@@ -88,9 +92,12 @@ def register() -> None:
     cs.store(name="evaluate", node=EvaluateConf)
 
 
-def env_kwargs(cfg: Any) -> dict[str, Any]:
-    """gymnasium.make keyword arguments from a composed config."""
+def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
+    """gymnasium.make keyword arguments from a composed config; ``split`` is "train" or "eval"
+    (which part of the telemetry's span episodes replay)."""
+    span = cfg.telemetry.train_range if split == "train" else cfg.telemetry.eval_range
     kw: dict[str, Any] = {
+        "time_range": [float(span[0]), float(span[1])],
         "step_seconds": cfg.env.step_seconds, "episode_steps": cfg.env.episode_steps,
         "reward": dict(cfg.env.reward) or None, "slo": dict(cfg.env.slo) or None,
         "chaos": {"enabled": cfg.chaos.enabled, "rate_scale": cfg.chaos.rate_scale},

@@ -73,10 +73,14 @@ def run(cfg: Any) -> float:
     unknown = [p for p in cfg.policies if p not in KNOWN]
     if unknown:
         raise SystemExit(f"policies: {unknown} unknown; choose from {list(KNOWN)}")
-    kw = env_kwargs(cfg)
+    kw = env_kwargs(cfg, "train")  # training and tuning
+    kw_eval = env_kwargs(cfg, "eval")  # held-out telemetry windows
 
     def make_env() -> gym.Env:
         return gym.make(healgym.ENV_ID, **kw)
+
+    def make_eval_env() -> gym.Env:
+        return gym.make(healgym.ENV_ID, **kw_eval)
 
     out = ROOT / cfg.output_dir / f"evaluate__{int(time.time())}"
     out.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,8 @@ def run(cfg: Any) -> float:
             factories["noop"] = lambda env: NoOpAgent()
         seeds = range(cfg.held_out_seed, cfg.held_out_seed + cfg.episodes)
         scenarios = [None if s is None else str(ROOT / s) for s in cfg.eval_scenarios]
-        episodes = {n: evaluate(make_env, f, seeds, scenarios) for n, f in factories.items()}
+        episodes = {n: evaluate(make_eval_env, f, seeds, scenarios)
+                    for n, f in factories.items()}
         results = {n: summarize(e) for n, e in episodes.items()}
         (out / "results.json").write_text(json.dumps({"policies": results}, indent=2))
         table = markdown_table(results)

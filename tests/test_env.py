@@ -175,3 +175,19 @@ def test_block_resampling_when_an_episode_outlasts_the_data():
     res = run_actions(env, 0)
     assert len(res) == 1080
     assert all(np.isfinite(o).all() for o, _, _ in res)
+
+
+def test_time_range_keeps_episodes_in_their_part_of_the_telemetry():
+    from healgym.errors import ConfigError
+
+    held_out = quiet_env(time_range=(0.7, 1.0), episode_steps=60)
+    n = len(held_out.replay.times)
+    for seed in range(20):
+        rows = held_out.replay.draw_rows(np.random.default_rng(seed), 60, held_out.dt)
+        assert rows.min() >= int(0.7 * n)
+    train = quiet_env(time_range=(0.0, 0.7), episode_steps=60)
+    rows = train.replay.draw_rows(np.random.default_rng(0), 60, train.dt)
+    assert rows.max() < int(0.7 * n)
+    np.testing.assert_array_equal(held_out.replay.median, train.replay.median)
+    with pytest.raises(ConfigError, match="time_range"):
+        quiet_env(time_range=(0.8, 0.2))

@@ -110,3 +110,12 @@ def test_multirun_sweeps(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     alphas = sorted(r.data.params["agent.alpha"] for r in mlflow_runs(uri))
     assert alphas == ["0.05", "0.2"]
+
+
+def test_experiment_presets_compose():
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["+experiment=study"])
+        assert cfg.agent.steps == 60000 and cfg.episodes == 50
+        cfg = compose("train", overrides=["+experiment=quick"])
+        assert cfg.agent.steps == 2000 and cfg.env.episode_steps == 180
+        assert env_kwargs(cfg, "eval")["time_range"] == [0.7, 1.0]

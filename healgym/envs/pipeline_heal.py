@@ -189,6 +189,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         healing_matrix: dict[str, dict[str, float]] | None = None,
         episode_steps: int = 360,
         drift_period_s: float = 60.0,
+        time_range: tuple[float, float] | list[float] = (0.0, 1.0),
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -198,7 +199,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             dataset=dataset, stages=stages, step_seconds=step_seconds, chaos=chaos,
             scenario=scenario, replay_incidents=replay_incidents, reward=reward, slo=slo,
             healing_matrix=healing_matrix, episode_steps=episode_steps,
-            drift_period_s=drift_period_s)
+            drift_period_s=drift_period_s, time_range=time_range)
         self.observation_space = m.observation_space
         self.action_space = m.action_space
         self._started = False

@@ -108,6 +108,7 @@ class PipelineHealVectorEnv(VectorEnv):
         healing_matrix: dict[str, dict[str, float]] | None = None,
         episode_steps: int = 360,
         drift_period_s: float = 60.0,
+        time_range: tuple[float, float] | list[float] = (0.0, 1.0),
         render_mode: str | None = None,
         num_threads: int | None = None,
     ) -> None:
@@ -123,7 +124,7 @@ class PipelineHealVectorEnv(VectorEnv):
             scenario=scenario, replay_incidents=replay_incidents, reward=reward, slo=slo,
             healing_matrix=healing_matrix,
             episode_steps=int(max_episode_steps) if max_episode_steps else episode_steps,
-            drift_period_s=drift_period_s)
+            drift_period_s=drift_period_s, time_range=time_range)
         self.num_envs = N = int(num_envs)
         self.max_episode_steps = max_episode_steps
         self.render_mode = None

@@ -165,6 +165,7 @@ def build_model(
     healing_matrix: dict[str, dict[str, float]] | None = None,
     episode_steps: int = 360,
     drift_period_s: float = 60.0,
+    time_range: tuple[float, float] | list[float] = (0.0, 1.0),
 ) -> PipelineModel:
     if step_seconds <= 0:
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
@@ -186,7 +187,7 @@ def build_model(
     elif isinstance(stages, str):
         raise ConfigError(f"stages={stages!r}: give a list of entities, a {{stage: entity}} "
                           "mapping, or 'call_graph'")
-    replay = ReplaySource.build(ds, stages)
+    replay = ReplaySource.build(ds, stages, tuple(time_range))  # type: ignore[arg-type]
     names = replay.stages
     edges = ds.call_graph
     ent_to_stage = dict(zip(replay.entities, names, strict=True))

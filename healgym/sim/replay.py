@@ -68,8 +68,11 @@ class ReplaySource:
     report: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, dataset: TelemetryDataset, stages: list[str] | dict[str, str] | None = None
-              ) -> ReplaySource:
+    def build(cls, dataset: TelemetryDataset, stages: list[str] | dict[str, str] | None = None,
+              time_range: tuple[float, float] = (0.0, 1.0)) -> ReplaySource:
+        """``time_range``: the fraction of the replayable span episodes may draw from, e.g.
+        (0, 0.7) for training and (0.7, 1) for held-out evaluation (baselines still use the whole
+        span, so both sides see the same normalisation)."""
         if stages is None:
             names = entities = dataset.stages
         elif isinstance(stages, dict):
@@ -100,7 +103,17 @@ class ReplaySource:
                 f"spans {spans}); choose entities measured over the same period"
             )
         times, values = times[lo:hi + 1], values[lo:hi + 1].copy()
-        segments = _segments(~np.all(np.isnan(values), axis=(1, 2)), max_gap=3)
+        lo_f, hi_f = float(time_range[0]), float(time_range[1])
+        if not 0.0 <= lo_f < hi_f <= 1.0:
+            raise ConfigError(f"time_range={time_range!r}: expected 0 <= start < end <= 1 "
+                              "(fractions of the replayable span)")
+        valid = ~np.all(np.isnan(values), axis=(1, 2))
+        n_rows = len(valid)
+        allowed = np.zeros(n_rows, dtype=bool)
+        allowed[int(lo_f * n_rows):max(int(hi_f * n_rows), int(lo_f * n_rows) + 2)] = True
+        segments = _segments(valid & allowed, max_gap=3)
+        if not segments:
+            raise ConfigError(f"time_range={time_range!r} leaves no telemetry to replay")
         faults = dataset.faults[dataset.faults["entity"].isin(entities)].reset_index(drop=True)
         filled = {}
         absent = []
