@@ -90,9 +90,12 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "uptime_pct": pack(mean_ci([e["uptime_pct"] for e in episodes])),
         "downtime_s": pack(mean_ci([e["downtime_s"] for e in episodes])),
         "unresolved_per_episode": pack(mean_ci([e["unresolved_incidents"] for e in episodes])),
-        "actions_per_incident": sum(per_ep_actions) / n_inc,
-        "ineffective_actions": pack(mean_ci([e.get("ineffective_actions", 0)
-                                             for e in episodes])),
+        "actions_per_incident": pack(mean_ci(
+            [e["n_actions"] / e["n_incidents"] for e in episodes if e["n_incidents"]])),
+        "actions_per_incident_pooled": sum(per_ep_actions) / n_inc,
+        # harmful: an action that completed and fixed nothing (the issue's "made an incident
+        # worse or fixed nothing"; every action that heals nothing costs time, money or traffic)
+        "harmful_actions": pack(mean_ci([e.get("ineffective_actions", 0) for e in episodes])),
         "action_cost": pack(mean_ci([e["action_cost"] for e in episodes])),
         "reward": pack(mean_ci([e["total_reward"] for e in episodes])),
     }
@@ -105,11 +108,11 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
                 if np.isfinite(d["value"]) else "-")
 
     rows = ["| policy | MTTR mean s | MTTR censored mean s | MTTR p95 s | uptime % | "
-            "unresolved/episode | actions/incident | ineffective actions/episode | cost |",
+            "unresolved/episode | actions/incident | harmful actions/episode | cost |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, s in results.items():
         rows.append(f"| {name} | {fmt(s['mttr_mean_s'])} | {fmt(s['mttr_censored_mean_s'])} | "
                     f"{fmt(s['mttr_p95_s'])} | {fmt(s['uptime_pct'], 2)} | "
-                    f"{fmt(s['unresolved_per_episode'], 2)} | {s['actions_per_incident']:.2f} | "
-                    f"{fmt(s['ineffective_actions'], 1)} | {fmt(s['action_cost'])} |")
+                    f"{fmt(s['unresolved_per_episode'], 2)} | {fmt(s['actions_per_incident'], 1)} | "
+                    f"{fmt(s['harmful_actions'], 1)} | {fmt(s['action_cost'])} |")
     return "\n".join(rows)

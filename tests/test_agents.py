@@ -101,15 +101,18 @@ def test_mean_ci_is_the_t_interval():
 def test_summary_counts_open_incidents_in_the_censored_mttr():
     eps = [{"elapsed_s": 1000.0, "uptime_pct": 90.0, "downtime_s": 100.0, "n_actions": 2,
             "unresolved_incidents": 1, "action_cost": 3.0, "total_reward": -5.0,
+            "n_incidents": 2, "ineffective_actions": 1,
             "incidents": [{"mttr_s": 100.0, "onset_s": 0.0},
                           {"mttr_s": None, "onset_s": 400.0}]},
            {"elapsed_s": 1000.0, "uptime_pct": 100.0, "downtime_s": 0.0, "n_actions": 1,
             "unresolved_incidents": 0, "action_cost": 1.0, "total_reward": 0.0,
+            "n_incidents": 1, "ineffective_actions": 0,
             "incidents": [{"mttr_s": 300.0, "onset_s": 10.0}]}]
     s = summarize(eps)
     assert s["mttr_mean_s"]["value"] == 200.0
     assert s["mttr_censored_mean_s"]["value"] == pytest.approx((100 + 600 + 300) / 3)
-    assert s["uptime_pct"]["value"] == 95.0 and s["actions_per_incident"] == 1.0
+    assert s["uptime_pct"]["value"] == 95.0 and s["actions_per_incident_pooled"] == 1.0
+    assert s["actions_per_incident"]["value"] == pytest.approx((2 / 2 + 1 / 1) / 2)
     assert "| a |" in markdown_table({"a": s})
 
 
