@@ -113,6 +113,7 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     for name, s in results.items():
         rows.append(f"| {name} | {fmt(s['mttr_mean_s'])} | {fmt(s['mttr_censored_mean_s'])} | "
                     f"{fmt(s['mttr_p95_s'])} | {fmt(s['uptime_pct'], 2)} | "
-                    f"{fmt(s['unresolved_per_episode'], 2)} | {fmt(s['actions_per_incident'], 1)} | "
+                    f"{fmt(s['unresolved_per_episode'], 2)} | "
+                    f"{fmt(s['actions_per_incident'], 1)} | "
                     f"{fmt(s['harmful_actions'], 1)} | {fmt(s['action_cost'])} |")
     return "\n".join(rows)
