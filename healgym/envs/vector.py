@@ -73,7 +73,6 @@ from healgym.sim.model import (
 )
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
-from healgym.telemetry.schema import unix_seconds
 
 SOURCES = ("chaos", "scenario", "cascade", "replay")
 FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
@@ -498,7 +497,7 @@ class PipelineHealVectorEnv(VectorEnv):
         return out
 
 
-__all__ = ["PipelineHealVectorEnv", "unix_seconds"]
+__all__ = ["PipelineHealVectorEnv"]
 
 
 def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:

@@ -2,7 +2,8 @@
 spreads.
 
 Every fault is data (a frozen :class:`FaultSpec`), compiled once into arrays so the dynamics are a
-few array operations (:func:`fault_effects`). ``docs/environment.md`` renders the same table.
+few array operations (:func:`fault_geometry`, :func:`effects_at`); ``docs/environment.md``
+renders the same table.
 
 Signature semantics, at severity 1 and full intensity, for the stage the fault is on:
 ``metric = baseline * (1 + mult[metric]) + add[metric]``; ML signals move by ``ml[signal]``.
@@ -241,20 +242,6 @@ def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
 COMPILED = compile_faults()
 
 
-def intensity(age_s: np.ndarray, severity: np.ndarray, ramp_s: np.ndarray,
-              duration_s: np.ndarray, fade_s: np.ndarray) -> np.ndarray:
-    """Intensity in [0, severity] of faults ``age_s`` seconds after onset (0 before onset).
-
-    Linear ramp over ``ramp_s`` (sudden when 0), full until ``duration_s``, then a linear fade
-    over ``fade_s``.
-    """
-    age = np.asarray(age_s, dtype=float)
-    ramp = np.where(ramp_s > 0, np.clip(age / np.maximum(ramp_s, 1e-9), 0.0, 1.0),
-                    (age >= 0).astype(float))
-    fade = np.clip(1.0 - (age - duration_s) / np.maximum(fade_s, 1e-9), 0.0, 1.0)
-    return np.where(age >= 0, severity * ramp * fade, 0.0)
-
-
 @dataclass(frozen=True)
 class FaultGeometry:
     """Where and when a set of active fault instances acts: everything about them that does not
@@ -350,18 +337,6 @@ def effects_at(g: FaultGeometry, t: float) -> tuple[np.ndarray, np.ndarray, np.n
     return mult, add, ml, float(stable_until(g, t))
 
 
-def fault_effects(
-    kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray, onset_s: np.ndarray,
-    t: float, hops: np.ndarray, table: CompiledFaults = COMPILED,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Combined effect of active fault instances at time ``t`` (see :func:`effects_at`)."""
-    n_stages = hops.shape[0]
-    if len(kinds) == 0:
-        return (np.zeros((n_stages, len(METRICS))), np.zeros((n_stages, len(METRICS))),
-                np.zeros(len(ML_SIGNALS)), INF)
-    return effects_at(fault_geometry(kinds, stages, severity, onset_s, hops, table), t)
-
-
 def effect_factor(mult: np.ndarray, replicas: np.ndarray, default_replicas: int = 2
                   ) -> np.ndarray:
     """Multiplicative factor on the baseline: fault mult plus capacity (CPU and, a third as much,
@@ -371,9 +346,3 @@ def effect_factor(mult: np.ndarray, replicas: np.ndarray, default_replicas: int 
     total[..., CPU] += capacity
     total[..., LAT] += 0.3 * capacity
     return np.maximum(1.0 + total, 0.0)
-
-
-def apply_effects(base: np.ndarray, mult: np.ndarray, add: np.ndarray,
-                  lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Raw metrics under fault effects: ``clip(base * max(1 + mult, 0) + add)``."""
-    return np.clip(base * np.maximum(1.0 + mult, 0.0) + add, lo, hi)
