@@ -241,3 +241,9 @@ def test_pipeline_from_an_imported_call_graph(nezha_ob):
     assert all((a, b) in graph for a, b in zip(env.stages[:-1], env.stages[1:], strict=False))
     assert env.hops[0, 1] == 1 and env.hops[1, 0] == -1
     run_actions(env, 0, steps=30)
+
+
+def test_nab_claims_no_derivation_it_could_not_make(shared_data):
+    ds = import_source("nab", shared_data / "nab")
+    assert ds.frame.queue_depth.isna().all()  # no NAB file has both throughput and latency
+    assert ds.metadata["derived"] == []

@@ -80,9 +80,10 @@ def assemble(
         else:
             lat, which = frame["latency_p95_ms"], "latency_p95_ms (p95: an upper estimate)"
         frame["queue_depth"] = frame["throughput_rps"] * lat / 1000.0
-        derived.append({"metric": "queue_depth", "method": "littles_law",
-                        "note": f"L = lambda W: throughput_rps x {which} / 1000; the source "
-                                "has no queue depth"})
+        if frame["queue_depth"].notna().any():  # only where a stage has both inputs
+            derived.append({"metric": "queue_depth", "method": "littles_law",
+                            "note": f"L = lambda W: throughput_rps x {which} / 1000; the "
+                                    "source has no queue depth"})
     frame = frame[[TIMESTAMP, STAGE, *CANONICAL_METRICS]].copy()
     for m in CANONICAL_METRICS:
         frame[m] = frame[m].astype(float)
