@@ -77,8 +77,10 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     per_ep_actions = [e["n_actions"] for e in episodes]
     n_inc = max(len(incidents), 1)
 
-    def pack(t: tuple[float, float, float]) -> dict[str, float]:
-        return {"value": t[0], "ci_low": t[1], "ci_high": t[2]}
+    def pack(t: tuple[float, float, float], lo: float = 0.0, hi: float = float("inf")
+             ) -> dict[str, float]:
+        # a t-interval can leave the metric's range with few episodes: clip it to the range
+        return {"value": t[0], "ci_low": max(t[1], lo), "ci_high": min(t[2], hi)}
 
     return {
         "episodes": len(episodes),
@@ -87,7 +89,7 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         "mttr_median_s": pack(quantile_ci(mttr, 0.5)),
         "mttr_p95_s": pack(quantile_ci(mttr, 0.95)),
         "mttr_censored_mean_s": pack(mean_ci(censored)),
-        "uptime_pct": pack(mean_ci([e["uptime_pct"] for e in episodes])),
+        "uptime_pct": pack(mean_ci([e["uptime_pct"] for e in episodes]), 0.0, 100.0),
         "downtime_s": pack(mean_ci([e["downtime_s"] for e in episodes])),
         "unresolved_per_episode": pack(mean_ci([e["unresolved_incidents"] for e in episodes])),
         "actions_per_incident": pack(mean_ci(
@@ -97,7 +99,7 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
         # worse or fixed nothing"; every action that heals nothing costs time, money or traffic)
         "harmful_actions": pack(mean_ci([e.get("ineffective_actions", 0) for e in episodes])),
         "action_cost": pack(mean_ci([e["action_cost"] for e in episodes])),
-        "reward": pack(mean_ci([e["total_reward"] for e in episodes])),
+        "reward": pack(mean_ci([e["total_reward"] for e in episodes]), -float("inf")),
     }
 
 

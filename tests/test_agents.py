@@ -112,6 +112,8 @@ def test_summary_counts_open_incidents_in_the_censored_mttr():
     assert s["mttr_mean_s"]["value"] == 200.0
     assert s["mttr_censored_mean_s"]["value"] == pytest.approx((100 + 600 + 300) / 3)
     assert s["uptime_pct"]["value"] == 95.0 and s["actions_per_incident_pooled"] == 1.0
+    assert s["uptime_pct"]["ci_high"] == 100.0  # the t-interval, clipped to the range
+    assert s["unresolved_per_episode"]["ci_low"] == 0.0
     assert s["actions_per_incident"]["value"] == pytest.approx((2 / 2 + 1 / 1) / 2)
     assert "| a |" in markdown_table({"a": s})
 
