@@ -56,6 +56,16 @@ class ConfigError(HealgymError):
     """A mapping file, scenario file or environment argument is invalid."""
 
 
+def reject_unknown_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Raise ConfigError for the first key not in ``known``: '<where>: unknown key 'x'. Did you
+    mean "y"? Known keys: [...]'."""
+    known = sorted(known)
+    for key in keys:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(str(key), known)} "
+                              f"Known keys: {known}")
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)

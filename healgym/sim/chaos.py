@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from healgym.errors import ConfigError, did_you_mean
+from healgym.errors import ConfigError, did_you_mean, reject_unknown_keys
 from healgym.sim.faults import BY_NAME, FAULT_NAMES, LIBRARY
 
 
@@ -60,11 +60,7 @@ class ChaosConfig:
         if not isinstance(value, dict):
             raise ConfigError(f"chaos: expected true, false or a mapping; got {value!r}")
         known = {"enabled", "rate_scale", "rates", "severity", "warmup_s"}
-        for key in value:
-            if key not in known:
-                raise ConfigError(
-                    f"chaos: unknown key {key!r}.{did_you_mean(key, known)} Known: {sorted(known)}"
-                )
+        reject_unknown_keys(value, known, "chaos")
         rates = dict(value.get("rates", {}))
         for name, r in rates.items():
             if name not in FAULT_NAMES:
@@ -186,10 +182,7 @@ def load_scenario(source: str | Path | dict[str, Any] | Scenario) -> Scenario:
         raise ConfigError(f"{where}: expected a mapping with a 'faults' list; "
                           f"got {type(data).__name__}")
     known = {"name", "description", "random_chaos", "faults", "seed"}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(key, known)} "
-                              f"Known keys: {sorted(known)}")
+    reject_unknown_keys(data, known, where)
     faults = data.get("faults")
     if not isinstance(faults, list) or not faults:
         raise ConfigError(f"{where}: key 'faults' must be a non-empty list of "
@@ -198,10 +191,7 @@ def load_scenario(source: str | Path | dict[str, Any] | Scenario) -> Scenario:
     for i, f in enumerate(faults):
         if not isinstance(f, dict):
             raise ConfigError(f"{where}: faults[{i}] is {f!r}; expected a mapping")
-        for key in f:
-            if key not in entry_keys:
-                raise ConfigError(f"{where}: faults[{i}] has unknown key {key!r}."
-                                  f"{did_you_mean(key, entry_keys)} Keys: {sorted(entry_keys)}")
+        reject_unknown_keys(f, entry_keys, f"{where}: faults[{i}]")
         for key in ("at", "fault"):
             if key not in f:
                 raise ConfigError(f"{where}: faults[{i}] is missing required key {key!r}")

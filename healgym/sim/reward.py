@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from healgym.errors import ConfigError, did_you_mean
+from healgym.errors import ConfigError, reject_unknown_keys
 
 T = TypeVar("T")
 
@@ -35,11 +35,9 @@ def _from_mapping(cls: type[T], value: Any, key: str) -> T:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping; got {value!r}")
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    reject_unknown_keys(value, names, key)
     kwargs = {}
     for k, v in value.items():
-        if k not in names:
-            raise ConfigError(f"{key}: unknown key {k!r}.{did_you_mean(k, names)} "
-                              f"Known keys: {sorted(names)}")
         if v is not None:
             try:
                 v = float(v)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from healgym.errors import ConfigError, ImportFailed, did_you_mean
+from healgym.errors import ConfigError, ImportFailed, did_you_mean, reject_unknown_keys
 from healgym.telemetry.schema import CANONICAL_METRICS
 
 #: Helper columns a mapping may define for derivations; not stored in the dataset.
@@ -100,10 +100,7 @@ def metric_maps(mapping: dict[str, Any], key: str = "metrics") -> list[MetricMap
             spec = {"column": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}.{target}: expected a column name or a mapping")
-        for k in spec:
-            if k not in METRIC_KEYS:
-                raise ConfigError(f"{where}.{target}: unknown key {k!r}."
-                                  f"{did_you_mean(k, METRIC_KEYS)} Keys: {sorted(METRIC_KEYS)}")
+        reject_unknown_keys(spec, METRIC_KEYS, f"{where}.{target}")
         out.append(MetricMap(target=target, column=spec.get("column"),
                              metric=spec.get("metric"), statistic=spec.get("statistic"),
                              scale=float(spec.get("scale", 1.0)),
