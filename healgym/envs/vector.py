@@ -22,6 +22,7 @@ a sub-env's episode ``episode_metrics`` (an object array of dicts, as the scalar
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -499,11 +500,28 @@ class PipelineHealVectorEnv(VectorEnv):
 
 __all__ = ["PipelineHealVectorEnv"]
 
+#: The kernels' constants, in order. A module-level namedtuple, so numba's on-disk cache
+#: recognises its type in every process (a class made per call recompiles every kernel).
+KERNEL_CONST_FIELDS = (
+    "a_kind", "a_stage", "a_cost", "a_dur", "escalate", "k_restart", "k_scale_up", "k_scale_down",
+    "k_rollback", "k_retrain", "k_switch_light", "k_switch_back", "k_shed_load", "side_restart",
+    "side_old", "side_light", "side_shed", "model_stage", "shed_s", "max_replicas", "min_replicas",
+    "default_replicas", "healing", "release", "fast_s", "fast_bonus", "invalid_penalty",
+    "cost_weight", "slo_per_s", "infra_weight", "has_budget", "budget", "dt", "step_seconds",
+    "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
+    "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
+    "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "max_hops", "hops", "cpu", "lat", "thr",
+    "err", "acc", "null", "schema", "stale", "shift", "cost", "base_accuracy", "base_null",
+    "base_stale", "acc_noise_sd", "drift_every", "pool_size", "healthy_ks", "healthy_psi",
+    "pool_windows", "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
+    "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
+    "slo_schema", "slo_cost", "detect_z",
+)
+KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)
+
 
 def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:
     """The model's constants as a namedtuple the compiled kernels take."""
-    from collections import namedtuple
-
     from healgym.sim import faults as flt
     from healgym.sim import model as mdl
 
@@ -560,5 +578,4 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
         "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
     }
-    Consts = namedtuple("KernelConsts", list(fields))  # type: ignore[misc]
-    return Consts(**fields)
+    return KernelConsts(**fields)
