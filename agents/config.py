@@ -40,7 +40,7 @@ class ChaosConf:
 
 @dataclass
 class AgentConf:
-    kind: str = "qlearning"  # qlearning | runbook
+    kind: str = "qlearning"  # qlearning | runbook | ppo | dqn
     # Q-learning
     alpha: float = 0.1
     gamma: float = 0.95
@@ -52,6 +52,41 @@ class AgentConf:
     runbook: str = "configs/runbooks/classic.yaml"
     tune: bool = True
     tune_seeds: int = 8
+    # RLlib (ppo, dqn); see agents/rllib/trainer.py and configs/agent/{ppo,dqn}.yaml
+    iterations: int = 100  # algo.train() calls
+    lr: float = 3e-4
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    train_batch_size: int = 4096  # per learner
+    minibatch_size: int = 512  # PPO
+    num_epochs: int = 6  # PPO
+    entropy_coeff: float = 0.01  # PPO
+    gae_lambda: float = 0.95  # PPO
+    clip: float = 0.2  # PPO
+    vf_clip: float = 1000.0  # PPO: returns are in the hundreds
+    n_step: int = 3  # DQN
+    target_update_steps: int = 2000  # DQN, env steps
+    learning_starts: int = 2000  # DQN, env steps
+    epsilon_decay_steps: int = 100_000  # DQN, env steps from epsilon_start to epsilon
+    replay_capacity: int = 200_000  # DQN
+    extra_training: dict[str, Any] = field(default_factory=dict)  # more AlgorithmConfig.training
+    num_env_runners: int = 0  # 0: sample in the driver
+    num_envs_per_env_runner: int = 64
+    vectorize_mode: str = "vector_entry_point"  # healgym's batched env; "sync" for gym's
+    rollout_fragment_length: int = 64
+    num_cpus_per_env_runner: float = 1.0
+    num_learners: int = 0  # 0: learn in the driver
+    num_cpus_per_learner: float = 1.0
+    num_gpus_per_learner: float = 0.0
+    checkpoint_every: int = 10  # iterations; 0: only at the end
+    resume_from: str | None = None  # an algorithm checkpoint folder (<run>/checkpoints/iter_N)
+    mlflow_flush_every: int = 10  # iterations per batched MLflow call
+
+
+@dataclass
+class RayConf:
+    address: str | None = None  # "auto", "ray://head:10001", "head:6379"; None: local Ray
+    num_cpus: int | None = None  # local Ray only; None: all cores
+    runtime_env: dict[str, Any] = field(default_factory=dict)  # e.g. {"working_dir": "."}
 
 
 @dataclass
@@ -70,6 +105,7 @@ class TrainConf:
     chaos: ChaosConf = field(default_factory=ChaosConf)
     agent: AgentConf = field(default_factory=AgentConf)
     mlflow: MlflowConf = field(default_factory=MlflowConf)
+    ray: RayConf = field(default_factory=RayConf)
     seed: int = 0
     output_dir: str = "results/train"
 
@@ -79,6 +115,9 @@ class EvaluateConf(TrainConf):
     policies: list[str] = field(default_factory=lambda: [
         "qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop"])
     qlearning_path: str | None = None  # a saved Q-table folder; None: train one first
+    # exported RLlib policies (<train run>/policy), or models:/healgym-ppo@champion
+    ppo_path: str | None = None
+    dqn_path: str | None = None
     episodes: int = 30  # per scenario
     # held-out scenario files (null: random chaos); training only ever sees random chaos
     eval_scenarios: list[Any] = field(default_factory=lambda: [None])

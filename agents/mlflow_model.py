@@ -29,7 +29,8 @@ class QPolicyModel(PythonModel):
         env = PipelineHealEnv(dataset=kw.get("dataset"), stages=meta["stages"])
         self.agent = QLearningAgent.load(path, env.model)
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        # (no type hints: MLflow would read them as an input schema)
         if isinstance(model_input, dict):
             obs = np.asarray(model_input["obs"], dtype=np.float32)
             mask = np.asarray(model_input.get("action_mask", np.ones(

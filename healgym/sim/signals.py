@@ -25,6 +25,15 @@ def signal_names(model: PipelineModel) -> list[str]:
     return names + list(ML_NAMES)
 
 
+def observation_names(model: PipelineModel) -> list[str]:
+    """The name of every observation index, in order: the observation's layout (see the
+    env's Observation Space table). Exported policies record it, so a policy is never run on
+    observations laid out differently from those it was trained on."""
+    names = [f"{s}.{m}_z" for s in model.stages for m in METRICS]
+    names += [f"{s}.replicas_frac" for s in model.stages]
+    return names + list(ML_NAMES) + [f"last_action={a}" for a in model.action_names]
+
+
 def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
     """Named signals of one observation."""
     S, M = model.n_stages, len(METRICS)

@@ -1,0 +1,92 @@
+"""healgym as RLlib sees it: the observation and the action mask in one Dict observation.
+
+RLlib's action-masking RLModules read the mask from the observation, not from ``info``, so the
+env RLlib builds wraps healgym's scalar or (natively batched) vector env and returns
+``{"observations": obs, "action_mask": mask}``. Everything else (reward, termination,
+``info["episode_metrics"]``) passes through unchanged.
+
+:func:`make_env` is the env creator registered with Ray under :data:`RLLIB_ENV`: RLlib calls it
+with ``num_envs`` in the config when ``gym_env_vectorize_mode="vector_entry_point"``, and gets
+the batched :class:`~healgym.envs.vector.PipelineHealVectorEnv`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import VectorEnv, VectorWrapper
+
+RLLIB_ENV = "healgym-rllib"
+
+
+def masked_space(obs_space: spaces.Box, n_actions: int) -> spaces.Dict:
+    return spaces.Dict({
+        "observations": obs_space,
+        "action_mask": spaces.Box(0.0, 1.0, shape=(n_actions,), dtype=np.float32),
+    })
+
+
+def with_mask(obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {"observations": np.asarray(obs, dtype=np.float32),
+            "action_mask": np.asarray(info["action_mask"], dtype=np.float32)}
+
+
+class MaskedObservation(gym.Wrapper):
+    """Scalar env: the Dict observation {observations, action_mask}."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = masked_space(env.observation_space, int(env.action_space.n))
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return with_mask(obs, info), info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return with_mask(obs, info), reward, terminated, truncated, info
+
+
+class MaskedVectorObservation(VectorWrapper):
+    """Vector env: the batched Dict observation {observations (N, obs), action_mask (N, A)}."""
+
+    def __init__(self, env: VectorEnv) -> None:
+        super().__init__(env)
+        self.single_observation_space = masked_space(env.single_observation_space,
+                                                     int(env.single_action_space.n))
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space,
+                                                              env.num_envs)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return with_mask(obs, info), info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return with_mask(obs, info), reward, terminated, truncated, info
+
+
+def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
+    """RLlib's env creator: healgym keyword arguments in ``config`` (plus ``num_envs`` when
+    RLlib asks for a vector env)."""
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+    from healgym.envs.vector import PipelineHealVectorEnv
+
+    kw = dict(config)
+    num_envs = kw.pop("num_envs", None)
+    if num_envs is not None:
+        steps = kw.pop("episode_steps", 360)
+        return MaskedVectorObservation(PipelineHealVectorEnv(
+            num_envs=int(num_envs), max_episode_steps=steps, **kw))
+    return MaskedObservation(PipelineHealEnv(**kw))
+
+
+def register() -> None:
+    """Register :func:`make_env` with Ray's env registry (on the driver; RLlib ships it to the
+    EnvRunners)."""
+    from ray.tune.registry import register_env
+
+    register_env(RLLIB_ENV, make_env)
