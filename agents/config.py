@@ -54,6 +54,7 @@ class AgentConf:
     tune_seeds: int = 8
     # RLlib (ppo, dqn); see agents/rllib/trainer.py and configs/agent/{ppo,dqn}.yaml
     iterations: int = 100  # algo.train() calls
+    reward_scale: float = 0.01  # what the learner sees; metrics stay in healgym's units
     lr: float = 3e-4
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     train_batch_size: int = 4096  # per learner

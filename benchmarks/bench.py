@@ -14,6 +14,12 @@ Writes results/bench.json. Measured here, in one run:
   batched healgym env from gymnasium.make_vec (chaos on, uniformly random valid actions from the
   batch's action masks) against Gymnasium's CartPoleVectorEnv in the same loop; sub-env steps
   counted. vector_env_bytes_per_env: the batched env's array state per sub-env.
+* rllib_env_steps_sampled_per_s: RLlib 2.60 PPO's EnvRunner sampling (module forward pass,
+  connectors, episode bookkeeping included) on healgym (masking module, batched vector env) and,
+  with the same RLlib config, on CartPole-v1 (its vector env, RLlib's default module):
+  rllib_vs_cartpole_ratio (target: >= 1.0, the env is not the bottleneck).
+* rllib_policy_inference_ms_p50/p99: one observation through the exported policy
+  (``RLlibPolicy.decide``: torch forward_inference, mask, argmax), no Ray.
 
 Each figure is the median of several repeats; the ratio is what to compare across machines.
 """
@@ -32,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 import healgym
+from healgym.envs.pipeline_heal import PipelineHealEnv
 
 
 def steps_per_s(env_id: str, n: int, seed: int = 0, **kwargs: Any) -> float:
@@ -131,12 +138,71 @@ def resets_per_s(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def rllib_figures(repeats: int, fragments: int = 8) -> dict[str, Any]:
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from agents.config import AgentConf
+    from agents.rllib import trainer
+    from agents.rllib.policy import RLlibPolicy, export
+
+    trainer.init_ray(num_cpus=2)
+    conf = OmegaConf.structured(AgentConf(kind="ppo", num_env_runners=0,
+                                          num_envs_per_env_runner=64, rollout_fragment_length=64))
+    algos = {"healgym": trainer.build_config(conf, {}, 0).build_algo(),
+             "cartpole": trainer.build_config(conf, {}, 0, env="CartPole-v1").build_algo()}
+    per_call = 64 * 64 * fragments
+    runs: dict[str, list[float]] = {k: [] for k in algos}
+
+    def sample(name: str) -> float:
+        runner = algos[name].env_runner_group.local_env_runner
+        t0 = time.perf_counter()
+        n = 0
+        while n < per_call:
+            n += sum(len(e) for e in runner.sample(num_timesteps=64 * 64, explore=True))
+        return n / (time.perf_counter() - t0)
+
+    for name in algos:
+        sample(name)  # warm-up
+    for _ in range(repeats):
+        for name in algos:
+            runs[name].append(sample(name))
+    env = PipelineHealEnv()
+    with tempfile.TemporaryDirectory() as tmp:
+        export(algos["healgym"].get_module(), "ppo", env.model, Path(tmp) / "policy")
+        policy = RLlibPolicy.load(Path(tmp) / "policy", env.model)
+    for a in algos.values():
+        a.stop()
+    obs, info = env.reset(seed=0)
+    lat = []
+    for i in range(2200):
+        t0 = time.perf_counter()
+        d = policy.decide(obs, info)
+        lat.append((time.perf_counter() - t0) * 1000)
+        obs, _, term, trunc, info = env.step(d.action)
+        if term or trunc:
+            obs, info = env.reset(seed=i)
+    lat_a = np.asarray(lat[200:])
+    h, c = statistics.median(runs["healgym"]), statistics.median(runs["cartpole"])
+    return {"rllib_env_steps_sampled_per_s": h, "rllib_cartpole_env_steps_sampled_per_s": c,
+            "rllib_vs_cartpole_ratio": h / c,
+            "rllib_policy_inference_ms_p50": float(np.percentile(lat_a, 50)),
+            "rllib_policy_inference_ms_p99": float(np.percentile(lat_a, 99)),
+            "rllib_runs": runs,
+            "rllib_setup": {"algo": "PPO", "num_env_runners": 0, "num_envs_per_env_runner": 64,
+                            "rollout_fragment_length": 64, "hidden": list(conf.hidden),
+                            "vectorize_mode": "vector_entry_point", "explore": True,
+                            "steps_per_run": per_call}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
     p.add_argument("--steps", type=int, default=50_000)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-qlearning", action="store_true")
+    p.add_argument("--skip-rllib", action="store_true")
     args = p.parse_args(argv)
     steps_per_s(healgym.ENV_ID, 2000)  # warm-up: imports, caches
     steps_per_s("CartPole-v1", 2000)
@@ -171,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Q-learning {q['qlearning_updates_per_s']:,.0f} updates/s; tuned runbook's MTTR "
               + (f"reached after {reached:.0f} s of training" if reached is not None else
                  "not reached within the budget"))
+    if not args.skip_rllib:
+        r = rllib_figures(max(3, args.repeats // 2))
+        result.update(r)
+        print(f"RLlib PPO sampling: healgym {r['rllib_env_steps_sampled_per_s']:,.0f} vs CartPole "
+              f"{r['rllib_cartpole_env_steps_sampled_per_s']:,.0f} env steps/s, ratio "
+              f"{r['rllib_vs_cartpole_ratio']:.3f} (target >= 1.0); exported policy inference "
+              f"p50 {r['rllib_policy_inference_ms_p50']:.3f} ms, "
+              f"p99 {r['rllib_policy_inference_ms_p99']:.3f} ms")
     v = result["vector_n4096"]
     result["vector_env_steps_per_s"] = v["vector_env_steps_per_s"]
     result["cartpole_vector_steps_per_s"] = v["cartpole_vector_steps_per_s"]

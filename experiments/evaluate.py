@@ -2,6 +2,8 @@
 
     python experiments/evaluate.py                                  # trains Q-learning first
     python experiments/evaluate.py qlearning_path=results/train/qlearning__seed0__...
+    python experiments/evaluate.py "policies=[qlearning,ppo,dqn,runbook_tuned,oracle]"
+        ppo_path=results/train/ppo__seed0__.../policy dqn_path=models:/healgym-dqn@champion
     python experiments/evaluate.py episodes=20
         "eval_scenarios=[null,configs/scenarios/leak_cascade.yaml]"
 
@@ -37,7 +39,22 @@ from agents.tracking import mlflow_run  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
 
 register()
-KNOWN = ("qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop")
+KNOWN = ("qlearning", "ppo", "dqn", "runbook_tuned", "runbook", "oracle", "random", "noop")
+
+
+def resolve_policy_path(where: str, key: str) -> Path:
+    """An exported policy folder, or a registry URI (``models:/healgym-ppo@champion``) whose
+    ``policy`` artifact is downloaded."""
+    if where.startswith("models:/"):
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(f"{where.rstrip('/')}/artifacts/policy")
+        return Path(local)
+    path = Path(where) if Path(where).is_absolute() else ROOT / where
+    if not path.is_dir():
+        raise SystemExit(f"{key}={where!r}: no such folder; give the 'policy' folder of a "
+                         "train run (results/train/<run>/policy) or models:/NAME@ALIAS")
+    return path
 
 
 def plots(out: Path, episodes: dict[str, list[dict[str, Any]]], log: TrainLog | None) -> None:
@@ -103,6 +120,19 @@ def run(cfg: Any) -> float:
                 log = q.train(venv, a.steps, seed=cfg.seed, progress=sys.stderr.isatty())
                 q.save(out / "qlearning")
             factories["qlearning"] = lambda env: q
+        for kind in ("ppo", "dqn"):
+            if kind in cfg.policies:
+                from agents.rllib.policy import RLlibPolicy
+
+                where = cfg.get(f"{kind}_path")
+                if not where:
+                    raise SystemExit(
+                        f"policies includes {kind!r} but {kind}_path is not set: train one with "
+                        f"`python experiments/train.py agent={kind}` and pass "
+                        f"{kind}_path=<run>/policy (or models:/healgym-{kind}@champion)")
+                pol = RLlibPolicy.load(resolve_policy_path(where, f"{kind}_path"),
+                                       make_eval_env().unwrapped.model)
+                factories[kind] = lambda env, pol=pol: pol
         runbook_path = ROOT / cfg.agent.runbook
         if "runbook_tuned" in cfg.policies:
             tuned, report = tune_runbook(make_env, RunbookAgent(make_env(), runbook_path),

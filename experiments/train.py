@@ -3,7 +3,7 @@
     python experiments/train.py agent=qlearning agent.steps=20000 seed=0
     python experiments/train.py agent=runbook              # tunes the runbook's thresholds
     python experiments/train.py agent=ppo                  # RLlib PPO (or agent=dqn)
-    python experiments/train.py agent=ppo agent.resume_from=results/train/ppo__.../checkpoints/iter_00050
+    python experiments/train.py agent=ppo agent.resume_from=<run>/checkpoints/iter_00050
     python experiments/train.py agent=ppo ray.address=auto agent.num_env_runners=8  # a cluster
     python experiments/train.py -m agent.alpha=0.05,0.1,0.2 seed=0,1,2
     python experiments/train.py telemetry.dataset=data/nezha-ob chaos.scenario=FILE.yaml

@@ -22,7 +22,7 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 RLLIB_ENV = "healgym-rllib"
 
 
-def masked_space(obs_space: spaces.Box, n_actions: int) -> spaces.Dict:
+def masked_space(obs_space: Any, n_actions: int) -> spaces.Dict:
     return spaces.Dict({
         "observations": obs_space,
         "action_mask": spaces.Box(0.0, 1.0, shape=(n_actions,), dtype=np.float32),
@@ -39,7 +39,8 @@ class MaskedObservation(gym.Wrapper):
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
-        self.observation_space = masked_space(env.observation_space, int(env.action_space.n))
+        n_actions = int(env.action_space.n)  # type: ignore[attr-defined]
+        self.observation_space = masked_space(env.observation_space, n_actions)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
@@ -55,8 +56,8 @@ class MaskedVectorObservation(VectorWrapper):
 
     def __init__(self, env: VectorEnv) -> None:
         super().__init__(env)
-        self.single_observation_space = masked_space(env.single_observation_space,
-                                                     int(env.single_action_space.n))
+        n_actions = int(env.single_action_space.n)  # type: ignore[attr-defined]
+        self.single_observation_space = masked_space(env.single_observation_space, n_actions)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space,
                                                               env.num_envs)
 
@@ -71,17 +72,24 @@ class MaskedVectorObservation(VectorWrapper):
 
 def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
     """RLlib's env creator: healgym keyword arguments in ``config`` (plus ``num_envs`` when
-    RLlib asks for a vector env)."""
+    RLlib asks for a vector env, and ``reward_scale``, which multiplies the reward the learner
+    sees: healgym's rewards are SLO-seconds and cost units, hundreds per step, and value
+    networks learn better near unit scale. ``info["episode_metrics"]`` stays unscaled)."""
     from healgym.envs.pipeline_heal import PipelineHealEnv
     from healgym.envs.vector import PipelineHealVectorEnv
 
     kw = dict(config)
     num_envs = kw.pop("num_envs", None)
+    scale = float(kw.pop("reward_scale", 1.0))
+    env: Any
     if num_envs is not None:
         steps = kw.pop("episode_steps", 360)
-        return MaskedVectorObservation(PipelineHealVectorEnv(
+        env = MaskedVectorObservation(PipelineHealVectorEnv(
             num_envs=int(num_envs), max_episode_steps=steps, **kw))
-    return MaskedObservation(PipelineHealEnv(**kw))
+        return gym.wrappers.vector.TransformReward(env, lambda r: float(r) * scale) \
+            if scale != 1.0 else env
+    env = MaskedObservation(PipelineHealEnv(**kw))
+    return gym.wrappers.TransformReward(env, lambda r: np.multiply(r, scale)) if scale != 1.0 else env
 
 
 def register() -> None:

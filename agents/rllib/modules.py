@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import torch
 from ray.rllib.algorithms.dqn.default_dqn_rl_module import QF_PREDS
 from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import (
     DefaultDQNTorchRLModule,
@@ -25,8 +26,6 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.examples.rl_modules.classes.action_masking_rlm import (
     ActionMaskingTorchRLModule,
 )
-
-import torch
 
 __all__ = ["ActionMaskingDQNTorchRLModule", "ActionMaskingTorchRLModule", "module_class"]
 
@@ -57,8 +56,8 @@ class ActionMaskingDQNTorchRLModule(DefaultDQNTorchRLModule):
         inner[Columns.OBS] = obs["observations"]
         out = super()._qf_forward_helper(inner, encoder, head)
         mask = obs["action_mask"] > 0.5
-        out[QF_PREDS] = torch.where(mask, out[QF_PREDS],
-                                    torch.full_like(out[QF_PREDS], float("-inf")))
+        q: Any = out[QF_PREDS]
+        out[QF_PREDS] = torch.where(mask, q, torch.full_like(q, float("-inf")))
         return out
 
 

@@ -50,7 +50,7 @@ def export(module: Any, algo: str, model: Any, out: Path,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = module.get_state(inference_only=True)
-    arrays = {k: np.asarray(v) for k, v in state.items()}
+    arrays: dict[str, Any] = {k: np.asarray(v) for k, v in state.items()}
     np.savez(out / "weights.npz", **arrays)
     obs_space = module.observation_space["observations"]
     meta = {

@@ -46,6 +46,8 @@ def quiet_ray() -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # RLlib re-registers its env wrapper for every algorithm it builds
+    warnings.filterwarnings("ignore", message=".*Overriding environment rllib-single-agent")
     for name in ("ray", "ray.rllib", "ray.tune", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
@@ -86,7 +88,8 @@ def episode_end_metrics(*, episode: Any, metrics_logger: Any = None, **_: Any) -
         return
     censored = [i["mttr_s"] if i["mttr_s"] is not None else em["elapsed_s"] - i["onset_s"]
                 for i in em["incidents"]]
-    values = {"uptime_pct": em["uptime_pct"], "downtime_s": em["downtime_s"],
+    values = {"total_reward": em["total_reward"], "uptime_pct": em["uptime_pct"],
+              "downtime_s": em["downtime_s"],
               "n_actions": em["n_actions"], "action_cost": em["action_cost"],
               "unresolved_incidents": em["unresolved_incidents"],
               "ineffective_actions": em.get("ineffective_actions", 0)}
@@ -116,14 +119,16 @@ def build_config(agent: Any, env_config: dict[str, Any], seed: int,
     if env is None:
         register()
     config = (PPOConfig() if kind == "ppo" else DQNConfig())
-    config = config.environment(env or RLLIB_ENV, env_config=dict(env_config) if env is None
-                                else {})
+    config = config.environment(
+        env or RLLIB_ENV,
+        env_config={**env_config, "reward_scale": float(agent.reward_scale)} if env is None
+        else {})
     config = config.env_runners(
         num_env_runners=int(agent.num_env_runners),
         num_envs_per_env_runner=int(agent.num_envs_per_env_runner),
         gym_env_vectorize_mode=agent.vectorize_mode,
         rollout_fragment_length=int(agent.rollout_fragment_length),
-        num_cpus_per_env_runner=float(agent.num_cpus_per_env_runner))
+        num_cpus_per_env_runner=agent.num_cpus_per_env_runner)
     config = config.learners(num_learners=int(agent.num_learners),
                              num_cpus_per_learner=float(agent.num_cpus_per_learner),
                              num_gpus_per_learner=float(agent.num_gpus_per_learner))
@@ -132,7 +137,7 @@ def build_config(agent: Any, env_config: dict[str, Any], seed: int,
     if env is None:
         spec_kw["module_class"] = module_class(kind)
     config = config.rl_module(rl_module_spec=RLModuleSpec(**spec_kw))
-    common = {"lr": float(agent.lr), "gamma": float(agent.gamma),
+    common: dict[str, Any] = {"lr": float(agent.lr), "gamma": float(agent.gamma),
               "train_batch_size_per_learner": int(agent.train_batch_size)}
     if kind == "ppo":
         config = config.training(**common, minibatch_size=int(agent.minibatch_size),
@@ -220,7 +225,7 @@ class TrainSummary:
     env_steps: int
     seconds: float
     checkpoint: str
-    returns: list[float] = field(default_factory=list)  # episode_return_mean per iteration
+    returns: list[float] = field(default_factory=list)  # mean episode reward per iteration
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -254,6 +259,7 @@ def train(agent: Any, env_config: dict[str, Any], out: Path, seed: int = 0,
         bar.start()
         task = bar.add_task(f"{agent.kind}", total=int(agent.iterations), completed=start)
     last = ""
+    last_ret = float("nan")  # the latest iteration in which an episode ended
     try:
         for it in range(start, int(agent.iterations)):
             result = algo.train()
@@ -261,7 +267,11 @@ def train(agent: Any, env_config: dict[str, Any], out: Path, seed: int = 0,
             summary.iterations = it + 1
             summary.env_steps = int(flat.get("env_runners/num_env_steps_sampled_lifetime",
                                              flat.get("num_env_steps_sampled_lifetime", 0)))
-            ret = flat.get("env_runners/episode_return_mean", float("nan"))
+            # healgym's own (unscaled) episode reward; RLlib's return is x reward_scale
+            ret = flat.get("env_runners/healgym/total_reward",
+                           flat.get("env_runners/episode_return_mean", float("nan")))
+            if math.isfinite(ret):
+                last_ret = ret
             summary.returns.append(ret)
             summary.history.append(flat)
             metrics.add(flat, it + 1)
@@ -269,10 +279,10 @@ def train(agent: Any, env_config: dict[str, Any], out: Path, seed: int = 0,
                 on_iteration(it + 1, flat)
             if bar is not None:
                 bar.update(task, completed=it + 1,
-                           description=f"{agent.kind} return {ret:8.1f}")
+                           description=f"{agent.kind} return {last_ret:8.1f}")
             elif (it + 1) % max(int(agent.iterations) // 10, 1) == 0:
                 print(f"[{agent.kind}] iteration {it + 1}/{agent.iterations}: "
-                      f"episode return {ret:.1f}, {summary.env_steps} env steps, "
+                      f"episode reward {last_ret:.1f}, {summary.env_steps} env steps, "
                       f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             if agent.checkpoint_every and (it + 1) % int(agent.checkpoint_every) == 0:
                 last = save_checkpoint(algo, ckpt_dir, it + 1)

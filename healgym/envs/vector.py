@@ -517,7 +517,7 @@ KERNEL_CONST_FIELDS = (
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z",
 )
-KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)
+KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
 
 def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:

@@ -1,0 +1,366 @@
+"""RLlib agents: PPO learns an easy case, checkpoints round-trip and resume, the exported policy
+loads without Ray and never picks a masked action, DQN's masking module, batched MLflow
+logging, and train.py/evaluate.py through Hydra.
+
+The tests share one local Ray (2 CPUs) per worker and run on one xdist worker (group "ray").
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from agents.config import AgentConf
+from agents.evaluation import run_episode
+from agents.oracle import OracleAgent
+from agents.random_agent import RandomAgent
+from healgym.envs.pipeline_heal import PipelineHealEnv
+from healgym.errors import ConfigError, HealgymError
+
+pytestmark = [pytest.mark.xdist_group("ray"), pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The easy case: the serving process crashes 10 s in; the optimum restarts it at once.
+EASY = {"episode_steps": 30, "chaos": {"enabled": False},
+        "scenario": {"name": "easy-crash",
+                     "faults": [{"at": 10, "fault": "process_crash", "stage": "serve"}]}}
+
+
+def agent_conf(kind: str = "ppo", **kw: Any) -> Any:
+    base: dict[str, Any] = {
+        "kind": kind, "iterations": 20, "train_batch_size": 512, "minibatch_size": 128,
+        "num_epochs": 8, "lr": 1e-3, "hidden": [64, 64], "num_envs_per_env_runner": 16,
+        "rollout_fragment_length": 32, "checkpoint_every": 0, "learning_starts": 256,
+        "epsilon_decay_steps": 3000, "target_update_steps": 256}
+    if kind == "dqn":
+        base["train_batch_size"] = 64
+    base.update(kw)
+    return OmegaConf.structured(AgentConf(**base))
+
+
+@pytest.fixture(scope="module")
+def ray_up():
+    import ray
+
+    from agents.rllib import trainer
+
+    trainer.init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def trained_ppo(ray_up, tmp_path_factory):
+    """PPO trained 20 iterations on the easy case, exported; (summary, policy dir, algo)."""
+    from agents.rllib import trainer
+    from agents.rllib.policy import export
+
+    out = tmp_path_factory.mktemp("ppo")
+    algo, summary = trainer.train(agent_conf(checkpoint_every=10), EASY, out, seed=0)
+    policy_dir = export(algo.get_module(), "ppo", PipelineHealEnv(**EASY).model, out / "policy")
+    yield summary, policy_dir, algo, out
+    algo.stop()
+
+
+def mean_reward(policy: Any, env: PipelineHealEnv, seeds: range) -> float:
+    return float(np.mean([run_episode(env, policy, s)["total_reward"] for s in seeds]))
+
+
+def test_ppo_learns_the_easy_case(trained_ppo):
+    from agents.rllib.policy import RLlibPolicy
+
+    summary, policy_dir, _, _ = trained_ppo
+    assert summary.iterations == 20 and summary.env_steps == 20 * 512
+    returns = [r for r in summary.returns if np.isfinite(r)]
+    assert np.mean(returns[-3:]) > returns[0] + 500  # the training return improved
+    env = PipelineHealEnv(**EASY)
+    seeds = range(100, 110)  # held out: training used seeds from 0
+    trained = mean_reward(RLlibPolicy.load(policy_dir, env.model), env, seeds)
+    oracle = mean_reward(OracleAgent(env), env, seeds)
+    rand = mean_reward(RandomAgent(int(env.action_space.n), 0), env, seeds)
+    assert oracle > rand + 1000
+    # the greedy policy closes at least half of the gap between random and the oracle
+    assert trained > rand + 0.5 * (oracle - rand), (trained, rand, oracle)
+
+
+def test_training_metrics_include_healgym_incident_metrics(trained_ppo):
+    summary = trained_ppo[0]
+    last = summary.history[-1]
+    assert 0.0 <= last["env_runners/healgym/uptime_pct"] <= 100.0
+    assert "learners/default_policy/policy_loss" in last
+    assert last["env_runners/num_env_steps_sampled_lifetime"] == 20 * 512
+
+
+def test_exported_policy_loads_without_ray_and_only_picks_valid_actions(trained_ppo):
+    """In a fresh interpreter: no Ray started, no Ray worker; random masks are respected."""
+    policy_dir = trained_ppo[1]
+    code = f"""
+import json, numpy as np, ray
+from agents.rllib.policy import RLlibPolicy
+from healgym.envs.pipeline_heal import PipelineHealEnv
+env = PipelineHealEnv(episode_steps=30)
+pol = RLlibPolicy.load({str(policy_dir)!r}, env.model)
+rng = np.random.default_rng(0)
+obs = rng.normal(0, 3, size=(500, env.observation_space.shape[0])).astype(np.float32)
+mask = (rng.random((500, env.action_space.n)) < 0.3).astype(np.int8)
+mask[:, 0] = 1
+acts = pol.act(obs, mask)
+ok = bool(mask[np.arange(500), acts].all())
+o, info = env.reset(seed=3)
+invalid = 0
+for _ in range(30):
+    d = pol.decide(o, info)
+    invalid += int(info["action_mask"][d.action] == 0)
+    o, r, term, trunc, info = env.step(d.action)
+print(json.dumps({{"ok": ok, "invalid": invalid, "ray": ray.is_initialized(),
+                  "distinct": len(set(acts.tolist()))}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"ok": True, "invalid": 0, "ray": False, "distinct": out["distinct"]}
+    assert out["distinct"] > 1  # the masks changed the choice
+
+
+def test_exported_policy_matches_the_trained_module_and_rllib_checkpoint(trained_ppo):
+    import torch
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from agents.rllib.policy import RLlibPolicy
+
+    _, policy_dir, algo, _ = trained_ppo
+    pol = RLlibPolicy.load(policy_dir)
+    rng = np.random.default_rng(1)
+    obs = rng.normal(0, 2, size=(64, 69)).astype(np.float32)
+    mask = np.ones((64, 23), dtype=np.float32)
+    mask[:, 5:9] = 0
+
+    def logits(module: Any) -> np.ndarray:
+        batch = {Columns.OBS: {"observations": torch.from_numpy(obs),
+                               "action_mask": torch.from_numpy(mask)}}
+        with torch.no_grad():
+            return module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].numpy()
+
+    ours = pol.scores(obs, mask)
+    for module in (algo.get_module(), RLModule.from_checkpoint(str(policy_dir / "rl_module"))):
+        ref = logits(module)
+        np.testing.assert_allclose(ours[mask > 0], ref[mask > 0], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(ours[:, 5:9]).all()
+
+
+def test_checkpoint_resume_continues_from_the_saved_iteration(trained_ppo, tmp_path):
+    from agents.rllib import trainer
+
+    _, _, algo, out = trained_ppo
+    ckpt = out / "checkpoints" / "iter_00010"
+    final = out / "checkpoints" / "iter_00020"
+    assert (ckpt / "rllib_checkpoint.json").is_file() and final.is_dir()
+    resumed, summary = trainer.train(agent_conf(iterations=12, resume_from=str(final)), EASY,
+                                     tmp_path, seed=0)
+    try:
+        # restored weights are the trained ones: same logits before any further update
+        before = {k: np.asarray(v) for k, v in algo.get_module().get_state().items()}
+        resumed_ckpt = trainer.build_config(agent_conf(), EASY, 0).build_algo()
+        resumed_ckpt.restore_from_path(str(final))
+        after = {k: np.asarray(v) for k, v in resumed_ckpt.get_module().get_state().items()}
+        resumed_ckpt.stop()
+        assert before.keys() == after.keys()
+        for k in before:
+            np.testing.assert_array_equal(before[k], after[k])
+        # resuming from iteration 20 with iterations=12 trains nothing more and says so
+        assert summary.iterations == 20 and summary.history == []
+    finally:
+        resumed.stop()
+    resumed, summary = trainer.train(agent_conf(iterations=22, resume_from=str(ckpt)), EASY,
+                                     tmp_path / "b", seed=0)
+    resumed.stop()
+    assert summary.iterations == 22 and len(summary.history) == 12  # 10 -> 22
+    assert (tmp_path / "b" / "checkpoints" / "iter_00022" / "rllib_checkpoint.json").is_file()
+
+
+def test_resume_from_a_folder_that_is_not_a_checkpoint(ray_up, tmp_path):
+    from agents.rllib import trainer
+
+    with pytest.raises(ConfigError, match="agent.resume_from=.*not an RLlib algorithm "
+                                          "checkpoint"):
+        trainer.train(agent_conf(resume_from=str(tmp_path)), EASY, tmp_path, seed=0)
+
+
+def test_policy_refuses_another_pipeline_env_version_or_layout(trained_ppo, tmp_path):
+    import shutil
+
+    from agents.rllib.policy import RLlibPolicy
+
+    policy_dir = trained_ppo[1]
+    other = PipelineHealEnv(stages=["ingest", "serve"])
+    with pytest.raises(HealgymError, match="trained for actions .* serve it on a pipeline "
+                                           "with stages"):
+        RLlibPolicy.load(policy_dir, other.model)
+    for key, value, says in [("env", "healgym/PipelineHeal-v9", "trained on 'healgym/"),
+                             ("layout", "swap", r"observation\[0\] was 'ingest.error_rate_z', "
+                                                r"here it is 'ingest.latency_p95_ms_z'"),
+                             ("format_version", 99, "v99 is not")]:
+        bad = tmp_path / key
+        shutil.copytree(policy_dir, bad)
+        meta = json.loads((bad / "policy.json").read_text())
+        if key == "layout":
+            lay = meta["observation"]["layout"]
+            lay[0], lay[1] = lay[1], lay[0]
+        else:
+            meta[key] = value
+        (bad / "policy.json").write_text(json.dumps(meta))
+        with pytest.raises(HealgymError, match=says):
+            RLlibPolicy.load(bad, PipelineHealEnv().model)
+
+
+def test_dqn_masking_module_never_explores_or_picks_masked_actions():
+    import gymnasium as gym
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from agents.rllib.env import masked_space
+    from agents.rllib.modules import ActionMaskingDQNTorchRLModule
+
+    env = PipelineHealEnv()
+    space = masked_space(env.observation_space, 23)
+    module = ActionMaskingDQNTorchRLModule(
+        observation_space=space, action_space=gym.spaces.Discrete(23), inference_only=False,
+        model_config={"fcnet_hiddens": [32], "epsilon": [(0, 1.0), (1, 1.0)], "dueling": True,
+                      "double_q": True, "num_atoms": 1, "v_min": -10.0, "v_max": 10.0})
+    rng = np.random.default_rng(2)
+    obs = torch.from_numpy(rng.normal(size=(400, 69)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((400, 23)) < 0.25).astype(np.float32))
+    mask[:, 0] = 1
+    batch = {Columns.OBS: {"observations": obs, "action_mask": mask}}
+    q = module.compute_q_values({Columns.OBS: dict(batch[Columns.OBS])})["qf_preds"]
+    assert torch.isneginf(q[mask == 0]).all() and torch.isfinite(q[mask == 1]).all()
+    for fn in (lambda b: module.forward_exploration(b, t=0), module.forward_inference):
+        acts = fn({Columns.OBS: dict(batch[Columns.OBS])})[Columns.ACTIONS]
+        assert bool(mask[torch.arange(400), acts].all())
+    explored = module.forward_exploration({Columns.OBS: dict(batch[Columns.OBS])},
+                                          t=0)[Columns.ACTIONS]
+    assert len(set(explored.tolist())) > 5  # epsilon 1: random over the valid actions
+    with pytest.raises(ValueError, match="needs a Dict observation space"):
+        ActionMaskingDQNTorchRLModule(observation_space=env.observation_space,
+                                      action_space=gym.spaces.Discrete(23),
+                                      model_config={"fcnet_hiddens": [8]})
+
+
+def test_dqn_trains_exports_and_acts_validly(ray_up, tmp_path):
+    from agents.rllib import trainer
+    from agents.rllib.policy import RLlibPolicy, export
+
+    algo, summary = trainer.train(agent_conf("dqn", iterations=4), EASY, tmp_path, seed=0)
+    try:
+        losses = [h.get("learners/default_policy/qf_loss") for h in summary.history]
+        assert any(v is not None and np.isfinite(v) for v in losses)  # it learned something
+        export(algo.get_module(), "dqn", PipelineHealEnv(**EASY).model, tmp_path / "policy")
+    finally:
+        algo.stop()
+    env = PipelineHealEnv(**EASY)
+    pol = RLlibPolicy.load(tmp_path / "policy", env.model)
+    obs, info = env.reset(seed=5)
+    for _ in range(30):
+        d = pol.decide(obs, info)
+        assert info["action_mask"][d.action] == 1 and "q" in d.explanation
+        obs, _, _, _, info = env.step(d.action)
+
+
+def test_metrics_go_to_mlflow_in_batches(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from agents.rllib.trainer import BatchedMetrics
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    calls = []
+    real = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    with mlflow.start_run() as run:
+        logger = BatchedMetrics(run.info.run_id, flush_every=5)
+        for it in range(1, 13):
+            logger.add({"env_runners/episode_return_mean": float(it), "a/b": 2.0 * it}, it)
+        assert len(calls) == 2  # after iterations 5 and 10
+        logger.flush()
+    assert len(calls) == 3
+    hist = MlflowClient().get_metric_history(run.info.run_id, "env_runners/episode_return_mean")
+    assert [(m.step, m.value) for m in hist] == [(i, float(i)) for i in range(1, 13)]
+
+
+def test_flatten_result_keeps_numeric_scalars():
+    from agents.rllib.trainer import flatten_result, mlflow_metrics
+
+    result = {"env_runners": {"episode_return_mean": np.float32(-3.5), "x": "text",
+                              "num_episodes": 4, "nan": float("nan")},
+              "learners": {"default_policy": {"policy_loss": np.array(0.25)}},
+              "config": {"lr": 0.1}, "done": True}
+    flat = flatten_result(result)
+    assert flat == {"env_runners/episode_return_mean": -3.5, "env_runners/num_episodes": 4.0,
+                    "learners/default_policy/policy_loss": 0.25, "config/lr": 0.1}
+    assert set(mlflow_metrics(result)) == {"env_runners/episode_return_mean",
+                                           "env_runners/num_episodes",
+                                           "learners/default_policy/policy_loss"}
+
+
+def test_unknown_algorithm_is_a_config_error():
+    from agents.rllib.trainer import build_config
+
+    with pytest.raises(ConfigError, match="agent.kind='sac'"):
+        build_config(agent_conf("sac"), {}, 0)
+
+
+def test_train_py_ppo_registers_and_evaluate_py_includes_it(tmp_path):
+    """The user's commands: train.py agent=ppo trains, checkpoints, exports and registers;
+    evaluate.py puts the exported policy in the table beside the baselines."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [f"mlflow.tracking_uri={uri}", "mlflow.experiment=healgym-test",
+              f"output_dir={tmp_path / 'out'}", "env.episode_steps=60"]
+    res = subprocess.run([sys.executable, "experiments/train.py", "agent=ppo",
+                          "agent.iterations=3", "agent.train_batch_size=256",
+                          "agent.minibatch_size=128", "agent.num_envs_per_env_runner=8",
+                          "agent.rollout_fragment_length=32", "agent.checkpoint_every=2",
+                          *common], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_dir = next((tmp_path / "out").glob("ppo__seed0__*"))
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_00002",
+                                                                          "iter_00003"]
+    meta = json.loads((run_dir / "policy" / "policy.json").read_text())
+    assert meta["algo"] == "ppo" and meta["env"] == "healgym/PipelineHeal-v0"
+    assert meta["iterations"] == 3 and len(meta["observation"]["layout"]) == 69
+    assert "models:/healgym-ppo/1" in res.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert str(client.get_model_version_by_alias("healgym-ppo", "candidate").version) == "1"
+    run = mlflow.search_runs(experiment_names=["healgym-test"], output_format="list")[0]
+    hist = client.get_metric_history(run.info.run_id, "env_runners/num_env_steps_sampled_lifetime")
+    assert [m.step for m in hist] == [1, 2, 3]
+    # the registered model serves greedy valid actions through MLflow's pyfunc
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/healgym-ppo@candidate")
+    env = PipelineHealEnv()
+    obs, info = env.reset(seed=0)
+    mask = info["action_mask"][None, :].astype(float)
+    assert mask[0, int(np.asarray(model.predict({"obs": obs[None, :], "action_mask": mask}))[0]
+                   )] == 1
+    res = subprocess.run([sys.executable, "experiments/evaluate.py", "episodes=2",
+                          "policies=[ppo,noop]", "ppo_path=models:/healgym-ppo@candidate",
+                          *common], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads(next((tmp_path / "out").glob("evaluate__*/results.json")).read_text())
+    assert set(results["policies"]) == {"ppo", "noop"}
+    assert results["policies"]["ppo"]["episodes"] == 2
+    assert "| ppo |" in res.stdout
+    res = subprocess.run([sys.executable, "experiments/evaluate.py", "policies=[ppo]",
+                          *common], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "ppo_path is not set" in res.stderr + res.stdout
