@@ -86,7 +86,7 @@ def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
         steps = kw.pop("episode_steps", 360)
         env = MaskedVectorObservation(PipelineHealVectorEnv(
             num_envs=int(num_envs), max_episode_steps=steps, **kw))
-        return gym.wrappers.vector.TransformReward(env, lambda r: np.multiply(r, scale)) \
+        return gym.wrappers.vector.TransformReward(env, lambda r: np.asarray(r) * scale) \
             if scale != 1.0 else env
     env = MaskedObservation(PipelineHealEnv(**kw))
     return gym.wrappers.TransformReward(env, lambda r: np.multiply(r, scale)) if scale != 1.0 else env
