@@ -89,7 +89,8 @@ def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
         return gym.wrappers.vector.TransformReward(env, lambda r: np.asarray(r) * scale) \
             if scale != 1.0 else env
     env = MaskedObservation(PipelineHealEnv(**kw))
-    return gym.wrappers.TransformReward(env, lambda r: np.multiply(r, scale)) if scale != 1.0 else env
+    return gym.wrappers.TransformReward(env, lambda r: float(r) * scale) \
+        if scale != 1.0 else env
 
 
 def register() -> None:
