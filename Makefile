@@ -24,7 +24,7 @@ run: install
 	  episodes=10
 
 test: install
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 bench: install
 	$(PY) benchmarks/bench.py --out results/bench.json

@@ -340,13 +340,13 @@ def test_train_py_ppo_registers_and_evaluate_py_includes_it(tmp_path):
     assert "models:/healgym-ppo/1" in res.stdout
     import mlflow
 
+    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     assert str(client.get_model_version_by_alias("healgym-ppo", "candidate").version) == "1"
     run = mlflow.search_runs(experiment_names=["healgym-test"], output_format="list")[0]
     hist = client.get_metric_history(run.info.run_id, "env_runners/num_env_steps_sampled_lifetime")
     assert [m.step for m in hist] == [1, 2, 3]
     # the registered model serves greedy valid actions through MLflow's pyfunc
-    mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model("models:/healgym-ppo@candidate")
     env = PipelineHealEnv()
     obs, info = env.reset(seed=0)
@@ -364,3 +364,32 @@ def test_train_py_ppo_registers_and_evaluate_py_includes_it(tmp_path):
     res = subprocess.run([sys.executable, "experiments/evaluate.py", "policies=[ppo]",
                           *common], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and "ppo_path is not set" in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize("num_envs", [None, 4])
+def test_rllib_env_adds_the_mask_and_scales_only_the_learners_reward(num_envs):
+    from agents.rllib.env import make_env
+    from healgym.envs.vector import PipelineHealVectorEnv
+
+    kw: dict[str, Any] = {"episode_steps": 20}
+    if num_envs is None:
+        plain: Any = PipelineHealEnv(**kw)
+        wrapped: Any = make_env({**kw, "reward_scale": 0.01})
+    else:
+        plain = PipelineHealVectorEnv(num_envs=num_envs, max_episode_steps=20)
+        wrapped = make_env({**kw, "reward_scale": 0.01, "num_envs": num_envs})
+    o1, i1 = plain.reset(seed=7)
+    o2, i2 = wrapped.reset(seed=7)
+    assert set(o2) == {"observations", "action_mask"}
+    np.testing.assert_array_equal(o2["observations"], o1)
+    np.testing.assert_array_equal(o2["action_mask"], np.asarray(i1["action_mask"], np.float32))
+    space = wrapped.observation_space
+    assert space.contains(o2)
+    for _ in range(20):
+        a = 0 if num_envs is None else np.zeros(num_envs, dtype=np.int64)
+        o1, r1, *_, i1 = plain.step(a)
+        o2, r2, *_, i2 = wrapped.step(a)
+        np.testing.assert_allclose(r2, np.asarray(r1) * 0.01, rtol=1e-6)
+    em = i2["episode_metrics"] if num_envs is None else i2["episode_metrics"][0]
+    ref = i1["episode_metrics"] if num_envs is None else i1["episode_metrics"][0]
+    assert em["total_reward"] == pytest.approx(ref["total_reward"])  # unscaled
