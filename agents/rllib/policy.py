@@ -114,6 +114,12 @@ def build_module(meta: dict[str, Any], weights: dict[str, np.ndarray]) -> Any:
 
     if meta["algo"] not in ("ppo", "dqn"):
         raise HealgymError(f"policy.json: algo {meta['algo']!r} is not 'ppo' or 'dqn'")
+    import logging
+
+    # Ray's own modules log deprecation notices on import and construction: not the user's
+    # concern when loading a policy
+    for name in ("ray", "ray.rllib"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     o = meta["observation"]
     box = gym.spaces.Box(np.asarray(o["low"], dtype=np.float32),
                          np.asarray(o["high"], dtype=np.float32), dtype=np.float32)
