@@ -145,8 +145,7 @@ def test_exported_policy_matches_the_trained_module_and_rllib_checkpoint(trained
     mask[:, 5:9] = 0
 
     def logits(module: Any) -> np.ndarray:
-        batch = {Columns.OBS: {"observations": torch.from_numpy(obs),
-                               "action_mask": torch.from_numpy(mask)}}
+        batch = {Columns.OBS: torch.from_numpy(np.concatenate([obs, mask], axis=1))}
         with torch.no_grad():
             return module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].numpy()
 
@@ -240,17 +239,19 @@ def test_dqn_masking_module_never_explores_or_picks_masked_actions():
     obs = torch.from_numpy(rng.normal(size=(400, 69)).astype(np.float32))
     mask = torch.from_numpy((rng.random((400, 23)) < 0.25).astype(np.float32))
     mask[:, 0] = 1
-    batch = {Columns.OBS: {"observations": obs, "action_mask": mask}}
-    q = module.compute_q_values({Columns.OBS: dict(batch[Columns.OBS])})["qf_preds"]
+
+    def batch() -> dict:
+        return {Columns.OBS: torch.cat([obs, mask], dim=1)}
+
+    q = module.compute_q_values(batch())["qf_preds"]
     assert torch.isneginf(q[mask == 0]).all() and torch.isfinite(q[mask == 1]).all()
     for fn in (lambda b: module.forward_exploration(b, t=0), module.forward_inference):
-        acts = fn({Columns.OBS: dict(batch[Columns.OBS])})[Columns.ACTIONS]
+        acts = fn(batch())[Columns.ACTIONS]
         assert bool(mask[torch.arange(400), acts].all())
-    explored = module.forward_exploration({Columns.OBS: dict(batch[Columns.OBS])},
-                                          t=0)[Columns.ACTIONS]
+    explored = module.forward_exploration(batch(), t=0)[Columns.ACTIONS]
     assert len(set(explored.tolist())) > 5  # epsilon 1: random over the valid actions
-    with pytest.raises(ValueError, match="needs a Dict observation space"):
-        ActionMaskingDQNTorchRLModule(observation_space=env.observation_space,
+    with pytest.raises(ValueError, match="need a flat Box observation ending in one 0/1 mask"):
+        ActionMaskingDQNTorchRLModule(observation_space=gym.spaces.Box(-5, 5, (30,)),
                                       action_space=gym.spaces.Discrete(23),
                                       model_config={"fcnet_hiddens": [8]})
 
@@ -380,9 +381,9 @@ def test_rllib_env_adds_the_mask_and_scales_only_the_learners_reward(num_envs):
         wrapped = make_env({**kw, "reward_scale": 0.01, "num_envs": num_envs})
     o1, i1 = plain.reset(seed=7)
     o2, i2 = wrapped.reset(seed=7)
-    assert set(o2) == {"observations", "action_mask"}
-    np.testing.assert_array_equal(o2["observations"], o1)
-    np.testing.assert_array_equal(o2["action_mask"], np.asarray(i1["action_mask"], np.float32))
+    n = o1.shape[-1]
+    np.testing.assert_array_equal(o2[..., :n], o1)
+    np.testing.assert_array_equal(o2[..., n:], np.asarray(i1["action_mask"], np.float32))
     space = wrapped.observation_space
     assert space.contains(o2)
     for _ in range(20):

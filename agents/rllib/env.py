@@ -1,8 +1,10 @@
-"""healgym as RLlib sees it: the observation and the action mask in one Dict observation.
+"""healgym as RLlib sees it: the observation with the action mask appended.
 
-RLlib's action-masking RLModules read the mask from the observation, not from ``info``, so the
-env RLlib builds wraps healgym's scalar or (natively batched) vector env and returns
-``{"observations": obs, "action_mask": mask}``. Everything else (reward, termination,
+RLlib's RLModules see only the observation, not ``info``, so the env RLlib builds wraps
+healgym's scalar or (natively batched) vector env and returns one flat float32 vector:
+healgym's observation followed by ``info["action_mask"]`` (one 0/1 per action). The masking
+modules (:mod:`agents.rllib.modules`) split it again. (A flat Box, not a Dict: RLlib's connectors
+spend ~25 % of sampling time on nested observations.) Everything else (termination,
 ``info["episode_metrics"]``) passes through unchanged.
 
 :func:`make_env` is the env creator registered with Ray under :data:`RLLIB_ENV`: RLlib calls it
@@ -22,20 +24,21 @@ from gymnasium.vector import VectorEnv, VectorWrapper
 RLLIB_ENV = "healgym-rllib"
 
 
-def masked_space(obs_space: Any, n_actions: int) -> spaces.Dict:
-    return spaces.Dict({
-        "observations": obs_space,
-        "action_mask": spaces.Box(0.0, 1.0, shape=(n_actions,), dtype=np.float32),
-    })
+def masked_space(obs_space: Any, n_actions: int) -> spaces.Box:
+    """healgym's observation Box with ``n_actions`` 0/1 mask entries appended."""
+    low = np.concatenate([obs_space.low, np.zeros(n_actions)]).astype(np.float32)
+    high = np.concatenate([obs_space.high, np.ones(n_actions)]).astype(np.float32)
+    return spaces.Box(low, high, dtype=np.float32)
 
 
-def with_mask(obs: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {"observations": np.asarray(obs, dtype=np.float32),
-            "action_mask": np.asarray(info["action_mask"], dtype=np.float32)}
+def with_mask(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+    """The observation(s) with the action mask(s) appended (last axis)."""
+    return np.concatenate([np.asarray(obs, dtype=np.float32),
+                           np.asarray(info["action_mask"], dtype=np.float32)], axis=-1)
 
 
 class MaskedObservation(gym.Wrapper):
-    """Scalar env: the Dict observation {observations, action_mask}."""
+    """Scalar env: the observation with the action mask appended."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
@@ -52,7 +55,7 @@ class MaskedObservation(gym.Wrapper):
 
 
 class MaskedVectorObservation(VectorWrapper):
-    """Vector env: the batched Dict observation {observations (N, obs), action_mask (N, A)}."""
+    """Vector env: (N, obs + A), the observations with their action masks appended."""
 
     def __init__(self, env: VectorEnv) -> None:
         super().__init__(env)

@@ -31,7 +31,7 @@ from agents.policy import Decision
 from healgym.errors import HealgymError
 
 FORMAT = "healgym-rlmodule"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: flat observation + mask modules
 ENV_VERSION = "healgym/PipelineHeal-v0"
 
 
@@ -45,6 +45,8 @@ def observation_layout(model: Any) -> list[str]:
 def export(module: Any, algo: str, model: Any, out: Path,
            extra: dict[str, Any] | None = None) -> Path:
     """Write the inference part of ``module`` (an RLlib RLModule) as a portable policy."""
+    import gymnasium as gym
+
     import healgym
 
     out = Path(out)
@@ -52,7 +54,9 @@ def export(module: Any, algo: str, model: Any, out: Path,
     state = module.get_state(inference_only=True)
     arrays: dict[str, Any] = {k: np.asarray(v) for k, v in state.items()}
     np.savez(out / "weights.npz", **arrays)
-    obs_space = module.observation_space["observations"]
+    n_actions = int(module.action_space.n)
+    flat = module.observation_space
+    obs_space = gym.spaces.Box(flat.low[:-n_actions], flat.high[:-n_actions], dtype=np.float32)
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "algo": algo,
         "env": ENV_VERSION, "healgym_version": healgym.__version__,
@@ -169,8 +173,7 @@ class RLlibPolicy:
         if obs.shape[1] != len(self.meta["observation"]["layout"]):
             raise HealgymError(f"observation has {obs.shape[1]} values, the policy expects "
                                f"{len(self.meta['observation']['layout'])}")
-        batch = {Columns.OBS: {"observations": torch.from_numpy(obs),
-                               "action_mask": torch.from_numpy(mask)}}
+        batch = {Columns.OBS: torch.from_numpy(np.concatenate([obs, mask], axis=1))}
         with torch.no_grad():
             if self.name == "dqn":
                 out = self.module.compute_q_values(batch)["qf_preds"]
