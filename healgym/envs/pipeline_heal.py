@@ -52,6 +52,7 @@ from healgym.sim.model import (
     ml_signals,
     pick_replay_window,
 )
+from healgym.sim.observation import clip_z, pack_tail
 from healgym.sim.replay import HI, LO, interpolate
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
@@ -292,7 +293,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         za, zb = affine(m, np.ones_like(m.median), np.zeros_like(m.median))
         self._clean_za, self._clean_zb = za, zb
         zf, violated = base_z(m, self._base, za, zb)
-        self._clean_z = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).reshape(
+        self._clean_z = clip_z(m, zf).reshape(
             len(self._base), -1).astype(np.float32)
         self._clean_violation = violated
 
@@ -391,7 +392,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._base[k:end_k, stage, :] = self._base[src, stage, :]
         m = self.model
         zf, violated = base_z(m, self._base[k:end_k], self._clean_za, self._clean_zb)
-        self._clean_z[k:end_k] = np.minimum(np.maximum(zf, m.z_lo), m.z_hi).reshape(
+        self._clean_z[k:end_k] = clip_z(m, zf).reshape(
             end_k - k, -1)
         self._clean_violation[k:end_k] = violated
 
@@ -587,9 +588,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             metric_violation = bool(
                 zf[m.model_stage, LAT] > m.lat_limit_z or zf[-1, THR] < m.thr_limit_z
                 or (zf[:, ERR] > m.err_limit_z).any())
-            np.maximum(zf, m.z_lo, out=zf)
-            np.minimum(zf, m.z_hi, out=zf)
-            obs[:nz] = zf.ravel()
+            obs[:nz] = clip_z(m, zf, out=zf).ravel()
         self._raw_cache = None
         accuracy, null_rate, schema, stale, shift, cost_mult = self._ml_now
         acc_est = min(max(accuracy + self._acc_noise[k], 0.0), 1.0)
@@ -613,16 +612,12 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             or schema > slo.schema_error_max
             or cost_factor > slo.cost_factor_max
         )
-        S = m.n_stages
-        i = 7 * S
-        obs[6 * S: 7 * S] = self._replica_obs
-        obs[i: i + 11] = (
+        pack_tail(obs, m.n_stages, self._replica_obs, (
             acc_est, ks_v, min(psi_v, 10.0), null_rate, schema, min(stale / 3600.0, 24.0),
             min(cost_factor, 10.0), min((self._t - self._last_action_t) / 3600.0, 1.0),
             float(self._in_flight is not None), float(self._light),
             float(self._model_version > 1),
-        )
-        obs[i + 11 + self._last_action] = 1.0
+        ), self._last_action)
         alarm = violated
         if not violated and self._watch:
             alarm = bool(np.abs(obs[:nz]).max() > DETECT_Z or psi_v > 0.25

@@ -1,0 +1,93 @@
+"""The observation, as one set of functions shared by the simulator and the serving adapter.
+
+The scalar env packs its observation with :func:`pack_tail` and clips z-scores with
+:func:`clip_z`; the serving adapter builds the whole observation from real metrics with
+:func:`encode`, which uses the same two functions and the same per-stage baseline (median,
+scale) the policy was trained against. A test decodes the env's own observations to raw signals
+and encodes them again, and requires the same vector: training and serving cannot drift apart.
+
+Layout (see the env's Observation Space table and
+:func:`healgym.sim.signals.observation_names`): per-stage metric z-scores (stage-major), replicas
+/ MAX_REPLICAS, the 11 ML and context signals, the last action one-hot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from healgym.sim.faults import METRICS
+from healgym.sim.model import MAX_REPLICAS, PipelineModel
+
+#: The ML and context signals, in observation order, with their ranges.
+CONTEXT = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
+           "staleness_h", "cost_factor", "since_last_action_h", "action_in_flight",
+           "light_model", "can_rollback")
+CONTEXT_HIGH = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0)
+
+
+def clip_z(model: PipelineModel, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """z-scores clipped to what the metric's physical range allows (and +-Z_CLIP)."""
+    out = np.maximum(z, model.z_lo, out=out)
+    return np.minimum(out, model.z_hi, out=out)
+
+
+def metric_z(model: PipelineModel, raw: np.ndarray) -> np.ndarray:
+    """Raw per-stage metrics (S, M) in dashboard units -> clipped robust z-scores (S, M)."""
+    return clip_z(model, (np.asarray(raw, dtype=float) - model.median) * model.inv_scale)
+
+
+def pack_tail(obs: np.ndarray, n_stages: int, replica_frac: np.ndarray,
+              context: tuple[float, ...] | np.ndarray, last_action: int) -> None:
+    """Write replicas, the context signals and the last action into ``obs`` (in place)."""
+    S = n_stages
+    i = 7 * S
+    obs[6 * S: i] = replica_frac
+    obs[i: i + len(CONTEXT)] = context
+    obs[i + len(CONTEXT):] = 0.0
+    obs[i + len(CONTEXT) + last_action] = 1.0
+
+
+@dataclass
+class Signals:
+    """What the serving adapter measured, in dashboard units."""
+
+    raw: np.ndarray  # (S, M) per stage, in METRICS order
+    replicas: np.ndarray  # (S,) worker/replica count per stage
+    accuracy: float = 0.95
+    drift_ks: float = 0.0
+    drift_psi: float = 0.0
+    null_rate: float = 0.0
+    schema_error_rate: float = 0.0
+    staleness_s: float = 0.0
+    cost_factor: float = 1.0
+    since_last_action_s: float = 3600.0
+    action_in_flight: bool = False
+    light_model: bool = False
+    can_rollback: bool = False
+    last_action: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def context(self) -> tuple[float, ...]:
+        values = (self.accuracy, self.drift_ks, min(self.drift_psi, 10.0), self.null_rate,
+                  self.schema_error_rate, min(self.staleness_s / 3600.0, 24.0),
+                  min(self.cost_factor, 10.0), min(self.since_last_action_s / 3600.0, 1.0),
+                  float(self.action_in_flight), float(self.light_model),
+                  float(self.can_rollback))
+        return tuple(float(np.clip(v, 0.0, hi)) for v, hi in zip(values, CONTEXT_HIGH,
+                                                                   strict=True))
+
+
+def encode(model: PipelineModel, s: Signals) -> np.ndarray:
+    """The observation a policy trained on ``model`` expects, from measured signals."""
+    S, M = model.n_stages, len(METRICS)
+    raw = np.asarray(s.raw, dtype=float)
+    if raw.shape != (S, M):
+        raise ValueError(f"raw metrics have shape {raw.shape}, this pipeline needs ({S}, {M}) "
+                         f"(stages {model.stages}, metrics {list(METRICS)})")
+    obs = np.zeros(model.n_obs, dtype=np.float32)
+    obs[: S * M] = metric_z(model, raw).ravel()
+    pack_tail(obs, S, np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, s.context(),
+              int(s.last_action))
+    return obs
