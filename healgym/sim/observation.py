@@ -88,6 +88,21 @@ def encode(model: PipelineModel, s: Signals) -> np.ndarray:
                          f"(stages {model.stages}, metrics {list(METRICS)})")
     obs = np.zeros(model.n_obs, dtype=np.float32)
     obs[: S * M] = metric_z(model, raw).ravel()
-    pack_tail(obs, S, np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, s.context(),
+    replica_frac = np.clip(np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, 0.0, 1.0)
+    pack_tail(obs, S, replica_frac, s.context(),
               int(s.last_action))
     return obs
+
+
+def slo_violated(model: PipelineModel, s: Signals) -> bool:
+    """The env's SLO test on measured signals: latency at the model stage, delivered
+    throughput, any stage's error rate, and the ML and data SLOs."""
+    from healgym.sim.faults import ERR, LAT, THR
+
+    z = metric_z(model, s.raw)
+    slo = model.slo
+    return bool(z[model.model_stage, LAT] > model.lat_limit_z or z[-1, THR] < model.thr_limit_z
+                or (z[:, ERR] > model.err_limit_z).any() or s.accuracy < slo.accuracy_min
+                or s.staleness_s > slo.staleness_max_s or s.null_rate > slo.null_rate_max
+                or s.schema_error_rate > slo.schema_error_max
+                or s.cost_factor > slo.cost_factor_max)

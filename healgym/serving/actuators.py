@@ -1,0 +1,342 @@
+"""Act: actuators behind one interface, with timeouts, retries with backoff, a circuit breaker
+and idempotency keys.
+
+``Actuator.execute(action, target, key) -> ActResult``; ``key`` is the decision's id. Each
+actuator remembers the keys it has carried out (and webhooks and Kubernetes annotations carry
+it), so a retried or replayed decision never acts twice.
+
+- :class:`ProcessActuator`: local processes from ``params.processes`` ({stage: {cmd: [...],
+  workers: N}}); ``restart_<stage>`` restarts the stage's processes, ``scale_up_<stage>`` /
+  ``scale_down_<stage>`` change its number of worker processes.
+- :class:`MlflowRegistryActuator`: ``rollback`` moves ``params.alias`` (champion) of
+  ``params.model`` to the previous version; ``promote`` (any other action name) to the latest.
+- :class:`WebhookActuator`: POSTs ``{action, target, decision_id}`` to ``params.url`` with an
+  ``Idempotency-Key`` header (e.g. an Airflow DAG run for ``retrain`` / ``backfill``: use
+  ``params.airflow_dag`` and the run id is the key, which Airflow itself deduplicates).
+- :class:`KubernetesActuator`: the official client: ``restart_*`` is a rollout restart (the
+  pod template's ``kubectl.kubernetes.io/restartedAt`` annotation), ``scale_up_*`` /
+  ``scale_down_*`` patch the deployment's scale, ``set_image`` patches a container image.
+  Verified against a local HTTP stand-in at the request level only (no cluster runs here).
+- :class:`LogActuator`: records the action and does nothing (for dry runs and demos).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from healgym.errors import ConfigError
+from healgym.serving.config import ActuatorConf
+
+
+@dataclass
+class ActResult:
+    ok: bool
+    detail: str = ""
+    error: str | None = None
+    attempts: int = 1
+    duplicate: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "detail": self.detail, "error": self.error,
+                "attempts": self.attempts, "duplicate": self.duplicate}
+
+
+class Actuator(Protocol):
+    def execute(self, action: str, target: str, key: str) -> str: ...
+
+
+class CircuitOpen(Exception):
+    pass
+
+
+@dataclass
+class Breaker:
+    failures_to_open: int
+    reset_s: float
+    failures: int = 0
+    opened_at: float | None = None
+
+    def allow(self, now: float) -> bool:
+        if self.opened_at is None:
+            return True
+        if now - self.opened_at >= self.reset_s:  # half-open: let one try through
+            return True
+        return False
+
+    def success(self) -> None:
+        self.failures, self.opened_at = 0, None
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.failures_to_open:
+            self.opened_at = now
+
+
+@dataclass
+class Resilient:
+    """Timeouts, retries with exponential backoff, a circuit breaker and idempotency around an
+    actuator."""
+
+    actuator: Actuator
+    conf: ActuatorConf
+    done: dict[str, ActResult] = field(default_factory=dict)  # key -> result
+    backoff_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.breaker = Breaker(self.conf.breaker_failures, self.conf.breaker_reset_s)
+        self._pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="actuator")
+
+    def execute(self, action: str, target: str, key: str) -> ActResult:
+        if key in self.done:
+            r = self.done[key]
+            return ActResult(r.ok, r.detail, r.error, 0, duplicate=True)
+        now = time.time()
+        if not self.breaker.allow(now):
+            return ActResult(False, "", f"circuit open after {self.breaker.failures} "
+                             f"consecutive failures; retrying after "
+                             f"{self.conf.breaker_reset_s:g} s", attempts=0)
+        attempts = 0
+        try:
+            for attempt in Retrying(stop=stop_after_attempt(max(self.conf.retries, 1)),
+                                    wait=wait_exponential(multiplier=self.backoff_s, max=30),
+                                    retry=retry_if_exception_type(Exception), reraise=True):
+                with attempt:
+                    attempts += 1
+                    fut = self._pool.submit(self.actuator.execute, action, target, key)
+                    detail = fut.result(timeout=self.conf.timeout_s)
+        except cf.TimeoutError:
+            self.breaker.failure(time.time())
+            return ActResult(False, "", f"timed out after {self.conf.timeout_s:g} s "
+                             f"({attempts} attempts)", attempts)
+        except Exception as exc:  # noqa: BLE001 - any actuator failure is survived and logged
+            self.breaker.failure(time.time())
+            return ActResult(False, "", f"{type(exc).__name__}: {exc}", attempts)
+        self.breaker.success()
+        result = ActResult(True, str(detail), None, attempts)
+        self.done[key] = result
+        return result
+
+
+class LogActuator:
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def execute(self, action: str, target: str, key: str) -> str:
+        self.calls.append((action, target, key))
+        return f"logged {action} on {target}"
+
+
+class ProcessActuator:
+    """Runs each stage as N local worker processes it started itself."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.specs: dict[str, dict[str, Any]] = dict(params.get("processes") or {})
+        if not self.specs:
+            raise ConfigError("actuators[process].params.processes: give {stage: {cmd: [...], "
+                              "workers: N}}")
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        for stage in self.specs:
+            self._ensure(stage, int(self.specs[stage].get("workers", 1)))
+
+    def _spawn(self, stage: str, i: int) -> subprocess.Popen[bytes]:
+        spec = self.specs[stage]
+        env = {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()},
+               "HEALGYM_WORKER": str(i)}
+        return subprocess.Popen([str(c) for c in spec["cmd"]], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def _ensure(self, stage: str, n: int) -> None:
+        procs = [p for p in self.procs.get(stage, []) if p.poll() is None]
+        while len(procs) < n:
+            procs.append(self._spawn(stage, len(procs)))
+        while len(procs) > n:
+            self._stop(procs.pop())
+        self.procs[stage] = procs
+
+    @staticmethod
+    def _stop(p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def workers(self, stage: str) -> int:
+        return sum(p.poll() is None for p in self.procs.get(stage, []))
+
+    def execute(self, action: str, target: str, key: str) -> str:
+        if target not in self.specs:
+            raise ValueError(f"no process spec for stage {target!r}")
+        with self.lock:
+            n = max(self.workers(target), 1)
+            kind = action.rsplit("_", 1)[0] if action.endswith(f"_{target}") else action
+            if kind == "restart":
+                for p in self.procs.get(target, []):
+                    self._stop(p)
+                self.procs[target] = []
+                self._ensure(target, n)
+                return f"restarted {n} {target} process(es)"
+            if kind in ("scale_up", "scale_down"):
+                new = n + 1 if kind == "scale_up" else max(n - 1, 1)
+                self._ensure(target, new)
+                return f"{target}: {n} -> {new} workers"
+        raise ValueError(f"the process actuator cannot {action!r}")
+
+    def close(self) -> None:
+        for procs in self.procs.values():
+            for p in procs:
+                self._stop(p)
+
+
+class MlflowRegistryActuator:
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.model = params.get("model")
+        if not self.model:
+            raise ConfigError("actuators[mlflow].params.model: the registered model's name")
+        self.alias = params.get("alias", "champion")
+        self.uri = params.get("tracking_uri")
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri) if self.uri else MlflowClient()
+
+    def execute(self, action: str, target: str, key: str) -> str:
+        c = self.client()
+        current = int(c.get_model_version_by_alias(self.model, self.alias).version)
+        versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{self.model}'"))
+        if action == "rollback":
+            older = [v for v in versions if v < current]
+            if not older:
+                raise ValueError(f"{self.model}@{self.alias} is version {current}: nothing older")
+            new = older[-1]
+        else:
+            new = versions[-1]
+        c.set_registered_model_alias(self.model, self.alias, str(new))
+        c.set_model_version_tag(self.model, str(new), "healgym_decision", key)
+        return f"{self.model}@{self.alias}: version {current} -> {new}"
+
+
+class WebhookActuator:
+    def __init__(self, params: dict[str, Any]) -> None:
+        url = params.get("url")
+        if not url:
+            raise ConfigError("actuators[webhook].params.url: where to POST")
+        self.url: str = str(url)
+        self.headers = dict(params.get("headers") or {})
+        if params.get("token_env"):
+            self.headers["Authorization"] = f"Bearer {os.environ.get(params['token_env'], '')}"
+        self.airflow = params.get("airflow_dag")
+        self.timeout = float(params.get("timeout_s", 10))
+
+    def execute(self, action: str, target: str, key: str) -> str:
+        import requests
+
+        body: dict[str, Any] = {"action": action, "target": target, "decision_id": key}
+        url = self.url
+        if self.airflow:  # Airflow REST API: a DAG run whose id is the idempotency key
+            url = f"{self.url.rstrip('/')}/api/v1/dags/{self.airflow}/dagRuns"
+            body = {"dag_run_id": f"healgym-{key}", "conf": body}
+        r = requests.post(url, json=body, headers={**self.headers, "Idempotency-Key": key},
+                          timeout=self.timeout)
+        if r.status_code == 409 and self.airflow:
+            return f"DAG run healgym-{key} already exists"
+        r.raise_for_status()
+        return f"POST {url}: {r.status_code}"
+
+
+class KubernetesActuator:
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.namespace = params.get("namespace", "default")
+        self.deployments: dict[str, str] = dict(params.get("deployments") or {})
+        if not self.deployments:
+            raise ConfigError("actuators[kubernetes].params.deployments: {stage: deployment}")
+        self.host = params.get("host")  # an API server URL; else kubeconfig / in-cluster
+        self.token = params.get("token")
+        self.image = params.get("image")  # for set_image: {stage: image}
+        self._api: Any = None
+
+    def api(self) -> Any:
+        if self._api is None:
+            from kubernetes import client, config
+
+            if self.host:
+                cfg = client.Configuration()
+                cfg.host = self.host
+                if self.token:
+                    cfg.api_key = {"authorization": f"Bearer {self.token}"}
+                cfg.verify_ssl = bool(str(self.host).startswith("https"))
+                self._api = client.AppsV1Api(client.ApiClient(cfg))
+            else:
+                try:
+                    config.load_incluster_config()
+                except config.ConfigException:
+                    config.load_kube_config()
+                self._api = client.AppsV1Api()
+        return self._api
+
+    def execute(self, action: str, target: str, key: str) -> str:
+        name = self.deployments.get(target)
+        if name is None:
+            raise ValueError(f"no deployment for stage {target!r} in params.deployments")
+        api, ns = self.api(), self.namespace
+        kind = action.rsplit("_", 1)[0] if action.endswith(f"_{target}") else action
+        if kind == "restart":
+            now = dt.datetime.now(dt.UTC).isoformat()
+            api.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {
+                "annotations": {"kubectl.kubernetes.io/restartedAt": now,
+                                "healgym/decision": key}}}}})
+            return f"rollout restart deployment/{name}"
+        if kind in ("scale_up", "scale_down"):
+            scale = api.read_namespaced_deployment_scale(name, ns)
+            n = int(scale.spec.replicas or 0)
+            new = n + 1 if kind == "scale_up" else max(n - 1, 1)
+            api.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": new}})
+            return f"deployment/{name}: {n} -> {new} replicas"
+        if kind == "set_image":
+            image = (self.image or {}).get(target)
+            if not image:
+                raise ValueError(f"params.image has no image for stage {target!r}")
+            api.patch_namespaced_deployment(name, ns, {"spec": {"template": {"spec": {
+                "containers": [{"name": target, "image": image}]}}}})
+            return f"deployment/{name}: image {image}"
+        raise ValueError(f"the kubernetes actuator cannot {action!r}")
+
+
+TYPES: dict[str, Any] = {"process": ProcessActuator, "mlflow": MlflowRegistryActuator,
+         "webhook": WebhookActuator, "kubernetes": KubernetesActuator, "log": LogActuator}
+
+
+def build_actuators(confs: list[ActuatorConf], action_names: list[str]
+                    ) -> dict[str, Resilient]:
+    """action name -> its (resilient) actuator; an action named twice or unknown is an error."""
+    out: dict[str, Resilient] = {}
+    for i, c in enumerate(confs):
+        inner = TYPES[c.type](c.params)
+        wrapped = Resilient(inner, c)
+        for name in c.actions:
+            if name not in action_names:
+                from healgym.errors import did_you_mean
+
+                raise ConfigError(f"actuators[{i}].actions: {name!r} is not an action of this "
+                                  f"pipeline.{did_you_mean(name, action_names)}")
+            if name in out:
+                raise ConfigError(f"actuators[{i}].actions: {name!r} already has an actuator")
+            out[name] = wrapped
+    return out

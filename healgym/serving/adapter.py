@@ -1,0 +1,318 @@
+"""The serving loop: observe -> decide -> guard -> human -> act -> verify, every step logged.
+
+:class:`Adapter` is driven by :meth:`Adapter.step` (one observation and decision; ``healgym
+serve`` calls it every ``interval_s``) and by the human API (:meth:`approve`, :meth:`reject`,
+:meth:`override`, :meth:`pause`, :meth:`resume`). A decision is written to the log before it is
+acted on; the action is marked started (with its idempotency key) before the actuator runs and
+its result is appended after.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from healgym.serving.actuators import ActResult, Resilient, build_actuators
+from healgym.serving.config import ServeConf
+from healgym.serving.decision_log import DecisionLog
+from healgym.serving.guardrails import Guard, action_infos
+from healgym.serving.metrics import AdapterMetrics
+from healgym.serving.observe import AdapterState, Observer
+from healgym.sim import actions as act
+from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS
+from healgym.sim.observation import Signals, encode, slo_violated
+
+
+@dataclass
+class Pending:
+    decision_id: str
+    action: int
+    created: float
+
+
+@dataclass
+class Incident:
+    start: float
+    decisions: list[str] = field(default_factory=list)
+    cost: float = 0.0
+    escalated: bool = False
+
+
+class Adapter:
+    def __init__(self, conf: ServeConf, policy: Any, model: Any, log: DecisionLog,
+                 observer: Observer, actuators: dict[str, Resilient] | None = None,
+                 policy_version: str = "", metrics: AdapterMetrics | None = None) -> None:
+        self.conf, self.policy, self.model, self.log = conf, policy, model, log
+        self.observer = observer
+        self.infos = action_infos(model)
+        self.names = [a.name for a in self.infos]
+        self.actuators = actuators if actuators is not None else build_actuators(
+            conf.actuators, self.names)
+        self.guard = Guard(conf.guard, self.infos)
+        for key in ("on_timeout", ):
+            if getattr(conf.human, key) not in self.names:
+                from healgym.errors import ConfigError
+
+                raise ConfigError(f"human.{key}={getattr(conf.human, key)!r} is not an action")
+        self.policy_version = policy_version
+        self.metrics = metrics or AdapterMetrics()
+        self.state = AdapterState()
+        self.pending: dict[str, Pending] = {}
+        self.incident: Incident | None = None
+        self.paused = False
+        self.lock = threading.RLock()
+        self.alerts: list[str] = []
+        self.interrupted = log.recover()
+        for did in self.interrupted:
+            self.alert(f"decision {did}: its action was interrupted by a restart and is not "
+                       "retried; check the target")
+
+    # ------------------------------------------------------------------ helpers
+    def alert(self, message: str) -> None:
+        self.alerts.append(message)
+        self.metrics.alerts.inc()
+
+    def mask(self, s: Signals) -> np.ndarray:
+        """Actions possible now: the env's rules, and only actions an actuator can carry out."""
+        m = np.zeros(len(self.infos), dtype=np.int8)
+        for a in self.infos:
+            if a.kind != "noop" and a.name not in self.actuators:
+                continue
+            ok = True
+            if a.target != "pipeline":
+                reps = float(s.replicas[self.model.stages.index(a.target)])
+                ok = (a.kind != "scale_up" or reps < MAX_REPLICAS) and \
+                    (a.kind != "scale_down" or reps > MIN_REPLICAS)
+            elif a.kind == "rollback":
+                ok = s.can_rollback
+            elif a.kind == "switch_light":
+                ok = not s.light_model
+            elif a.kind == "switch_back":
+                ok = s.light_model
+            m[a.index] = int(ok)
+        m[0] = 1
+        return m
+
+    # ------------------------------------------------------------------ the loop
+    def step(self, now: float | None = None) -> str:
+        """One observation and decision; returns the decision's id."""
+        with self.lock:
+            t0 = time.perf_counter()
+            now = time.time() if now is None else now
+            self._expire(now)
+            reading = self.observer.read(self.state, now)
+            if reading.signals is None:
+                probs = reading.problems
+                reason = "; ".join(probs[:5]) + (f"; and {len(probs) - 5} more"
+                                                 if len(probs) > 5 else "")
+                self.alert(f"no decision: {reason}")
+                self.metrics.decisions.labels(action="none", status="skipped").inc()
+                return self.log.new_decision(
+                    policy=self.policy.name, policy_version=self.policy_version,
+                    observation=None, signals=reading.samples, proposed_action=None,
+                    explanation={}, guard={}, status="skipped", reason=reason, at=now)
+            s = reading.signals
+            obs = encode(self.model, s)
+            self._verify(now, slo_violated(self.model, s))
+            if self.paused:
+                self.metrics.decisions.labels(action="none", status="paused").inc()
+                return self.log.new_decision(
+                    policy=self.policy.name, policy_version=self.policy_version,
+                    observation=obs, signals=reading.samples, proposed_action=None,
+                    explanation={}, guard={}, status="paused", reason="adapter paused",
+                    at=now)
+            mask = self.mask(s)
+            decision = self.policy.decide(obs, {"action_mask": mask})
+            proposed = int(decision.action)
+            if not 0 <= proposed < len(self.infos) or not mask[proposed]:
+                self.alert(f"policy proposed invalid action {proposed}; taking the safe default")
+                proposed = self.guard.safe
+            confidence = float(decision.explanation.get("confidence", 1.0))
+            g = self.guard.check(proposed, now, confidence)
+            for v in g.verdicts:
+                if not v.ok:
+                    self.metrics.guard_blocks.labels(check=v.check).inc()
+            approval = (g.needs_approval or self.conf.human.mode == "approval") \
+                and not g.blocked and g.action != self.guard.safe
+            status = "shadow" if g.shadow else "proposed"
+            did = self.log.new_decision(
+                policy=self.policy.name, policy_version=self.policy_version, observation=obs,
+                signals=reading.samples, proposed_action=self.names[proposed],
+                explanation=dict(decision.explanation), guard=g.as_dict(), status=status,
+                reason="; ".join(v.reason for v in g.verdicts if not v.ok), at=now)
+            label = self.names[g.action]
+            if g.shadow or g.action == self.guard.safe:
+                self.metrics.decisions.labels(action=label, status=status if g.shadow else
+                                              ("blocked" if g.blocked else "noop")).inc()
+            elif approval:
+                self.log.event(did, "pending", {"action": label, "timeout_s":
+                                                self.conf.human.timeout_s}, at=now)
+                self.pending[did] = Pending(did, g.action, now)
+                self.metrics.decisions.labels(action=label, status="pending").inc()
+            else:
+                self._act(did, g.action, now, via="policy")
+            self.metrics.pending.set(len(self.pending))
+            self.metrics.latency.observe(time.perf_counter() - t0)
+            return did
+
+    def _act(self, did: str, action: int, now: float, via: str) -> ActResult:
+        info = self.infos[action]
+        self.log.event(did, "act_started", {"action": info.name, "target": info.target,
+                                            "idempotency_key": did, "via": via}, at=now)
+        actuator = self.actuators.get(info.name)
+        if actuator is None:
+            result = ActResult(False, "", f"no actuator carries out {info.name!r}; add it to "
+                               "an actuators[].actions list", attempts=0)
+        else:
+            result = actuator.execute(info.name, info.target, did)
+        self.log.event(did, "act_result", result.as_dict())
+        self.metrics.decisions.labels(action=info.name,
+                                      status="acted" if result.ok else "act_failed").inc()
+        if not result.ok:
+            self.metrics.actuator_failures.labels(action=info.name).inc()
+            self.alert(f"decision {did}: {info.name} failed: {result.error}")
+            return result
+        self.guard.record(action, now)
+        self.state.last_action, self.state.last_action_t = action, now
+        self.state.in_flight_until = now + act.KINDS[act.KIND_INDEX[info.kind]].duration_s
+        if info.kind == "rollback":
+            self.state.can_rollback = False
+        elif info.kind in ("switch_light", "switch_back"):
+            self.state.light_model = info.kind == "switch_light"
+        if self.incident is not None:
+            self.incident.decisions.append(did)
+            self.incident.cost += info.cost
+        return result
+
+    def _verify(self, now: float, violated: bool) -> None:
+        inc = self.incident
+        if violated and inc is None:
+            self.incident = Incident(start=now)
+            return
+        if inc is None:
+            return
+        if not violated:
+            ttr = now - inc.start
+            r = self.model.reward
+            reward = -(r.slo_violation_per_s * ttr) - r.action_cost_weight * inc.cost
+            for did in inc.decisions:
+                self.log.event(did, "outcome", {"resolved": True, "ttr_s": ttr,
+                                                "reward": reward}, at=now)
+            self.metrics.recoveries.observe(ttr)
+            self.incident = None
+        elif not inc.escalated and now - inc.start > self.conf.verify_deadline_s:
+            inc.escalated = True
+            for did in inc.decisions:
+                self.log.event(did, "outcome", {"resolved": False, "ttr_s": None,
+                                                "deadline_s": self.conf.verify_deadline_s},
+                               at=now)
+            self.alert(f"incident open for {now - inc.start:.0f} s > verify_deadline_s; "
+                       "escalating")
+            did = self.log.new_decision(
+                policy="adapter", policy_version="", observation=None, signals={},
+                proposed_action=self.conf.escalate_action, explanation={"why": "deadline"},
+                guard={}, status="proposed", reason="unresolved past verify_deadline_s", at=now)
+            self.log.event(did, "escalated", {}, at=now)
+            if self.conf.escalate_action in self.names and \
+                    self.conf.escalate_action in self.actuators:
+                self._act(did, self.names.index(self.conf.escalate_action), now, via="deadline")
+
+    def _expire(self, now: float) -> None:
+        for did, p in list(self.pending.items()):
+            if now - p.created >= self.conf.human.timeout_s:
+                del self.pending[did]
+                self.log.event(did, "timeout", {"action": self.conf.human.on_timeout}, at=now)
+                fallback = self.names.index(self.conf.human.on_timeout)
+                if fallback != self.guard.safe:
+                    self._act(did, fallback, now, via="timeout")
+        self.metrics.pending.set(len(self.pending))
+
+    # ------------------------------------------------------------------ humans
+    def _human(self, did: str, operator: str, verdict: str, reason: str,
+               action: str | None = None) -> dict[str, Any]:
+        if not operator or not reason:
+            raise ValueError("an operator identity and a reason are required")
+        rec = self.log.record(did)
+        if rec is None:
+            raise KeyError(did)
+        self.log.event(did, "human", {"operator": operator, "verdict": verdict, "action": action,
+                                      "reason": reason})
+        if verdict == "override":
+            self.metrics.overrides.inc()
+        return rec
+
+    def approve(self, did: str, operator: str, reason: str) -> dict[str, Any]:
+        with self.lock:
+            p = self.pending.get(did)
+            if p is None:
+                raise LookupError(f"decision {did} is not pending approval")
+            self._human(did, operator, "approve", reason)
+            del self.pending[did]
+            self._act(did, p.action, time.time(), via=f"approved by {operator}")
+            self.metrics.pending.set(len(self.pending))
+            return self.log.record(did) or {}
+
+    def reject(self, did: str, operator: str, reason: str) -> dict[str, Any]:
+        with self.lock:
+            if did not in self.pending:
+                raise LookupError(f"decision {did} is not pending approval")
+            self._human(did, operator, "reject", reason)
+            del self.pending[did]
+            self.metrics.pending.set(len(self.pending))
+            return self.log.record(did) or {}
+
+    def override(self, did: str, operator: str, action: str, reason: str) -> dict[str, Any]:
+        """Replace any decision's action with the operator's (pending or already taken)."""
+        with self.lock:
+            if action not in self.names:
+                from healgym.errors import did_you_mean
+
+                raise ValueError(f"unknown action {action!r}.{did_you_mean(action, self.names)}")
+            self._human(did, operator, "override", reason, action)
+            self.pending.pop(did, None)
+            idx = self.names.index(action)
+            if idx != self.guard.safe:
+                # a new idempotency key: the override is a new action on the same decision
+                self._act_override(did, idx, operator)
+            self.metrics.pending.set(len(self.pending))
+            return self.log.record(did) or {}
+
+    def _act_override(self, did: str, action: int, operator: str) -> None:
+        info = self.infos[action]
+        key = f"{did}:override:{info.name}"
+        self.log.event(did, "act_started", {"action": info.name, "target": info.target,
+                                            "idempotency_key": key,
+                                            "via": f"override by {operator}"})
+        actuator = self.actuators.get(info.name)
+        result = actuator.execute(info.name, info.target, key) if actuator else ActResult(
+            False, "", f"no actuator carries out {info.name!r}", attempts=0)
+        self.log.event(did, "act_result", result.as_dict())
+        if result.ok:
+            self.guard.record(action, time.time())
+            self.state.last_action, self.state.last_action_t = action, time.time()
+
+    def pause(self, operator: str, reason: str) -> None:
+        self.paused = True
+        self.alert(f"paused by {operator}: {reason}")
+
+    def resume(self, operator: str, reason: str) -> None:
+        self.paused = False
+        self.alert(f"resumed by {operator}: {reason}")
+
+    def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
+        stop = stop or threading.Event()
+        n = 0
+        while not stop.is_set() and (max_steps is None or n < max_steps):
+            t = time.time()
+            self.step(t)
+            n += 1
+            stop.wait(max(self.conf.interval_s - (time.time() - t), 0.0))
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)

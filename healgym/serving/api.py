@@ -1,0 +1,102 @@
+"""The human-override API (FastAPI), bound to 127.0.0.1 by default.
+
+GET  /decisions?pending=true&limit=N   recent decisions (one row each, events folded in)
+GET  /decisions/{id}                   one decision
+POST /decisions/{id}/approve           {"operator", "reason"}
+POST /decisions/{id}/reject            {"operator", "reason"}
+POST /decisions/{id}/override          {"operator", "action", "reason"}
+POST /pause, /resume                   {"operator", "reason"}
+GET  /healthz                          liveness, pending count, paused
+GET  /metrics/                         the adapter's Prometheus metrics
+
+Mutating requests need ``Authorization: Bearer <token>`` (compared in constant time); without it
+they get 401. ``create_app`` refuses to start without a token of at least 16 characters.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException
+from pydantic import BaseModel, Field
+
+from healgym.serving.adapter import Adapter
+
+
+class Human(BaseModel):
+    operator: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class OverrideBody(Human):
+    action: str = Field(min_length=1, max_length=100)
+
+
+def create_app(adapter: Adapter, token: str) -> FastAPI:
+    if not token or len(token) < 16:
+        raise ValueError("the override API needs a bearer token of at least 16 characters "
+                         "(set it in the environment variable named by api.token_env)")
+    app = FastAPI(title="healgym serving adapter", version="1")
+    expected = f"Bearer {token}".encode()
+
+    def authorised(authorization: str | None = Header(default=None)) -> None:
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    def call(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except KeyError as exc:
+            raise HTTPException(404, f"no decision {exc.args[0]}") from exc
+        except LookupError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+
+    @app.get("/healthz")
+    def health() -> dict[str, Any]:
+        return {"ok": True, "paused": adapter.paused, "pending": len(adapter.pending),
+                "policy": adapter.policy.name, "policy_version": adapter.policy_version}
+
+    @app.get("/decisions")
+    def list_decisions(pending: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+        if pending:
+            return [r for did in list(adapter.pending)
+                    if (r := adapter.log.record(did)) is not None]
+        return adapter.log.records(limit=max(1, min(limit, 1000)))
+
+    @app.get("/decisions/{did}")
+    def get_decision(did: str) -> dict[str, Any]:
+        r = adapter.log.record(did)
+        if r is None:
+            raise HTTPException(404, f"no decision {did}")
+        return r
+
+    @app.post("/decisions/{did}/approve", dependencies=[Depends(authorised)])
+    def approve(did: str, body: Human) -> dict[str, Any]:
+        return call(adapter.approve, did, body.operator, body.reason)
+
+    @app.post("/decisions/{did}/reject", dependencies=[Depends(authorised)])
+    def reject(did: str, body: Human) -> dict[str, Any]:
+        return call(adapter.reject, did, body.operator, body.reason)
+
+    @app.post("/decisions/{did}/override", dependencies=[Depends(authorised)])
+    def override(did: str, body: OverrideBody) -> dict[str, Any]:
+        return call(adapter.override, did, body.operator, body.action, body.reason)
+
+    @app.post("/pause", dependencies=[Depends(authorised)])
+    def pause(body: Human) -> dict[str, Any]:
+        adapter.pause(body.operator, body.reason)
+        return {"paused": True}
+
+    @app.post("/resume", dependencies=[Depends(authorised)])
+    def resume(body: Human) -> dict[str, Any]:
+        adapter.resume(body.operator, body.reason)
+        return {"paused": False}
+
+    from prometheus_client import make_asgi_app
+
+    app.mount("/metrics", make_asgi_app(registry=adapter.metrics.registry))
+    return app

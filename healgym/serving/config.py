@@ -1,0 +1,113 @@
+"""The serving adapter's settings: one YAML file, validated by pydantic.
+
+An unknown key or a wrong type fails at load time naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from healgym.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConf(Strict):
+    """Where metrics come from. ``queries`` maps a signal to a PromQL template (``{stage}`` is
+    replaced by each stage's name) for per-stage metrics (``latency_p95_ms``, ``error_rate``,
+    ``cpu_pct``, ``memory_pct``, ``throughput_rps``, ``queue_depth``, ``replicas``) or to a plain
+    query for pipeline signals (``accuracy``, ``drift_ks``, ``drift_psi``, ``null_rate``,
+    ``schema_error_rate``, ``staleness_s``, ``cost_factor``). ``scrape`` mode reads the same
+    names (with a ``stage`` label) straight from /metrics endpoints."""
+
+    kind: Literal["prometheus", "scrape"] = "prometheus"
+    url: str = "http://127.0.0.1:9090"
+    targets: list[str] = Field(default_factory=list)  # scrape: /metrics URLs
+    queries: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = 5.0
+    max_age_s: float = 60.0  # older samples are stale
+    required: list[str] = Field(default_factory=lambda: [
+        "latency_p95_ms", "error_rate", "throughput_rps"])
+    defaults: dict[str, float] = Field(default_factory=dict)  # for signals not measured
+
+
+class GuardConf(Strict):
+    allowed: list[str] | None = None  # action names the adapter may take; None: all
+    cooldown_s: float = 300.0  # between two actions on the same target
+    rate_limit: int = 3  # at most this many actions ...
+    rate_window_s: float = 600.0  # ... per this window
+    hourly_budget: int = 10  # actions per rolling hour
+    cost_budget_per_hour: float | None = None  # in the env's action-cost units
+    approval_risk: Literal["low", "medium", "high", "never"] = "high"  # this risk and above
+    risk: dict[str, Literal["low", "medium", "high"]] = Field(default_factory=dict)
+    min_confidence: float = 0.0
+    shadow: bool = False  # decide and log, never act
+    kill_switch_file: str | None = None  # while this file exists, nothing is executed
+    safe_default: str = "noop"
+
+
+class HumanConf(Strict):
+    mode: Literal["auto", "approval"] = "auto"  # approval: every action waits for a human
+    timeout_s: float = 300.0
+    on_timeout: str = "noop"  # the safe default taken when nobody answers
+
+
+class ActuatorConf(Strict):
+    """One actuator. ``type``: process | mlflow | webhook | kubernetes | log."""
+
+    type: Literal["process", "mlflow", "webhook", "kubernetes", "log"]
+    actions: list[str]  # the action names it carries out ("restart_serve", "rollback", ...)
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = 30.0
+    retries: int = 3
+    breaker_failures: int = 5  # consecutive failures that open the circuit ...
+    breaker_reset_s: float = 120.0  # ... for this long
+
+
+class ApiConf(Strict):
+    host: str = "127.0.0.1"
+    port: int = 8700
+    token_env: str = "HEALGYM_TOKEN"  # the bearer token mutating requests need
+
+
+class ServeConf(Strict):
+    policy: str | None = None  # a policy folder or models:/NAME@ALIAS (or --policy)
+    stages: list[str] | None = None  # the pipeline's stages, as in training
+    dataset: str | None = None  # the telemetry the policy was trained on (baselines)
+    interval_s: float = 10.0
+    verify_deadline_s: float = 600.0
+    escalate_action: str = "escalate"
+    decision_log: str = "sqlite:///decisions.db"  # or postgresql+psycopg://...
+    source: SourceConf = Field(default_factory=SourceConf)
+    guard: GuardConf = Field(default_factory=GuardConf)
+    human: HumanConf = Field(default_factory=HumanConf)
+    actuators: list[ActuatorConf] = Field(default_factory=list)
+    api: ApiConf = Field(default_factory=ApiConf)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> ServeConf:
+    data: dict[str, Any] = {}
+    where = str(path) if path else "serve config"
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: no such serve config") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a serve config is a mapping, got {type(data).__name__}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ServeConf.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+                 for e in exc.errors()]
+        raise ConfigError(f"{where}: invalid serve config:\n" + "\n".join(lines)
+                          + "\nsee docs/serving.md for every key") from exc
