@@ -20,6 +20,12 @@ Writes results/bench.json. Measured here, in one run:
   rllib_vs_cartpole_ratio (target: >= 1.0, the env is not the bottleneck).
 * rllib_policy_inference_ms_p50/p99: one observation through the exported policy
   (``RLlibPolicy.decide``: torch forward_inference, mask, argmax), no Ray.
+* decision_latency_p50_us / p99_us: the serving adapter in process, observation read to guarded
+  action logged (SQLite WAL, synchronous=FULL), for the tabular Q-learning and the RLlib (PPO)
+  policy; reference: the same policy's decide() alone (ratio = adapter / policy).
+* http_round_trip_ms_p50/p99: an authenticated POST to the override API over loopback (uvicorn).
+* decision_log_writes_per_s: durable decision inserts; reference: a bare sqlite3 insert+commit
+  with the same pragmas in the same process.
 
 Each figure is the median of several repeats; the ratio is what to compare across machines.
 """
@@ -196,6 +202,115 @@ def rllib_figures(repeats: int, fragments: int = 8) -> dict[str, Any]:
                             "steps_per_run": per_call}}
 
 
+def serving_figures(n: int = 400) -> dict[str, Any]:
+    import sqlite3
+    import sys
+    import tempfile
+    import threading
+
+    import requests
+    import uvicorn
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from serving_helpers import DictSource  # type: ignore[import-not-found]
+
+    from agents.qlearning import QLearningAgent
+    from agents.rllib.policy import RLlibPolicy, export
+    from healgym.serving.actuators import ActuatorConf
+    from healgym.serving.adapter import Adapter
+    from healgym.serving.api import create_app
+    from healgym.serving.config import GuardConf, ServeConf
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.serving.observe import Observer
+
+    env = PipelineHealEnv()
+    m = env.model
+    out: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp())
+    policies: dict[str, Any] = {"qlearning": QLearningAgent(m)}
+    try:
+        from omegaconf import OmegaConf
+
+        from agents.config import AgentConf
+        from agents.rllib import trainer
+        from healgym.sim.observation import Signals  # noqa: F401
+
+        trainer.init_ray(num_cpus=2)
+        algo = trainer.build_config(OmegaConf.structured(AgentConf(kind="ppo")), {}, 0
+                                    ).build_algo()
+        export(algo.get_module(), "ppo", m, tmp / "ppo")
+        algo.stop()
+        policies["ppo"] = RLlibPolicy.load(tmp / "ppo", m)
+    except Exception as exc:  # noqa: BLE001 - the bench reports what it could measure
+        out["ppo_error"] = str(exc)
+    conf = ServeConf(guard=GuardConf(cooldown_s=0, rate_limit=10**9, hourly_budget=10**9),
+                     actuators=[ActuatorConf(type="log", actions=list(m.action_names[1:]))])
+    for name, pol in policies.items():
+        src = DictSource(m)
+        src.crash("serve")
+        a = Adapter(conf, pol, m, DecisionLog(f"sqlite:///{tmp / name}.db"),
+                    Observer(m, conf.source, src))
+        lat, ref = [], []
+        obs, info = env.reset(seed=0)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            a.step()
+            lat.append((time.perf_counter() - t0) * 1e6)
+            t0 = time.perf_counter()
+            pol.decide(obs, info)
+            ref.append((time.perf_counter() - t0) * 1e6)
+        la, ra = np.asarray(lat[20:]), np.asarray(ref[20:])
+        out[f"decision_latency_{name}_p50_us"] = float(np.percentile(la, 50))
+        out[f"decision_latency_{name}_p99_us"] = float(np.percentile(la, 99))
+        out[f"policy_decide_{name}_p50_us"] = float(np.percentile(ra, 50))
+        out[f"decision_vs_policy_{name}_ratio"] = float(np.percentile(la, 50) /
+                                                        np.percentile(ra, 50))
+    out["decision_latency_p50_us"] = out["decision_latency_qlearning_p50_us"]
+    out["decision_latency_p99_us"] = out["decision_latency_qlearning_p99_us"]
+    # HTTP round trip: an authenticated POST over loopback
+    a = Adapter(conf, policies["qlearning"], m, DecisionLog(f"sqlite:///{tmp / 'http'}.db"),
+                Observer(m, conf.source, DictSource(m)))
+    token = "b" * 32
+    server = uvicorn.Server(uvicorn.Config(create_app(a, token), host="127.0.0.1", port=0,
+                                           log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    session = requests.Session()
+    rt = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        session.post(f"http://127.0.0.1:{port}/{'pause' if i % 2 else 'resume'}",
+                     json={"operator": "bench", "reason": "bench"},
+                     headers={"Authorization": f"Bearer {token}"}, timeout=10).raise_for_status()
+        rt.append((time.perf_counter() - t0) * 1000)
+    server.should_exit = True
+    out["http_round_trip_ms_p50"] = float(np.percentile(rt[20:], 50))
+    out["http_round_trip_ms_p99"] = float(np.percentile(rt[20:], 99))
+    # durable writes
+    log = DecisionLog(f"sqlite:///{tmp / 'writes'}.db")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        log.new_decision(policy="p", policy_version="1", observation=np.zeros(69),
+                         signals={}, proposed_action="noop", explanation={}, guard={},
+                         status="proposed")
+    out["decision_log_writes_per_s"] = n / (time.perf_counter() - t0)
+    con = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE d (id TEXT PRIMARY KEY, body TEXT)")
+    t0 = time.perf_counter()
+    for i in range(n):
+        con.execute("BEGIN")
+        con.execute("INSERT INTO d VALUES (?, ?)", (str(i), "x" * 1500))
+        con.execute("COMMIT")
+    out["sqlite_raw_writes_per_s"] = n / (time.perf_counter() - t0)
+    out["decision_log_vs_raw_sqlite_ratio"] = (out["decision_log_writes_per_s"]
+                                               / out["sqlite_raw_writes_per_s"])
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
@@ -203,7 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-qlearning", action="store_true")
     p.add_argument("--skip-rllib", action="store_true")
+    p.add_argument("--only-serving", action="store_true",
+                   help="measure only the serving figures and merge them into --out")
     args = p.parse_args(argv)
+    if args.only_serving:
+        prev = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        prev.update(serving_figures())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(prev, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in prev.items() if "decision" in k or "http" in k
+                          or "sqlite" in k}, indent=2))
+        return 0
     steps_per_s(healgym.ENV_ID, 2000)  # warm-up: imports, caches
     steps_per_s("CartPole-v1", 2000)
     env_runs, cart_runs = [], []
@@ -245,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['rllib_vs_cartpole_ratio']:.3f} (target >= 1.0); exported policy inference "
               f"p50 {r['rllib_policy_inference_ms_p50']:.3f} ms, "
               f"p99 {r['rllib_policy_inference_ms_p99']:.3f} ms")
+    result.update(serving_figures())
+    print(f"serving: decision p50 {result['decision_latency_p50_us']:.0f} us, p99 "
+          f"{result['decision_latency_p99_us']:.0f} us (Q-learning); HTTP round trip p50 "
+          f"{result['http_round_trip_ms_p50']:.2f} ms; decision log "
+          f"{result['decision_log_writes_per_s']:.0f} writes/s "
+          f"({result['decision_log_vs_raw_sqlite_ratio']:.2f}x raw sqlite)")
     v = result["vector_n4096"]
     result["vector_env_steps_per_s"] = v["vector_env_steps_per_s"]
     result["cartpole_vector_steps_per_s"] = v["cartpole_vector_steps_per_s"]

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--markdown", action="store_true",
                      help="the fault, action and healing-matrix tables as Markdown")
     flt.set_defaults(func=_faults)
+    from healgym.serving.cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -461,3 +461,26 @@ def test_kill_minus_9_loses_nothing_acknowledged_and_never_acts_twice(tmp_path):
     assert set(a.interrupted) == ids and calls == []
     assert {r["state"] for r in log.records()} == {"interrupted"}
     assert DecisionLog(url).recover() == []  # a second restart finds nothing new
+
+
+def test_healgym_serve_cli_takes_decisions_from_scraped_metrics(stand_in, tmp_path, capsys):
+    from healgym.cli import main
+    from healgym.sim.faults import METRICS
+
+    handler, url = stand_in
+    m = model()
+    lines = []
+    for i, stage in enumerate(m.stages):
+        for j, metric in enumerate(METRICS):
+            lines.append(f'{metric}{{stage="{stage}"}} {m.median[i, j]}')
+    handler.routes[("GET", "/metrics")] = (200, "\n".join(lines) + "\naccuracy 0.95\n")
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"source: {{kind: scrape, targets: ['{url}/metrics']}}\n"
+                   f"decision_log: sqlite:///{tmp_path / 'd.db'}\n")
+    assert main(["serve", "--policy", str(ROOT / "configs/runbooks/classic.yaml"),
+                 "--config", str(cfg), "--steps", "2"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [o["status"] for o in out] == ["proposed", "proposed"]
+    assert out[0]["proposed_action"] == "noop"  # healthy pipeline: the runbook waits
+    assert len(DecisionLog(f"sqlite:///{tmp_path / 'd.db'}").records()) == 2
+    assert main(["serve", "--config", str(cfg), "--steps", "1"]) == 2  # no policy: clear error

@@ -169,7 +169,8 @@ class Observer:
         replicas = np.array([get("replicas", stage, state.replicas.get(stage,
                                                                        DEFAULT_REPLICAS))
                              for stage in m.stages])
-        pipe: dict[str, Any] = {k: get(k, None, float(self.conf.defaults.get(k, HEALTHY[k]))) for k in PIPELINE}
+        pipe: dict[str, Any] = {k: get(k, None, float(self.conf.defaults.get(k, HEALTHY[k])))
+                                for k in PIPELINE}
         if problems:
             return Reading(None, problems, flat)
         signals = Signals(

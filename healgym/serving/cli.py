@@ -1,0 +1,125 @@
+"""``healgym serve`` and ``healgym override``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from typing import Any
+
+from healgym.errors import ConfigError
+
+
+def build(args: argparse.Namespace) -> Any:
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+    from healgym.serving.adapter import Adapter
+    from healgym.serving.config import load_config
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.serving.observe import Observer
+    from healgym.serving.policies import load_policy
+
+    conf = load_config(args.config, policy=args.policy)
+    if not conf.policy:
+        raise ConfigError("no policy: pass --policy <folder | runbook.yaml | models:/NAME@ALIAS>"
+                          " or set `policy:` in the serve config")
+    model = PipelineHealEnv(dataset=conf.dataset, stages=conf.stages).model
+    policy, version = load_policy(conf.policy, model)
+    log = DecisionLog(conf.decision_log)
+    return Adapter(conf, policy, model, log, Observer(model, conf.source), policy_version=version)
+
+
+def serve(args: argparse.Namespace) -> int:
+    adapter = build(args)
+    conf = adapter.conf
+    for msg in adapter.alerts:
+        print(f"alert: {msg}", file=sys.stderr)
+    if args.steps is not None:
+        for _ in range(args.steps):
+            rec = adapter.log.record(adapter.step())
+            print(json.dumps({k: rec[k] for k in ("id", "status", "proposed_action", "state",
+                                                  "executed_action", "reason")} if rec else {}))
+        return 0
+    server = None
+    if not args.no_api:
+        import uvicorn
+
+        from healgym.serving.api import create_app
+
+        token = os.environ.get(conf.api.token_env, "")
+        app = create_app(adapter, token)
+        server = uvicorn.Server(uvicorn.Config(app, host=conf.api.host, port=conf.api.port,
+                                               log_level="warning"))
+        threading.Thread(target=server.run, daemon=True).start()
+        print(f"override API on http://{conf.api.host}:{conf.api.port} (token from "
+              f"${conf.api.token_env}); metrics at /metrics/", file=sys.stderr)
+    stop = threading.Event()
+    print(f"serving {adapter.policy.name} ({adapter.policy_version}) every {conf.interval_s:g} s;"
+          f" decisions in {conf.decision_log}", file=sys.stderr)
+    try:
+        adapter.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        if server is not None:
+            server.should_exit = True
+    return 0
+
+
+def override(args: argparse.Namespace) -> int:
+    import requests
+
+    base = args.url.rstrip("/")
+    token = os.environ.get(args.token_env, "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body: dict[str, Any] = {"operator": args.operator, "reason": args.reason}
+    if args.verb == "list":
+        r = requests.get(f"{base}/decisions", params={"pending": args.pending,
+                                                      "limit": args.limit}, timeout=10)
+    elif args.verb == "show":
+        r = requests.get(f"{base}/decisions/{args.id}", timeout=10)
+    elif args.verb in ("pause", "resume"):
+        r = requests.post(f"{base}/{args.verb}", json=body, headers=headers, timeout=10)
+    else:
+        if not args.id:
+            raise ConfigError(f"override {args.verb}: give the decision id")
+        if args.verb == "override":
+            if not args.action:
+                raise ConfigError("override override: give --action NAME")
+            body["action"] = args.action
+        r = requests.post(f"{base}/decisions/{args.id}/{args.verb}", json=body,
+                          headers=headers, timeout=10)
+    if r.status_code >= 400:
+        print(f"healgym override: {r.status_code} {r.text}", file=sys.stderr)
+        return 1
+    data = r.json()
+    if args.verb == "list":
+        for d in data:
+            print(f"{d['id']}  {d['state']:<12} proposed={d['proposed_action']}  "
+                  f"executed={d['executed_action']}  {d['reason'] or ''}")
+    else:
+        print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    s = sub.add_parser("serve", help="run a trained policy against real infrastructure")
+    s.add_argument("--policy", help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
+    s.add_argument("--config", help="the serve config YAML (configs/serve/demo.yaml)")
+    s.add_argument("--steps", type=int, default=None,
+                   help="take this many decisions now and exit (no API)")
+    s.add_argument("--no-api", action="store_true", help="do not start the override API")
+    s.set_defaults(func=serve)
+    o = sub.add_parser("override", help="the human-override API, from the terminal")
+    o.add_argument("verb", choices=["list", "show", "approve", "reject", "override", "pause",
+                                    "resume"])
+    o.add_argument("id", nargs="?")
+    o.add_argument("--action")
+    o.add_argument("--operator", default=os.environ.get("USER", "operator"))
+    o.add_argument("--reason", default="")
+    o.add_argument("--pending", action="store_true")
+    o.add_argument("--limit", type=int, default=20)
+    o.add_argument("--url", default="http://127.0.0.1:8700")
+    o.add_argument("--token-env", default="HEALGYM_TOKEN")
+    o.set_defaults(func=override)
