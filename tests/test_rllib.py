@@ -150,6 +150,9 @@ def test_exported_policy_matches_the_trained_module_and_rllib_checkpoint(trained
             return module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS].numpy()
 
     ours = pol.scores(obs, mask)
+    d = pol.decide(obs[0], {"action_mask": mask[0]})
+    probs = np.exp(ours[0] - ours[0].max())
+    assert d.explanation["confidence"] == pytest.approx(probs.max() / probs.sum(), rel=1e-6)
     for module in (algo.get_module(), RLModule.from_checkpoint(str(policy_dir / "rl_module"))):
         ref = logits(module)
         np.testing.assert_allclose(ours[mask > 0], ref[mask > 0], rtol=1e-5, atol=1e-5)

@@ -192,5 +192,9 @@ class RLlibPolicy:
         a = int(s.argmax())
         top = np.argsort(-s)[:3]
         kind = "q" if self.name == "dqn" else "logit"
-        return Decision(a, {kind: {self.action_names[i]: round(float(s[i]), 3)
-                                   for i in top if np.isfinite(s[i])}})
+        explanation: dict[str, Any] = {kind: {self.action_names[i]: round(float(s[i]), 3)
+                                              for i in top if np.isfinite(s[i])}}
+        if self.name == "ppo":  # the policy's probability of the chosen action
+            valid = s[np.isfinite(s)]
+            explanation["confidence"] = float(1.0 / np.exp(valid - s[a]).sum())
+        return Decision(a, explanation)
