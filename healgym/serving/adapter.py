@@ -127,7 +127,8 @@ class Adapter:
                     explanation={}, guard={}, status="paused", reason="adapter paused",
                     at=now)
             mask = self.mask(s)
-            decision = self.policy.decide(obs, {"action_mask": mask})
+            # time_s: policies with their own clocks (runbook cooldowns) see wall time
+            decision = self.policy.decide(obs, {"action_mask": mask, "time_s": now})
             proposed = int(decision.action)
             if not 0 <= proposed < len(self.infos) or not mask[proposed]:
                 self.alert(f"policy proposed invalid action {proposed}; taking the safe default")

@@ -103,7 +103,29 @@ def override(args: argparse.Namespace) -> int:
     return 0
 
 
+def record_cmd(args: argparse.Namespace) -> int:
+    from healgym.serving.config import load_config
+    from healgym.serving.record import record
+
+    conf = load_config(args.config)
+    if not conf.stages:
+        raise ConfigError(f"{args.config}: set `stages:` (the pipeline's stages) to record")
+    out = record(conf.source, conf.stages, args.seconds, args.out, args.step)
+    print(f"recorded {args.seconds:g} s of {conf.stages} into {out}; train on it with "
+          f"telemetry.dataset={out} and serve with dataset: {out}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
+    r = sub.add_parser("record", help="record healthy telemetry from Prometheus as a dataset")
+    r.add_argument("--config", required=True)
+    r.add_argument("--seconds", type=float, default=600.0)
+    r.add_argument("--step", type=float, default=1.0)
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=record_cmd)
+    from healgym.demo.chaos import add_parser
+
+    add_parser(sub)
     s = sub.add_parser("serve", help="run a trained policy against real infrastructure")
     s.add_argument("--policy", help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
     s.add_argument("--config", help="the serve config YAML (configs/serve/demo.yaml)")
