@@ -124,9 +124,9 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
         elif broken_seen:
             return time.time() - t0, ids
         time.sleep(1.0)
-    raise AssertionError(f"{fault} was not healed within {timeout:g} s: "
-                         f"{[(r['state'], r['proposed_action'], r['reason'], r['signals'])
-                             for r in map(adapter.log.record, ids[-2:]) if r]}")
+    last = [(r["state"], r["proposed_action"], r["reason"], r["signals"])
+            for r in map(adapter.log.record, ids[-2:]) if r]
+    raise AssertionError(f"{fault} was not healed within {timeout:g} s; last decisions: {last}")
 
 
 def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(rig):
