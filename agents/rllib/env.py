@@ -4,8 +4,8 @@ RLlib's RLModules see only the observation, not ``info``, so the env RLlib build
 healgym's scalar or (natively batched) vector env and returns one flat float32 vector:
 healgym's observation followed by ``info["action_mask"]`` (one 0/1 per action). The masking
 modules (:mod:`agents.rllib.modules`) split it again. (A flat Box, not a Dict: RLlib's connectors
-spend ~25 % of sampling time on nested observations.) Everything else (termination,
-``info["episode_metrics"]``) passes through unchanged.
+spend ~25 % of sampling time on nested observations.) Rewards and termination pass through; of
+``info`` only ``episode_metrics`` does (RLlib copies every info key into its episodes).
 
 :func:`make_env` is the env creator registered with Ray under :data:`RLLIB_ENV`: RLlib calls it
 with ``num_envs`` in the config when ``gym_env_vectorize_mode="vector_entry_point"``, and gets
@@ -31,6 +31,15 @@ def masked_space(obs_space: Any, n_actions: int) -> spaces.Box:
     return spaces.Box(low, high, dtype=np.float32)
 
 
+#: The only info RLlib needs (for the incident metrics callback); RLlib copies every info key of
+#: every sub-env into its episodes each step, so the rest (mask, time, faults) stays behind.
+KEEP_INFO = ("episode_metrics", "_episode_metrics")
+
+
+def lean(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in KEEP_INFO if k in info}
+
+
 def with_mask(obs: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     """The observation(s) with the action mask(s) appended (last axis)."""
     return np.concatenate([np.asarray(obs, dtype=np.float32),
@@ -47,11 +56,11 @@ class MaskedObservation(gym.Wrapper):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        return with_mask(obs, info), info
+        return with_mask(obs, info), lean(info)
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return with_mask(obs, info), reward, terminated, truncated, info
+        return with_mask(obs, info), reward, terminated, truncated, lean(info)
 
 
 class MaskedVectorObservation(VectorWrapper):
@@ -66,11 +75,11 @@ class MaskedVectorObservation(VectorWrapper):
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
-        return with_mask(obs, info), info
+        return with_mask(obs, info), lean(info)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        return with_mask(obs, info), reward, terminated, truncated, info
+        return with_mask(obs, info), reward, terminated, truncated, lean(info)
 
 
 def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
