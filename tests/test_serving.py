@@ -103,6 +103,8 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match="no such serve config"):
         load_config(tmp_path / "missing.yaml")
     assert load_config(ROOT / "configs" / "serve" / "demo.yaml").api.host == "127.0.0.1"
+    demo = load_config(ROOT / "configs" / "serve" / "demo-pipeline.yaml")
+    assert demo.stages == ["serve"] and demo.actuators[0].type == "process"
 
 
 # ---------------------------------------------------------------- observe
@@ -475,7 +477,7 @@ def test_healgym_serve_cli_takes_decisions_from_scraped_metrics(stand_in, tmp_pa
             lines.append(f'{metric}{{stage="{stage}"}} {m.median[i, j]}')
     handler.routes[("GET", "/metrics")] = (200, "\n".join(lines) + "\naccuracy 0.95\n")
     cfg = tmp_path / "serve.yaml"
-    cfg.write_text(f"source: {{kind: scrape, targets: ['{url}/metrics']}}\n"
+    cfg.write_text(f"source: {{kind: scrape, targets: ['{url}/metrics']}}\ninterval_s: 0.1\n"
                    f"decision_log: sqlite:///{tmp_path / 'd.db'}\n")
     assert main(["serve", "--policy", str(ROOT / "configs/runbooks/classic.yaml"),
                  "--config", str(cfg), "--steps", "2"]) == 0
@@ -484,3 +486,38 @@ def test_healgym_serve_cli_takes_decisions_from_scraped_metrics(stand_in, tmp_pa
     assert out[0]["proposed_action"] == "noop"  # healthy pipeline: the runbook waits
     assert len(DecisionLog(f"sqlite:///{tmp_path / 'd.db'}").records()) == 2
     assert main(["serve", "--config", str(cfg), "--steps", "1"]) == 2  # no policy: clear error
+
+
+def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    from healgym.cli import main
+    from healgym.serving.api import create_app
+
+    m = model()
+    conf = ServeConf(human={"mode": "approval"}, actuators=[ActuatorConf(
+        type="log", actions=[f"restart_{s}" for s in m.stages])])
+    a, src = adapter(tmp_path, conf)
+    server = uvicorn.Server(uvicorn.Config(create_app(a, TOKEN), host="127.0.0.1", port=0,
+                                           log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        t0 = time.time()
+        while not server.started and time.time() - t0 < 20:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        src.crash("serve")
+        did = a.step()
+        monkeypatch.delenv("HEALGYM_TOKEN", raising=False)
+        assert main(["override", "approve", did, "--url", url, "--reason", "x"]) == 1
+        assert "401" in capsys.readouterr().err
+        monkeypatch.setenv("HEALGYM_TOKEN", TOKEN)
+        assert main(["override", "list", "--pending", "--url", url]) == 0
+        assert did in capsys.readouterr().out
+        assert main(["override", "override", did, "--action", "restart_ingest", "--operator",
+                     "bob", "--reason", "not serve", "--url", url]) == 0
+        rec = json.loads(capsys.readouterr().out)
+        assert rec["executed_action"] == "restart_ingest" and rec["human"]["operator"] == "bob"
+        assert main(["override", "pause", "--reason", "window", "--url", url]) == 0 and a.paused
+    finally:
+        server.should_exit = True

@@ -54,6 +54,10 @@ class Adapter:
         self.actuators = actuators if actuators is not None else build_actuators(
             conf.actuators, self.names)
         self.guard = Guard(conf.guard, self.infos)
+        for wrapped in {id(w): w for w in self.actuators.values()}.values():
+            start = getattr(wrapped.actuator, "start", None)
+            if callable(start):  # actuators that manage processes start them with the adapter
+                start()
         for key in ("on_timeout", ):
             if getattr(conf.human, key) not in self.names:
                 from healgym.errors import ConfigError
@@ -304,6 +308,12 @@ class Adapter:
     def resume(self, operator: str, reason: str) -> None:
         self.paused = False
         self.alert(f"resumed by {operator}: {reason}")
+
+    def close(self) -> None:
+        for wrapped in {id(w): w for w in self.actuators.values()}.values():
+            close = getattr(wrapped.actuator, "close", None)
+            if callable(close):
+                close()
 
     def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
         stop = stop or threading.Event()

@@ -36,10 +36,15 @@ def serve(args: argparse.Namespace) -> int:
     for msg in adapter.alerts:
         print(f"alert: {msg}", file=sys.stderr)
     if args.steps is not None:
-        for _ in range(args.steps):
+        import time
+
+        for i in range(args.steps):
+            if i:
+                time.sleep(conf.interval_s)
             rec = adapter.log.record(adapter.step())
             print(json.dumps({k: rec[k] for k in ("id", "status", "proposed_action", "state",
                                                   "executed_action", "reason")} if rec else {}))
+        adapter.close()
         return 0
     server = None
     if not args.no_api:
@@ -64,6 +69,7 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.should_exit = True
+        adapter.close()
     return 0
 
 
