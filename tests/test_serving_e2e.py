@@ -19,9 +19,14 @@ from typing import Any
 import pytest
 import requests
 
-from healgym.demo.chaos import inject, kill
+from healgym.demo.chaos import bad_deploy, inject, kill
 from healgym.envs.pipeline_heal import PipelineHealEnv
-from healgym.serving.actuators import ActuatorConf, ProcessActuator, Resilient
+from healgym.serving.actuators import (
+    ActuatorConf,
+    MlflowRegistryActuator,
+    ProcessActuator,
+    Resilient,
+)
 from healgym.serving.adapter import Adapter
 from healgym.serving.config import GuardConf, ServeConf, SourceConf
 from healgym.serving.decision_log import DecisionLog
@@ -75,9 +80,23 @@ def rig(tmp_path_factory):
                              f"--web.listen-address=127.0.0.1:{prom_port}",
                              "--query.lookback-delta=5s"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the served model lives in an MLflow registry: version 1, threshold 0 (the right one)
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{tmp}/mlflow.db"
+    mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("demo")
+    with mlflow.start_run() as run:
+        mlflow.log_param("threshold", 0.0)
+    client = MlflowClient()
+    client.create_registered_model("demo-model")
+    client.create_model_version("demo-model", source=run.info.artifact_uri, run_id=run.info.run_id)
+    client.set_registered_model_alias("demo-model", "champion", "1")
     procs = ProcessActuator({"processes": {"serve": {
-        "cmd": [sys.executable, "-m", "healgym.demo.service", "--port", str(port)],
-        "workers": 1, "env": {"PYTHONPATH": str(ROOT)}}}})
+        "cmd": [sys.executable, "-m", "healgym.demo.service", "--port", str(port),
+                "--model-uri", "models:/demo-model@champion"],
+        "workers": 1, "env": {"PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_uri}}}})
     procs.start()
     url = f"http://127.0.0.1:{port}"
     prom_url = f"http://127.0.0.1:{prom_port}"
@@ -87,21 +106,29 @@ def rig(tmp_path_factory):
         source = SourceConf(url=prom_url, queries=Q, max_age_s=30)
         time.sleep(25)  # healthy telemetry to record
         dataset = record(source, ["serve"], 20, tmp / "demo-dataset")
-        yield {"tmp": tmp, "url": url, "source": source, "dataset": dataset, "procs": procs}
+        yield {"tmp": tmp, "url": url, "source": source, "dataset": dataset, "procs": procs,
+               "mlflow_uri": mlflow_uri}
     finally:
         procs.close()
         prom.terminate()
         prom.wait(10)
 
 
-def make_adapter(rig: dict[str, Any], policy_spec: str, name: str) -> Adapter:
+def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: bool = True
+                 ) -> Adapter:
     model = PipelineHealEnv(dataset=str(rig["dataset"]), stages=["serve"]).model
     policy, version = load_policy(policy_spec, model)
     conf = ServeConf(source=rig["source"], guard=GuardConf(cooldown_s=8, rate_limit=20,
-                                                           hourly_budget=100),
+                                                           hourly_budget=100,
+                                                           approval_risk="never"),
                      actuators=[ActuatorConf(type="process", actions=["restart_serve"],
-                                             timeout_s=30, retries=1)])
+                                             timeout_s=30, retries=1),
+                                ActuatorConf(type="mlflow", actions=["rollback"], params={
+                                    "model": "demo-model", "tracking_uri": rig["mlflow_uri"]})])
     actuators = {"restart_serve": Resilient(rig["procs"], conf.actuators[0])}
+    if rollback:
+        actuators["rollback"] = Resilient(MlflowRegistryActuator(conf.actuators[1].params),
+                                          conf.actuators[1])
     return Adapter(conf, policy, model, DecisionLog(f"sqlite:///{rig['tmp']}/{name}.db"),
                    Observer(model, conf.source), actuators=actuators, policy_version=version)
 
@@ -114,6 +141,11 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
     t0 = time.time()
     if fault == "kill":
         kill(pid)
+    elif fault == "bad-deploy":
+        import mlflow
+
+        mlflow.set_tracking_uri(rig["mlflow_uri"])
+        bad_deploy("demo-model", threshold=2.5)
     else:
         inject(rig["url"], latency_ms=400.0)
     ids, broken_seen = [], False
@@ -153,25 +185,38 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     rows = a.log.records()
     assert len(rows) == len(set(r["id"] for r in rows)) >= 3 + 2
     assert all(r["observation"] is not None or r["status"] == "skipped" for r in rows)
-    print(f"\nrunbook MTTR on real processes: crash {ttr_kill:.1f} s, latency {ttr_latency:.1f} s")
+    # a bad model deploy: accuracy drops, the runbook rolls the registry alias back
+    time.sleep(9)
+    ttr_deploy, ids = heal(a, rig, "bad-deploy", timeout=90)
+    from mlflow import MlflowClient
+
+    champion = MlflowClient(tracking_uri=rig["mlflow_uri"]).get_model_version_by_alias(
+        "demo-model", "champion")
+    assert str(champion.version) == "1"  # rolled back from the bad version 2
+    assert "rollback" in [a.log.record(i)["executed_action"] for i in ids]
+    print(f"\nrunbook MTTR on real processes: crash {ttr_kill:.1f} s, latency {ttr_latency:.1f} s,"
+          f" bad deploy {ttr_deploy:.1f} s")
     time.sleep(9)
 
 
 def test_a_trained_policy_heals_the_same_faults(rig, tmp_path):
-    """Q-learning trained on the service's recorded telemetry, served on the same faults."""
+    """Q-learning trained on the service's recorded telemetry (crash scenario), served on a
+    real crash."""
     import gymnasium as gym
 
     import healgym
     from agents.qlearning import QConfig, QLearningAgent
 
+    # trained on crashes of the recorded service (a scenario: the process dies 100 s in)
     kw = {"dataset": str(rig["dataset"]), "stages": ["serve"], "episode_steps": 60,
-          "chaos": {"enabled": True, "rate_scale": 4.0}}
+          "chaos": {"enabled": False}, "scenario": {"name": "crash", "faults": [
+              {"at": 100, "fault": "process_crash", "stage": "serve"}]}}
     venv = gym.make_vec(healgym.ENV_ID, num_envs=64, max_episode_steps=60, **kw)
     q = QLearningAgent(venv.unwrapped.model, config=QConfig(epsilon=0.05, epsilon_start=1.0,
                                                             decay_steps=3000, seed=0))
     q.train(venv, 4000, seed=0)
     q.save(tmp_path / "q")
-    a = make_adapter(rig, str(tmp_path / "q"), "qlearning")
+    a = make_adapter(rig, str(tmp_path / "q"), "qlearning", rollback=False)
     ttr, ids = heal(a, rig, "kill", timeout=90)
     acted = [a.log.record(i)["executed_action"] for i in ids]
     assert "restart_serve" in acted

@@ -65,7 +65,9 @@ class Adapter:
                 raise ConfigError(f"human.{key}={getattr(conf.human, key)!r} is not an action")
         self.policy_version = policy_version
         self.metrics = metrics or AdapterMetrics()
-        self.state = AdapterState()
+        # a rollback is possible when something can carry it out (the registry actuator fails,
+        # and says why, when there is no older version)
+        self.state = AdapterState(can_rollback="rollback" in self.actuators)
         self.pending: dict[str, Pending] = {}
         self.incident: Incident | None = None
         self.paused = False
@@ -185,9 +187,7 @@ class Adapter:
         self.guard.record(action, now)
         self.state.last_action, self.state.last_action_t = action, now
         self.state.in_flight_until = now + act.KINDS[act.KIND_INDEX[info.kind]].duration_s
-        if info.kind == "rollback":
-            self.state.can_rollback = False
-        elif info.kind in ("switch_light", "switch_back"):
+        if info.kind in ("switch_light", "switch_back"):
             self.state.light_model = info.kind == "switch_light"
         if self.incident is not None:
             self.incident.decisions.append(did)
