@@ -9,9 +9,12 @@ the alias deploys another version) or ``--threshold``. An internal load generato
 p95 latency, error rate, throughput, CPU, memory, queue depth, accuracy and input drift (PSI).
 
 Faults are injected for real through ``POST /chaos`` (JSON: ``latency_ms``, ``leak_mb_per_s``,
-``error_rate``, ``drift``): requests really sleep, memory really grows, requests really fail,
-inputs really shift. They live in the process, so a restart clears them, as in production.
-``kill -9`` of the process is the crash fault.
+``error_rate``, ``drift``): requests really sleep, memory really grows (past
+``--memory-limit-mb`` the process dies, as under a cgroup's OOM killer), requests really fail,
+inputs really shift (the model, fitted before the shift, gets worse). They live in the process, so
+a restart clears them, as in production; ``POST /retrain`` refits the model's threshold on the
+last 10 s of labelled traffic (what a retraining pipeline would do). ``kill -9`` of the process is
+the crash fault.
 """
 
 from __future__ import annotations
@@ -35,13 +38,18 @@ REF = np.histogram(np.random.default_rng(0).normal(size=20000), BINS)[0] / 20000
 
 
 class Service:
-    def __init__(self, threshold: float, model_uri: str | None, rps: float, seed: int) -> None:
+    def __init__(self, threshold: float, model_uri: str | None, rps: float, seed: int,
+                 memory_limit_mb: float = 2048.0) -> None:
         self.threshold, self.model_uri, self.rps = threshold, model_uri, rps
+        self.memory_limit_mb = memory_limit_mb
+        self.retrained = False
         self.rng = np.random.default_rng(seed)
         self.chaos: dict[str, float] = {"latency_ms": 0.0, "leak_mb_per_s": 0.0,
                                         "error_rate": 0.0, "drift": 0.0}
         self.leak: list[bytearray] = []
         self.window: deque[tuple[float, float, bool, bool, float]] = deque()  # t, ms, ok, right, x
+        self.labels: deque[tuple[float, int]] = deque(maxlen=2000)
+        self.ref = REF
         self.lock = threading.Lock()
         self.registry = r = CollectorRegistry()
         labels = ["stage"]
@@ -63,7 +71,7 @@ class Service:
         return int(x > self.threshold)
 
     def refresh_model(self) -> None:
-        if not self.model_uri:
+        if not self.model_uri or self.retrained:  # a retrained model serves until a deploy
             return
         try:
             from mlflow import MlflowClient
@@ -80,7 +88,8 @@ class Service:
     # traffic and measurements
     def tick(self) -> None:
         x = float(self.rng.normal() + self.chaos["drift"])
-        label = int(x - self.chaos["drift"] > 0.0)  # the true boundary is 0 in the old space
+        # the label's boundary moved with the inputs: a model fitted before the shift errs
+        label = int(x - self.chaos["drift"] > 0.0)
         t0 = time.perf_counter()
         ok, right = True, False
         try:
@@ -90,6 +99,7 @@ class Service:
         ms = (time.perf_counter() - t0) * 1000.0 + 2.0  # + the network hop
         with self.lock:
             self.window.append((time.time(), ms, ok, right, x))
+            self.labels.append((x, label))
 
     def measure(self) -> None:
         now = time.time()
@@ -109,15 +119,31 @@ class Service:
         cpu = (time.process_time() - self._cpu0) / max(now - self._t0, 1e-3) * 100
         g["cpu_pct"].labels(STAGE).set(min(cpu, 100.0))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        g["memory_pct"].labels(STAGE).set(min(rss_mb / 20.48, 100.0))  # of a 2 GB limit
+        if rss_mb > self.memory_limit_mb:
+            os._exit(137)  # out of memory: killed, as by a cgroup's OOM killer
+        g["memory_pct"].labels(STAGE).set(min(100.0 * rss_mb / self.memory_limit_mb, 100.0))
         g["queue_depth"].labels(STAGE).set(max(self.rps * self.chaos["latency_ms"] / 1000, 0))
         oks = [right for _, _, ok, right, _ in w if ok]
         self.accuracy.set(float(np.mean(oks)) if oks else 0.0)
         xs = np.array([x for *_, x in w])
         if xs.size > 50:
             cur = np.histogram(np.clip(xs, -3, 3), BINS)[0] / xs.size + 1e-4
-            self.psi.set(float(np.sum((cur - REF) * np.log(cur / REF))))
+            self.psi.set(float(np.sum((cur - self.ref) * np.log(cur / self.ref))))
         self.version.set(self.threshold)
+
+    def retrain(self) -> float:
+        """Refit the threshold on recent labelled traffic (the error-minimising cut)."""
+        with self.lock:
+            data = np.array(self.labels)
+        if len(data) < 50:
+            raise RuntimeError("not enough labelled traffic to retrain")
+        xs = np.sort(data[:, 0])
+        errors = [np.mean((data[:, 0] > c) != data[:, 1]) for c in xs[::10]]
+        self.threshold = float(xs[::10][int(np.argmin(errors))])
+        self.retrained = True
+        # the drift reference becomes the data the model was refitted on
+        self.ref = np.histogram(np.clip(data[:, 0], -3, 3), BINS)[0] / len(data) + 1e-4
+        return self.threshold
 
     def run_load(self, stop: threading.Event) -> None:
         period = 1.0 / self.rps
@@ -160,6 +186,14 @@ def handler(svc: Service) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"{}")
 
         def do_POST(self) -> None:  # noqa: N802
+            if self.path.startswith("/retrain"):
+                n = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(n)
+                try:
+                    self._send(200, json.dumps({"threshold": svc.retrain()}).encode())
+                except RuntimeError as exc:
+                    self._send(409, json.dumps({"error": str(exc)}).encode())
+                return
             if not self.path.startswith("/chaos"):
                 self._send(404, b"{}")
                 return
@@ -187,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=0.0)
     p.add_argument("--rps", type=float, default=50.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-limit-mb", type=float, default=2048.0)
     args = p.parse_args(argv)
-    svc = Service(args.threshold, args.model_uri, args.rps, args.seed)
+    svc = Service(args.threshold, args.model_uri, args.rps, args.seed, args.memory_limit_mb)
     svc.refresh_model()
     stop = threading.Event()
     threading.Thread(target=svc.run_load, args=(stop,), daemon=True).start()
