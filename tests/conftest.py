@@ -18,3 +18,18 @@ def shared_data() -> Path:
         pytest.skip(f"real telemetry not found at {SHARED_DATA} (CI and developer machines have "
                     "it; see the guide's Data section)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """CLI tests call healgym's main(), whose logging.basicConfig binds a handler to the
+    captured stderr of that test; drop it afterwards, or later tests log into a closed file."""
+    import logging
+
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in before:
+            root.removeHandler(h)
+    root.setLevel(level)

@@ -8,8 +8,10 @@ The tests share one local Ray (2 CPUs) per worker and run on one xdist worker (g
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -397,3 +399,41 @@ def test_rllib_env_adds_the_mask_and_scales_only_the_learners_reward(num_envs):
     em = i2["episode_metrics"] if num_envs is None else i2["episode_metrics"][0]
     ref = i1["episode_metrics"] if num_envs is None else i1["episode_metrics"][0]
     assert em["total_reward"] == pytest.approx(ref["total_reward"])  # unscaled
+
+
+def test_ray_address_connects_to_an_existing_cluster(tmp_path):
+    """`ray.address` joins a running Ray cluster (a head started here with `ray start`) instead
+    of starting a local Ray: train.py's PPO run uses the cluster's EnvRunner."""
+    import shutil
+    import signal
+    import socket
+
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--block",
+         "--include-dashboard=false", "--node-ip-address=127.0.0.1",
+         f"--temp-dir={tmp_path / 'ray'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        time.sleep(8)
+        assert head.poll() is None, "the Ray head did not start"
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        res = subprocess.run(
+            [sys.executable, "experiments/train.py", "agent=ppo", "agent.iterations=2",
+             "agent.train_batch_size=256", "agent.minibatch_size=128",
+             "agent.num_envs_per_env_runner=8", "agent.rollout_fragment_length=32",
+             "agent.num_env_runners=1", "agent.num_cpus_per_env_runner=1",
+             f"ray.address=127.0.0.1:{port}", "env.episode_steps=60",
+             f"mlflow.tracking_uri={uri}", f"output_dir={tmp_path / 'out'}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "2 iterations, 512 env steps" in res.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
