@@ -412,11 +412,13 @@ def test_ray_address_connects_to_an_existing_cluster(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="ray")  # short: Ray's unix sockets live under it
     head = subprocess.Popen(
         [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--block",
-         "--include-dashboard=false", "--node-ip-address=127.0.0.1",
-         f"--temp-dir={tmp_path / 'ray'}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         time.sleep(8)
         assert head.poll() is None, "the Ray head did not start"
@@ -426,7 +428,8 @@ def test_ray_address_connects_to_an_existing_cluster(tmp_path):
              "agent.train_batch_size=256", "agent.minibatch_size=128",
              "agent.num_envs_per_env_runner=8", "agent.rollout_fragment_length=32",
              "agent.num_env_runners=1", "agent.num_cpus_per_env_runner=1",
-             f"ray.address=127.0.0.1:{port}", "env.episode_steps=60",
+             f"ray.address={socket.gethostbyname(socket.gethostname())}:{port}",
+             "env.episode_steps=60",
              f"mlflow.tracking_uri={uri}", f"output_dir={tmp_path / 'out'}"],
             cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stderr[-3000:]
@@ -437,3 +440,4 @@ def test_ray_address_connects_to_an_existing_cluster(tmp_path):
             head.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
