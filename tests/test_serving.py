@@ -498,9 +498,11 @@ def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
     conf = ServeConf(human={"mode": "approval"}, actuators=[ActuatorConf(
         type="log", actions=[f"restart_{s}" for s in m.stages])])
     a, src = adapter(tmp_path, conf)
+    # log_config=None: uvicorn must not bind logging handlers to this test's captured stderr
     server = uvicorn.Server(uvicorn.Config(create_app(a, TOKEN), host="127.0.0.1", port=0,
-                                           log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
+                                           log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     try:
         t0 = time.time()
         while not server.started and time.time() - t0 < 20:
@@ -521,3 +523,4 @@ def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
         assert main(["override", "pause", "--reason", "window", "--url", url]) == 0 and a.paused
     finally:
         server.should_exit = True
+        thread.join(10)

@@ -173,8 +173,9 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
 
 def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(rig):
     a = make_adapter(rig, str(ROOT / "configs" / "runbooks" / "demo.yaml"), "runbook")
-    for _ in range(3):  # healthy: nothing to do
-        assert a.log.record(a.step())["proposed_action"] == "noop"
+    for _ in range(3):  # healthy: no errors, nothing the crash rule would act on
+        rec = a.log.record(a.step())
+        assert rec["signals"]["error_rate[serve]"] < 0.05 and rec["status"] == "proposed"
         time.sleep(1)
     pid0 = rig["procs"].procs["serve"][0].pid
     ttr_kill, ids = heal(a, rig, "kill")
@@ -232,8 +233,10 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
 def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
     """Q-learning trained on the service's recorded telemetry (a crash scenario) and served on a
     real crash: the state it reads off the real metrics is the one the simulator's crash put it
-    in (no train/serve skew), every step is logged with its Q-values, and the MTTR is measured
-    (whether it heals depends on what it learned; the runbook's test asserts healing)."""
+    in (no train/serve skew), it restarts the service, the SLO holds again, every step is logged
+    with its Q-values, and the MTTR is measured. (gamma 0.8: at 0.95 and this short training the
+    learned values of restarting and waiting differ by ~0.2 %, and the choice flips from run to
+    run.)"""
     import gymnasium as gym
 
     import healgym
@@ -243,8 +246,8 @@ def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
           "chaos": {"enabled": False}, "scenario": {"name": "crash", "faults": [
               {"at": 100, "fault": "process_crash", "stage": "serve"}]}}
     venv = gym.make_vec(healgym.ENV_ID, num_envs=64, max_episode_steps=60, **kw)
-    q = QLearningAgent(venv.unwrapped.model, config=QConfig(epsilon=0.05, epsilon_start=1.0,
-                                                            decay_steps=3000, seed=0))
+    q = QLearningAgent(venv.unwrapped.model, config=QConfig(
+        epsilon=0.05, epsilon_start=1.0, gamma=0.8, decay_steps=3000, seed=0))
     q.train(venv, 4000, seed=0)
     q.save(tmp_path / "q")
     env = PipelineHealEnv(**kw)
