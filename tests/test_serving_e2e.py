@@ -173,10 +173,13 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
 
 def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(rig):
     a = make_adapter(rig, str(ROOT / "configs" / "runbooks" / "demo.yaml"), "runbook")
-    for _ in range(3):  # healthy: no errors, nothing the crash rule would act on
+    # healthy first (a scrape that times out on a busy machine reads as down: wait it out)
+    def healthy() -> bool:
         rec = a.log.record(a.step())
-        assert rec["signals"]["error_rate[serve]"] < 0.05 and rec["status"] == "proposed"
-        time.sleep(1)
+        return bool(rec and rec["status"] == "proposed"
+                    and rec["signals"].get("error_rate[serve]", 1.0) < 0.05)
+
+    wait_for(healthy, 60, "a healthy reading of the demo service")
     pid0 = rig["procs"].procs["serve"][0].pid
     ttr_kill, ids = heal(a, rig, "kill")
     assert rig["procs"].procs["serve"][0].pid != pid0  # really restarted
