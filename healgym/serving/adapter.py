@@ -9,7 +9,6 @@ its result is appended after.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,11 +57,10 @@ class Adapter:
             start = getattr(wrapped.actuator, "start", None)
             if callable(start):  # actuators that manage processes start them with the adapter
                 start()
-        for key in ("on_timeout", ):
-            if getattr(conf.human, key) not in self.names:
-                from healgym.errors import ConfigError
+        if conf.human.on_timeout not in self.names:
+            from healgym.errors import ConfigError
 
-                raise ConfigError(f"human.{key}={getattr(conf.human, key)!r} is not an action")
+            raise ConfigError(f"human.on_timeout={conf.human.on_timeout!r} is not an action")
         self.policy_version = policy_version
         self.metrics = metrics or AdapterMetrics()
         # a rollback is possible when something can carry it out (the registry actuator fails,
@@ -167,16 +165,20 @@ class Adapter:
             self.metrics.latency.observe(time.perf_counter() - t0)
             return did
 
-    def _act(self, did: str, action: int, now: float, via: str) -> ActResult:
+    def _act(self, did: str, action: int, now: float, via: str, key: str | None = None
+             ) -> ActResult:
+        """Mark the action started (with its idempotency key, the decision id unless given),
+        run it, append the result."""
         info = self.infos[action]
+        key = key or did
         self.log.event(did, "act_started", {"action": info.name, "target": info.target,
-                                            "idempotency_key": did, "via": via}, at=now)
+                                            "idempotency_key": key, "via": via}, at=now)
         actuator = self.actuators.get(info.name)
         if actuator is None:
             result = ActResult(False, "", f"no actuator carries out {info.name!r}; add it to "
                                "an actuators[].actions list", attempts=0)
         else:
-            result = actuator.execute(info.name, info.target, did)
+            result = actuator.execute(info.name, info.target, key)
         self.log.event(did, "act_result", result.as_dict())
         self.metrics.decisions.labels(action=info.name,
                                       status="acted" if result.ok else "act_failed").inc()
@@ -283,23 +285,10 @@ class Adapter:
             idx = self.names.index(action)
             if idx != self.guard.safe:
                 # a new idempotency key: the override is a new action on the same decision
-                self._act_override(did, idx, operator)
+                self._act(did, idx, time.time(), via=f"override by {operator}",
+                          key=f"{did}:override:{action}")
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}
-
-    def _act_override(self, did: str, action: int, operator: str) -> None:
-        info = self.infos[action]
-        key = f"{did}:override:{info.name}"
-        self.log.event(did, "act_started", {"action": info.name, "target": info.target,
-                                            "idempotency_key": key,
-                                            "via": f"override by {operator}"})
-        actuator = self.actuators.get(info.name)
-        result = actuator.execute(info.name, info.target, key) if actuator else ActResult(
-            False, "", f"no actuator carries out {info.name!r}", attempts=0)
-        self.log.event(did, "act_result", result.as_dict())
-        if result.ok:
-            self.guard.record(action, time.time())
-            self.state.last_action, self.state.last_action_t = action, time.time()
 
     def pause(self, operator: str, reason: str) -> None:
         self.paused = True
@@ -324,6 +313,3 @@ class Adapter:
             n += 1
             stop.wait(max(self.conf.interval_s - (time.time() - t), 0.0))
 
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)
