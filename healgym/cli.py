@@ -4,6 +4,7 @@
     healgym generate --out DIR [--seed N]   write seeded synthetic telemetry (canonical CSV)
     healgym info DIR                        describe a dataset folder: stages, span, quirks
     healgym faults                          print the fault library
+    healgym report --log DB --out FILE      an HTML report (and CSVs) from a decision log
 """
 
 from __future__ import annotations
@@ -108,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--markdown", action="store_true",
                      help="the fault, action and healing-matrix tables as Markdown")
     flt.set_defaults(func=_faults)
+    from healgym.analysis.cli import add_parsers as analysis_parsers
     from healgym.serving.cli import add_parsers
 
     add_parsers(sub)
+    analysis_parsers(sub)
     return p
 
 

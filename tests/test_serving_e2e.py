@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 
@@ -233,6 +234,21 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     print(f"\nrunbook MTTR on real processes: crash {ttr_kill:.1f} s, latency {ttr_latency:.1f} s,"
           f" bad deploy {ttr_deploy:.1f} s, drift {ttr_drift:.1f} s; leak restarted after "
           f"{ttr_leak:.1f} s")
+    # the analyst's report on this very log: its figures match the log's own records
+    from healgym.analysis.report import write_report
+
+    rep = write_report(a.log.url, rig["tmp"] / "report.html")
+    rows = a.log.records()
+    s = rep.summary
+    assert rep.problems == [] and s["decisions"] == len(rows)
+    assert s["executed_actions"] == sum(1 for r in rows for e in r["events"]
+                                        if e["kind"] == "act_started")
+    assert s["overrides"] == 1
+    ops = pd.read_csv(rep.data_dir / "overrides_by_operator.csv").set_index("operator")
+    assert ops.loc["alice", "overridden"] == 1
+    resolved = {r["incident"]["start"]: r["incident"] for r in rows if r["incident"]}
+    assert s["incidents"] == len(resolved) >= 4  # crash, latency, bad deploy, drift (+ blips)
+    assert "data:image/png;base64," in rep.html.read_text()
     time.sleep(9)
 
 

@@ -37,9 +37,17 @@ class Pending:
 @dataclass
 class Incident:
     start: float
-    decisions: list[str] = field(default_factory=list)
+    decisions: list[str] = field(default_factory=list)  # those that acted
+    trail: list[str] = field(default_factory=list)  # every decision while it was open
     cost: float = 0.0
     escalated: bool = False
+
+    def summary(self, now: float, resolved: bool) -> dict[str, Any]:
+        """The ``incident`` event's payload (on the incident's first decision): what the
+        report's incident table and the log-to-scenario replay read."""
+        return {"start": self.start, "end": now if resolved else None, "resolved": resolved,
+                "ttr_s": now - self.start if resolved else None, "decisions": list(self.trail),
+                "acted": list(dict.fromkeys(self.decisions)), "cost": self.cost}
 
 
 class Adapter:
@@ -116,20 +124,20 @@ class Adapter:
                                                  if len(probs) > 5 else "")
                 self.alert(f"no decision: {reason}")
                 self.metrics.decisions.labels(action="none", status="skipped").inc()
-                return self.log.new_decision(
+                return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
                     observation=None, signals=reading.samples, proposed_action=None,
-                    explanation={}, guard={}, status="skipped", reason=reason, at=now)
+                    explanation={}, guard={}, status="skipped", reason=reason, at=now))
             s = reading.signals
             obs = encode(self.model, s)
             self._verify(now, slo_violated(self.model, s))
             if self.paused:
                 self.metrics.decisions.labels(action="none", status="paused").inc()
-                return self.log.new_decision(
+                return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
                     observation=obs, signals=reading.samples, proposed_action=None,
                     explanation={}, guard={}, status="paused", reason="adapter paused",
-                    at=now)
+                    at=now))
             mask = self.mask(s)
             # time_s: policies with their own clocks (runbook cooldowns) see wall time
             decision = self.policy.decide(obs, {"action_mask": mask, "time_s": now})
@@ -163,7 +171,13 @@ class Adapter:
                 self._act(did, g.action, now, via="policy")
             self.metrics.pending.set(len(self.pending))
             self.metrics.latency.observe(time.perf_counter() - t0)
+            self._trail(did)
             return did
+
+    def _trail(self, did: str) -> str:
+        if self.incident is not None:
+            self.incident.trail.append(did)
+        return did
 
     def _act(self, did: str, action: int, now: float, via: str, key: str | None = None
              ) -> ActResult:
@@ -207,19 +221,23 @@ class Adapter:
             ttr = now - inc.start
             r = self.model.reward
             reward = -(r.slo_violation_per_s * ttr) - r.action_cost_weight * inc.cost
-            for did in inc.decisions:
+            for did in dict.fromkeys(inc.decisions):  # an overridden decision acted twice
                 self.log.event(did, "outcome", {"resolved": True, "ttr_s": ttr,
                                                 "reward": reward}, at=now)
+            if inc.trail:
+                self.log.event(inc.trail[0], "incident", inc.summary(now, True), at=now)
             self.metrics.recoveries.observe(ttr)
             self.incident = None
         elif not inc.escalated and now - inc.start > self.conf.verify_deadline_s:
             inc.escalated = True
-            for did in inc.decisions:
+            for did in dict.fromkeys(inc.decisions):
                 self.log.event(did, "outcome", {"resolved": False, "ttr_s": None,
                                                 "deadline_s": self.conf.verify_deadline_s},
                                at=now)
             self.alert(f"incident open for {now - inc.start:.0f} s > verify_deadline_s; "
                        "escalating")
+            if inc.trail:
+                self.log.event(inc.trail[0], "incident", inc.summary(now, False), at=now)
             did = self.log.new_decision(
                 policy="adapter", policy_version="", observation=None, signals={},
                 proposed_action=self.conf.escalate_action, explanation={"why": "deadline"},
@@ -241,51 +259,57 @@ class Adapter:
 
     # ------------------------------------------------------------------ humans
     def _human(self, did: str, operator: str, verdict: str, reason: str,
-               action: str | None = None) -> dict[str, Any]:
+               action: str | None = None, now: float | None = None) -> dict[str, Any]:
         if not operator or not reason:
             raise ValueError("an operator identity and a reason are required")
         rec = self.log.record(did)
         if rec is None:
             raise KeyError(did)
         self.log.event(did, "human", {"operator": operator, "verdict": verdict, "action": action,
-                                      "reason": reason})
+                                      "reason": reason}, at=now)
         if verdict == "override":
             self.metrics.overrides.inc()
         return rec
 
-    def approve(self, did: str, operator: str, reason: str) -> dict[str, Any]:
+    # ``now``: the wall clock unless given (a simulated serving loop passes its own clock)
+    def approve(self, did: str, operator: str, reason: str, now: float | None = None
+                ) -> dict[str, Any]:
         with self.lock:
             p = self.pending.get(did)
             if p is None:
                 raise LookupError(f"decision {did} is not pending approval")
-            self._human(did, operator, "approve", reason)
+            self._human(did, operator, "approve", reason, now=now)
             del self.pending[did]
-            self._act(did, p.action, time.time(), via=f"approved by {operator}")
+            self._act(did, p.action, time.time() if now is None else now,
+                      via=f"approved by {operator}")
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}
 
-    def reject(self, did: str, operator: str, reason: str) -> dict[str, Any]:
+    def reject(self, did: str, operator: str, reason: str, now: float | None = None
+               ) -> dict[str, Any]:
         with self.lock:
             if did not in self.pending:
                 raise LookupError(f"decision {did} is not pending approval")
-            self._human(did, operator, "reject", reason)
+            self._human(did, operator, "reject", reason, now=now)
             del self.pending[did]
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}
 
-    def override(self, did: str, operator: str, action: str, reason: str) -> dict[str, Any]:
+    def override(self, did: str, operator: str, action: str, reason: str,
+                 now: float | None = None) -> dict[str, Any]:
         """Replace any decision's action with the operator's (pending or already taken)."""
         with self.lock:
             if action not in self.names:
                 from healgym.errors import did_you_mean
 
                 raise ValueError(f"unknown action {action!r}.{did_you_mean(action, self.names)}")
-            self._human(did, operator, "override", reason, action)
+            self._human(did, operator, "override", reason, action, now=now)
             self.pending.pop(did, None)
             idx = self.names.index(action)
             if idx != self.guard.safe:
                 # a new idempotency key: the override is a new action on the same decision
-                self._act(did, idx, time.time(), via=f"override by {operator}",
+                self._act(did, idx, time.time() if now is None else now,
+                          via=f"override by {operator}",
                           key=f"{did}:override:{action}")
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}

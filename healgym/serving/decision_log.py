@@ -10,7 +10,9 @@ PostgreSQL by URL):
   ``reason``.
 - ``events``: appended as the decision progresses: ``decision_id``, ``seq``, ``at``, ``kind``
   (``human`` {operator, verdict, action, reason}; ``act_started`` {action, idempotency_key};
-  ``act_result`` {ok, detail, error}; ``outcome`` {resolved, ttr_s, reward}; ``escalated``;
+  ``act_result`` {ok, detail, error}; ``outcome`` {resolved, ttr_s, reward} on every decision
+  that acted in an incident; ``incident`` {start, end, resolved, ttr_s, decisions, acted, cost}
+  on an incident's first decision, when it resolves or escalates; ``escalated``;
   ``interrupted``), ``payload`` (JSON).
 - ``meta``: ``schema_version``.
 
@@ -169,7 +171,7 @@ class DecisionLog:
         rows = self.records()
         for r in rows:
             for k in ("observation", "signals", "explanation", "guard", "human",
-                      "actuator_result", "events"):
+                      "actuator_result", "incident", "events"):
                 r[k] = json.dumps(r.get(k), default=str)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,10 +183,11 @@ def fold(row: dict[str, Any], evs: list[Any]) -> dict[str, Any]:
     for k in ("observation", "signals", "explanation", "guard"):
         row[k] = json.loads(row[k]) if row[k] else None
     row.update(human=None, executed_action=None, idempotency_key=None, actuator_result=None,
-               outcome=None, ttr_s=None, reward=None, state=row["status"])
+               outcome=None, ttr_s=None, reward=None, incident=None, state=row["status"])
     evlist = []
     for e in evs:
-        p = json.loads(e["payload"] or "{}") if isinstance(e["payload"], str) else e["payload"]
+        p = json.loads(e["payload"] or "{}") if isinstance(e["payload"], str) else \
+            (e["payload"] or {})
         evlist.append({"kind": e["kind"], "at": e["at"], **p})
         kind = e["kind"]
         if kind == "human":
@@ -206,6 +209,8 @@ def fold(row: dict[str, Any], evs: list[Any]) -> dict[str, Any]:
             row["outcome"] = "resolved" if p.get("resolved") else "unresolved"
             row["ttr_s"], row["reward"] = p.get("ttr_s"), p.get("reward")
             row["state"] = row["outcome"]
+        elif kind == "incident":
+            row["incident"] = p  # the last one: resolved after an escalation wins
         elif kind == "timeout":
             row["state"] = "timed_out"
         elif kind == "escalated":

@@ -1,0 +1,170 @@
+"""healgym report: renders on real logs, on empty and damaged ones, and its figures match counts
+taken straight from the log's tables."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from agents.runbook import RunbookAgent
+from healgym.analysis.log import Filters, LogError, load_log
+from healgym.analysis.report import write_report
+from healgym.cli import main
+from healgym.envs.pipeline_heal import PipelineHealEnv
+from healgym.serving.decision_log import DecisionLog
+from healgym.serving.sim import OracleOperator, sim_conf, simulate_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture(scope="module")
+def simlog(tmp_path_factory) -> Path:
+    """Three simulated episodes of the classic runbook behind the adapter, an oracle operator
+    overriding it, a cooldown that blocks some proposals; two policy versions."""
+    path = tmp_path_factory.mktemp("log") / "decisions.db"
+    env = PipelineHealEnv(episode_steps=240)
+    log = DecisionLog(f"sqlite:///{path}")
+    op = OracleOperator(env, name="olivia")
+    for i, sc in enumerate([None, "bad_deploy_then_surge.yaml", "leak_cascade.yaml"]):
+        conf = sim_conf(env.model, guard={"cooldown_s": 120.0, "rate_limit": 3})
+        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"), log,
+                         seed=i, options={"scenario": str(ROOT / "configs/scenarios" / sc)}
+                         if sc else None, operator=op, conf=conf, start=T0 + i * 3600,
+                         policy_version=f"v{1 + i // 2}")
+    return path
+
+
+def raw(path: Path) -> tuple[list[dict], list[dict]]:
+    c = sqlite3.connect(path)
+    c.row_factory = sqlite3.Row
+    d = [dict(r) for r in c.execute("select * from decisions")]
+    e = [dict(r) for r in c.execute("select * from events order by seq")]
+    c.close()
+    return d, e
+
+
+def test_report_figures_match_direct_counts(simlog, tmp_path):
+    r = write_report(str(simlog), tmp_path / "report.html")
+    html = r.html.read_text()
+    assert html.startswith("<!doctype html>") and "data:image/png;base64," in html
+    assert "Slowest incidents" in html and "Agreement matrix" in html
+    dec, ev = raw(simlog)
+    data = r.data_dir
+    # actions over time: every actuator execution, by action
+    started = Counter(json.loads(e["payload"])["action"] for e in ev if e["kind"] == "act_started")
+    a = pd.read_csv(data / "actions_over_time.csv")
+    assert {k: int(a[k].sum()) for k in a.columns if k != "period"} == dict(started)
+    assert r.summary["executed_actions"] == sum(started.values()) > 0
+    # overrides, per operator and per action
+    human = [(e["decision_id"], json.loads(e["payload"])) for e in ev if e["kind"] == "human"]
+    overrides = [h for h in human if h[1]["verdict"] == "override"]
+    assert r.summary["overrides"] == len(overrides) > 0
+    ops = pd.read_csv(data / "overrides_by_operator.csv")
+    assert ops.set_index("operator").loc["olivia", "overridden"] == len(overrides)
+    proposed = {d["id"]: d["proposed_action"] for d in dec}
+    by_action = pd.read_csv(data / "overrides_by_action.csv").set_index("proposed_action")
+    for act, n in Counter(proposed[did] for did, _ in overrides).items():
+        assert by_action.loc[act, "overridden"] == n
+    n_prop = Counter(d["proposed_action"] for d in dec if d["status"] == "proposed"
+                     and d["proposed_action"] and d["policy"] != "adapter")
+    assert by_action["proposals"].to_dict() == dict(n_prop)
+    # the agreement matrix: reviewed decisions, policy's proposal x human's final action
+    m = pd.read_csv(data / "agreement.csv", index_col=0)
+    want = Counter((proposed[did], h["action"] if h["verdict"] == "override" else
+                    proposed[did] if h["verdict"] == "approve" else "noop") for did, h in human)
+    assert {(i, j): int(m.loc[i, j]) for i in m.index for j in m.columns if m.loc[i, j]} == \
+        dict(want)
+    # guardrail blocks
+    blocked = Counter(v["check"] for d in dec for v in json.loads(d["guard"] or "{}")
+                      .get("verdicts", []) if not v["ok"])
+    g = pd.read_csv(data / "guard_blocks.csv")
+    assert g.groupby("check")["blocked"].sum().to_dict() == dict(blocked)
+    assert sum(blocked.values()) > 0  # the cooldown did block some proposals
+    # incidents and MTTR
+    incs = [json.loads(e["payload"]) for e in ev if e["kind"] == "incident"]
+    last = {p["start"]: p for p in incs}  # an escalated incident that later resolved: last
+    inc = pd.read_csv(data / "incidents.csv")
+    assert len(inc) == len(last) == r.summary["incidents"] > 0
+    ttrs = sorted(p["ttr_s"] for p in last.values() if p["resolved"])
+    assert r.summary["ttr_median_s"] == pytest.approx(float(pd.Series(ttrs).median()))
+    trend = pd.read_csv(data / "mttr_trend.csv")
+    assert trend["incidents"].sum() == len(last)
+    # the slowest incident's trail is every decision it took, in order
+    slow = pd.read_csv(data / "slowest_incidents.csv")
+    trails = pd.read_csv(data / "slowest_incident_trails.csv")
+    first = slow.iloc[0]
+    assert first["n_decisions"] == (trails["incident_id"] == first["incident_id"]).sum()
+    assert bool(first["resolved"]) is False or first["ttr_s"] == max(ttrs)
+
+
+def test_filters_select_by_time_policy_version_and_target(simlog):
+    full = load_log(str(simlog))
+    v2 = load_log(str(simlog), Filters(policy_version="v2"))
+    assert 0 < len(v2.decisions) < len(full.decisions)
+    assert set(v2.decisions["policy_version"]) == {"v2"}
+    late = load_log(str(simlog), Filters(since=T0 + 3600))
+    assert late.decisions["created_at"].min() >= T0 + 3600
+    assert len(late.decisions) == (full.decisions["created_at"] >= T0 + 3600).sum()
+    early = load_log(str(simlog), Filters(until=T0 + 3600))
+    assert len(early.decisions) + len(late.decisions) == len(full.decisions)
+    serve = load_log(str(simlog), Filters(target="serve"))
+    assert len(serve.decisions) and ((serve.decisions["proposed_target"] == "serve")
+                                     | (serve.decisions["executed_target"] == "serve")).all()
+    assert set(serve.actions["decision_id"]) <= set(serve.decisions["id"])
+    # incidents follow their decisions
+    assert len(early.incidents) + len(late.incidents) == len(full.incidents)
+
+
+def test_an_empty_log_renders_a_clear_page(tmp_path, capsys):
+    DecisionLog(f"sqlite:///{tmp_path}/empty.db")
+    rc = main(["report", "--log", str(tmp_path / "empty.db"), "--out",
+               str(tmp_path / "r.html")])
+    assert rc == 0
+    assert "No decisions in this log" in (tmp_path / "r.html").read_text()
+    assert "no decisions" in capsys.readouterr().err
+    assert pd.read_csv(tmp_path / "r_data" / "incidents.csv").empty
+
+
+def test_damaged_and_foreign_files_give_clear_errors(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(bytes(range(256)) * 20)
+    assert main(["report", "--log", str(junk), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "junk.db: cannot read the decision log" in err and "Traceback" not in err
+    other = tmp_path / "other.db"
+    c = sqlite3.connect(other)
+    c.execute("create table t (x)")
+    c.commit()
+    c.close()
+    with pytest.raises(LogError, match=r"not a healgym decision log.*tables found: \['t'\]"):
+        load_log(str(other))
+    with pytest.raises(LogError, match="no such decision log"):
+        load_log(str(tmp_path / "missing.db"))
+    assert not (tmp_path / "missing.db").exists()  # reading never creates a log
+
+
+def test_damaged_rows_are_reported_and_the_rest_is_kept(simlog, tmp_path):
+    copy = tmp_path / "damaged.db"
+    copy.write_bytes(simlog.read_bytes())
+    c = sqlite3.connect(copy)
+    ids = [r[0] for r in c.execute("select id from decisions order by created_at limit 2")]
+    c.execute("update decisions set guard='{broken' where id=?", (ids[0],))
+    c.execute("insert into events (decision_id, at, kind, payload) values (?, 0, 'human', "
+              "'not json')", (ids[1],))
+    c.execute("pragma foreign_keys=off")
+    c.execute("insert into events (decision_id, at, kind, payload) values ('ghost', 0, "
+              "'outcome', '{}')")
+    c.commit()
+    c.close()
+    r = write_report(str(copy), tmp_path / "r.html")
+    assert len(r.problems) == 3
+    assert any(ids[0] in p and "guard" in p for p in r.problems)
+    assert any("ghost" in p for p in r.problems)
+    assert r.summary["decisions"] == len(load_log(str(simlog)).decisions)
+    assert "Problems reading the log (3)" in r.html.read_text()
