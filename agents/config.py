@@ -126,10 +126,34 @@ class EvaluateConf(TrainConf):
     output_dir: str = "results/evaluate"
 
 
+@dataclass
+class FinetuneConf(TrainConf):
+    """``experiments/finetune.py``: update a tabular policy from a decision log."""
+
+    log: str = "???"  # the decision log: a SQLite file or a database URL
+    policy: str = "???"  # a Q-table folder (results/train/<run>) or models:/NAME@ALIAS
+    since: str | None = None  # ISO date/time (UTC) or unix seconds
+    until: str | None = None
+    policy_version: str | None = None
+    target: str | None = None  # a stage or "pipeline"
+    trust: str = "resolved"  # human verdicts used as demonstrations: resolved | all | none
+    epochs: int = 20  # sweeps over the logged transitions
+    alpha: float = 0.1  # offline Q-learning step size
+    gamma: float | None = None  # None: the policy's own
+    margin: float = 1.0  # how far a demonstrated action must beat the others (reward units)
+    td: bool = True  # offline Q-learning on the transitions (else demonstrations only)
+    episodes: int = 10  # held-out episodes per scenario, before and after
+    eval_scenarios: list[Any] = field(default_factory=lambda: [None])
+    held_out_seed: int = 10_000
+    register: bool = True  # register the fine-tuned policy (alias candidate)
+    output_dir: str = "results/finetune"
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train", node=TrainConf)
     cs.store(name="evaluate", node=EvaluateConf)
+    cs.store(name="finetune", node=FinetuneConf)
 
 
 def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:

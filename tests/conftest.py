@@ -3,8 +3,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import hypothesis.internal.observability  # noqa: F401  (see below)
 import pytest
 
+# hypothesis's pytest plugin imports this lazily in the terminal summary; after Ray Data has run
+# in the process, CPython 3.11.7's parser then fails ("AST constructor recursion depth
+# mismatch") while pytest rewrites the module. Importing it up front avoids the late parse.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 SHARED_DATA = Path(os.environ.get("HEALGYM_SHARED_DATA",

@@ -32,7 +32,7 @@ def simlog(tmp_path_factory) -> Path:
     log = DecisionLog(f"sqlite:///{path}")
     op = OracleOperator(env, name="olivia")
     for i, sc in enumerate([None, "bad_deploy_then_surge.yaml", "leak_cascade.yaml"]):
-        conf = sim_conf(env.model, guard={"cooldown_s": 120.0, "rate_limit": 3})
+        conf = sim_conf(env.model, guard={"cooldown_s": 600.0, "rate_limit": 2})
         simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"), log,
                          seed=i, options={"scenario": str(ROOT / "configs/scenarios" / sc)}
                          if sc else None, operator=op, conf=conf, start=T0 + i * 3600,
@@ -151,8 +151,9 @@ def test_damaged_and_foreign_files_give_clear_errors(tmp_path, capsys):
 
 def test_damaged_rows_are_reported_and_the_rest_is_kept(simlog, tmp_path):
     copy = tmp_path / "damaged.db"
-    copy.write_bytes(simlog.read_bytes())
-    c = sqlite3.connect(copy)
+    src, c = sqlite3.connect(simlog), sqlite3.connect(copy)
+    src.backup(c)  # the log is in WAL mode: copying the file alone would miss recent writes
+    src.close()
     ids = [r[0] for r in c.execute("select id from decisions order by created_at limit 2")]
     c.execute("update decisions set guard='{broken' where id=?", (ids[0],))
     c.execute("insert into events (decision_id, at, kind, payload) values (?, 0, 'human', "

@@ -441,3 +441,39 @@ def test_ray_address_connects_to_an_existing_cluster(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("algo", ["bc", "marwil"])
+def test_rllib_trains_offline_on_an_exported_decision_log(ray_up, tmp_path, algo):
+    """The offline dataset a decision log exports is what RLlib's BC and MARWIL train on: the
+    loss falls and the learned module imitates the logged actions."""
+    import torch
+
+    from agents.offline import export_offline_dataset, transitions_from_log
+    from agents.rllib.offline import learner_module, offline_config
+    from agents.runbook import RunbookAgent
+    from healgym.analysis import load_log
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    env = PipelineHealEnv(episode_steps=120)
+    for seed in range(3):
+        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
+                         f"sqlite:///{tmp_path}/log.db", seed=seed,
+                         operator=OracleOperator(env), start=1.79e9 + seed * 5000)
+    tr = transitions_from_log(load_log(str(tmp_path / "log.db")), env.model)
+    ds = export_offline_dataset(tr, env.model, tmp_path / "ds")
+    algo_ = offline_config(ds, algo=algo, batch_size=128, seed=0).build_algo()
+    try:
+        losses = []
+        for _ in range(25):
+            r = algo_.train()
+            losses.append(float(r["learners"]["default_policy"]["policy_loss"]))
+        module = learner_module(algo_)
+        with torch.no_grad():
+            out = module.forward_inference({"obs": torch.as_tensor(tr.obs)})
+        pred = out["action_dist_inputs"].argmax(-1).numpy()
+    finally:
+        algo_.stop()
+    assert np.mean(losses[-5:]) < np.mean(losses[:3])
+    majority = np.bincount(tr.actions).max() / len(tr)
+    assert (pred == tr.actions).mean() >= majority

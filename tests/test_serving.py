@@ -230,13 +230,16 @@ def test_the_adapter_heals_a_crash_and_records_every_step(tmp_path):
     assert [v["check"] for v in rec["guard"]["verdicts"]][-1] == "risk"
     log_act = a.actuators["restart_serve"].actuator
     assert log_act.calls == [("restart_serve", "serve", did)]
-    # still broken 10 s later: the cooldown blocks a second restart, logged with the reason
-    rec2 = a.log.record(a.step(t + 20))
+    # while the restart runs (30 s) the policy may only wait, as in the env
+    mask = a.mask(a.observer.read(a.state, t + 20).signals, t + 20)
+    assert [a.names[i] for i in np.flatnonzero(mask)] == ["noop", "escalate"]
+    # still broken once it is done: the cooldown blocks a second restart, logged with the reason
+    rec2 = a.log.record(a.step(t + 45))
     assert rec2["guard"]["blocked"] and "cooldown" in rec2["reason"]
     src.healthy()
-    a.step(t + 40)
+    a.step(t + 60)
     rec = a.log.record(did)
-    assert rec["outcome"] == "resolved" and rec["ttr_s"] == pytest.approx(30.0)
+    assert rec["outcome"] == "resolved" and rec["ttr_s"] == pytest.approx(50.0)
     assert rec["reward"] < 0
     out = a.log.export_parquet(tmp_path / "log.parquet")
     import pandas as pd
@@ -276,7 +279,8 @@ def test_approval_mode_api_auth_approve_reject_override_and_timeout(tmp_path):
     client = TestClient(create_app(a, TOKEN))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     src.crash("serve")
-    did = a.step()
+    t = time.time()
+    did = a.step(t)
     pending = client.get("/decisions", params={"pending": True}).json()
     assert [p["id"] for p in pending] == [did] and pending[0]["state"] == "pending"
     body = {"operator": "alice", "reason": "looks right"}
@@ -287,17 +291,19 @@ def test_approval_mode_api_auth_approve_reject_override_and_timeout(tmp_path):
     assert r.status_code == 200 and r.json()["state"] == "acted"
     assert r.json()["human"]["operator"] == "alice"
     assert client.post(f"/decisions/{did}/approve", json=body, headers=auth).status_code == 409
-    did2 = a.step()
+    did2 = a.step(t + 40)  # after the approved restart (30 s) is done
     r = client.post(f"/decisions/{did2}/reject", json=body, headers=auth)
     assert r.json()["executed_action"] is None and r.json()["human"]["verdict"] == "reject"
-    did3 = a.step()
+    did3 = a.step(t + 41)
     r = client.post(f"/decisions/{did3}/override", headers=auth,
                     json={**body, "action": "restart_ingest"})
     assert r.json()["executed_action"] == "restart_ingest"
     assert client.post(f"/decisions/{did3}/override", headers=auth,
                        json={**body, "action": "restart_srve"}).status_code == 422
-    did4 = a.step(time.time())
-    a.step(time.time() + 200)  # nobody answered: the safe default
+    src.t = t + 120
+    did4 = a.step(t + 120)
+    src.t = t + 320
+    a.step(t + 320)  # nobody answered: the safe default
     assert a.log.record(did4)["state"] == "timed_out" and did4 not in a.pending
     assert client.post("/pause", json=body, headers=auth).json() == {"paused": True}
     assert a.log.record(a.step())["status"] == "paused"

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -44,10 +43,96 @@ def report_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> Any:
+    """The pipeline the log was served on: a serve config's dataset and stages, or flags."""
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+
+    dataset, stages = args.dataset, args.stages.split(",") if args.stages else None
+    if args.config:
+        from healgym.serving.config import load_config
+
+        conf = load_config(args.config)
+        dataset, stages = dataset or conf.dataset, stages or conf.stages
+    return PipelineHealEnv(dataset=dataset, stages=stages, episode_steps=args.episode_steps
+                           if hasattr(args, "episode_steps") else 360).model
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the serve config the log was written with (its dataset "
+                   "and stages)")
+    p.add_argument("--dataset", help="the telemetry dataset the policy was trained on")
+    p.add_argument("--stages", help="comma-separated stages, as in training")
+
+
+def export_cmd(args: argparse.Namespace) -> int:
+    from agents.offline import export_offline_dataset, transitions_from_log
+    from healgym.analysis.log import load_log
+
+    model = _model(args)
+    filters = _filters(args)
+    frames = load_log(args.log, filters)
+    tr = transitions_from_log(frames, model, trust=args.trust)
+    out = export_offline_dataset(tr, model, args.out, source=frames.source,
+                                 filters=filters.describe())
+    print(f"wrote {len(tr)} transitions ({int(tr.demo.sum())} human demonstrations) to "
+          f"{out}/data; train RLlib BC or MARWIL on it (docs/analysis.md)")
+    return 0
+
+
+def simulate_cmd(args: argparse.Namespace) -> int:
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.serving.policies import load_policy
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    env = PipelineHealEnv(dataset=args.dataset, stages=args.stages.split(",")
+                          if args.stages else None, episode_steps=args.episode_steps)
+    policy, version = load_policy(args.policy, env.model)
+    log = DecisionLog(args.out if "://" in args.out else f"sqlite:///{args.out}")
+    op = OracleOperator(env, name=args.operator_name) if args.operator == "oracle" else None
+    import time as _time
+
+    start = _time.time() if args.start is None else float(args.start)
+    for i in range(args.episodes):
+        opts = {"scenario": args.scenario} if args.scenario else None
+        r = simulate_serving(env, policy, log, seed=args.seed + i, options=opts, operator=op,
+                             start=start + i * (args.episode_steps + 10) * env.model.dt,
+                             policy_version=version)
+        m = r["episode_metrics"] or {}
+        print(f"episode {i} (seed {args.seed + i}): {r['decisions']} decisions, uptime "
+              f"{m.get('uptime_pct', float('nan')):.1f} %")
+    if op is not None:
+        print(f"{op.overrides} overrides by {args.operator_name}")
+    print(f"decision log: {log.url}; next: healgym report --log {args.out} --out report.html")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("report", help="an HTML report (and CSVs) from a decision log")
     _add_filters(r)
     r.add_argument("--out", default="report.html", help="the HTML file to write")
     r.add_argument("--top", type=int, default=5, help="slowest incidents to show in full")
     r.set_defaults(func=report_cmd)
-    _ = json  # used by the other commands
+    e = sub.add_parser("export-offline",
+                       help="a decision log as an offline RL dataset (Parquet, for RLlib)")
+    _add_filters(e)
+    _add_model(e)
+    e.add_argument("--out", required=True, help="a new folder")
+    e.add_argument("--trust", default="resolved", choices=["resolved", "all", "none"],
+                   help="which human verdicts count as demonstrations")
+    e.set_defaults(func=export_cmd)
+    s = sub.add_parser("simulate-serving", help="serve a policy against the simulator, "
+                       "writing a decision log (optionally with an oracle operator)")
+    s.add_argument("--policy", required=True,
+                   help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
+    s.add_argument("--out", required=True, help="the decision log (SQLite file or URL)")
+    s.add_argument("--episodes", type=int, default=3)
+    s.add_argument("--episode-steps", type=int, default=360)
+    s.add_argument("--scenario", help="a scenario YAML (default: random chaos)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--start", help="unix time of the first decision (default: now)")
+    s.add_argument("--operator", choices=["oracle", "none"], default="oracle")
+    s.add_argument("--operator-name", default="oracle-operator")
+    s.add_argument("--dataset")
+    s.add_argument("--stages")
+    s.set_defaults(func=simulate_cmd)

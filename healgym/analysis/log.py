@@ -227,7 +227,7 @@ DECISION_COLUMNS = [
     "proposed_action", "proposed_target", "executed_action", "executed_target", "via",
     "human_verdict", "operator", "human_action", "human_reason", "human_at", "final_action",
     "blocked", "blocked_checks", "needs_approval", "actuator_ok", "actuator_error", "outcome",
-    "ttr_s", "reward", "confidence", "incident_id", "reason"]
+    "ttr_s", "reward", "confidence", "incident_id", "reason", "observation"]
 
 
 def _decision_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -260,6 +260,7 @@ def _decision_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
             "outcome": r["outcome"], "ttr_s": r["ttr_s"], "reward": r["reward"],
             "confidence": (r.get("explanation") or {}).get("confidence"),
             "incident_id": None, "reason": r.get("reason"),
+            "observation": r.get("observation"),
         })
     df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
     df["time"] = pd.to_datetime(df["created_at"], unit="s", utc=True)

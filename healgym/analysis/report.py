@@ -145,8 +145,8 @@ def build(frames: LogFrames, top: int = 5) -> dict[str, pd.DataFrame]:
         "slowest_incident_trails": trail,
         "actions": frames.actions.assign(time=frames.actions["time"].map(
             lambda t: t.isoformat())),
-        "decisions": frames.decisions.assign(time=frames.decisions["time"].map(
-            lambda t: t.isoformat())),
+        "decisions": frames.decisions.drop(columns=["observation"]).assign(
+            time=frames.decisions["time"].map(lambda t: t.isoformat())),
     }
 
 

@@ -89,8 +89,10 @@ class Adapter:
         self.alerts.append(message)
         self.metrics.alerts.inc()
 
-    def mask(self, s: Signals) -> np.ndarray:
-        """Actions possible now: the env's rules, and only actions an actuator can carry out."""
+    def mask(self, s: Signals, now: float | None = None) -> np.ndarray:
+        """Actions possible now: the env's rules (scale limits, rollback, light model, nothing
+        but escalation while an action is in flight), and only actions an actuator can carry
+        out."""
         m = np.zeros(len(self.infos), dtype=np.int8)
         for a in self.infos:
             if a.kind != "noop" and a.name not in self.actuators:
@@ -106,6 +108,10 @@ class Adapter:
                 ok = not s.light_model
             elif a.kind == "switch_back":
                 ok = s.light_model
+            if s.action_in_flight and a.kind != "escalate":
+                ok = False  # as in the env: only noop or escalate while an action is in flight
+            if a.kind == "escalate" and now is not None and now < self.state.paged_until:
+                ok = False  # a human is already paged
             m[a.index] = int(ok)
         m[0] = 1
         return m
@@ -138,7 +144,7 @@ class Adapter:
                     observation=obs, signals=reading.samples, proposed_action=None,
                     explanation={}, guard={}, status="paused", reason="adapter paused",
                     at=now))
-            mask = self.mask(s)
+            mask = self.mask(s, now)
             # time_s: policies with their own clocks (runbook cooldowns) see wall time
             decision = self.policy.decide(obs, {"action_mask": mask, "time_s": now})
             proposed = int(decision.action)
@@ -202,7 +208,11 @@ class Adapter:
             return result
         self.guard.record(action, now)
         self.state.last_action, self.state.last_action_t = action, now
-        self.state.in_flight_until = now + act.KINDS[act.KIND_INDEX[info.kind]].duration_s
+        duration = act.KINDS[act.KIND_INDEX[info.kind]].duration_s
+        if info.kind == "escalate":  # as in the env: a paged human works alongside actions
+            self.state.paged_until = now + duration
+        else:
+            self.state.in_flight_until = now + duration
         if info.kind in ("switch_light", "switch_back"):
             self.state.light_model = info.kind == "switch_light"
         if self.incident is not None:

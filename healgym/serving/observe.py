@@ -120,6 +120,7 @@ class AdapterState:
     last_action: int = 0
     last_action_t: float = -math.inf
     in_flight_until: float = -math.inf
+    paged_until: float = -math.inf  # an escalation is with a human until then
     light_model: bool = False
     can_rollback: bool = False
     replicas: dict[str, float] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from healgym.serving.config import ActuatorConf, ServeConf, SourceConf
 from healgym.serving.decision_log import DecisionLog
 from healgym.serving.observe import PIPELINE, Key, Observer, Sample
 from healgym.sim.faults import METRICS
+from healgym.sim.observation import CONTEXT
 from healgym.sim.signals import decode
 
 
@@ -54,12 +55,13 @@ class SimPipeline:
     def advance(self) -> None:
         """One env step with the action the adapter executed since the last one (else noop)."""
         a, self.queued = self.queued, 0
-        mask = self.info.get("action_mask")
-        if mask is not None and not mask[a]:
-            a = 0  # a real actuator would fail; the simulator's rules say it cannot happen now
         self.obs, r, term, trunc, self.info = self.env.step(a)
         self.rewards.append(float(r))
         self.done = bool(term or trunc)
+
+    @property
+    def can_rollback(self) -> bool:
+        return bool(self.obs[7 * self.model.n_stages + CONTEXT.index("can_rollback")] > 0.5)
 
     # the Source protocol
     def read(self, stages: list[str]) -> dict[Key, Sample]:
@@ -75,7 +77,13 @@ class SimPipeline:
 
     # the Actuator protocol
     def execute(self, action: str, target: str, key: str) -> str:
-        self.queued = self.model.action_names.index(action)
+        a = self.model.action_names.index(action)
+        mask = self.info.get("action_mask")
+        if mask is not None and not mask[a]:
+            # as a real actuator refuses (no older model version, an action still running)
+            raise RuntimeError(f"the simulator cannot {action} now (another action is in "
+                               "flight, or the action is impossible in this state)")
+        self.queued = a
         return f"simulated {action} on {target}"
 
 
@@ -137,7 +145,8 @@ def simulate_serving(env: Any, policy: Any, log: DecisionLog | str, *, seed: int
                      start: float | None = None, policy_version: str = "sim"
                      ) -> dict[str, Any]:
     """Run ``policy`` behind the adapter on one simulated episode, logging every decision to
-    ``log``; returns the episode's metrics and the number of decisions."""
+    ``log``; returns the episode's metrics, the number of decisions and the env's rewards
+    (``rewards[i]``: the step after decision ``i``)."""
     log = DecisionLog(log) if isinstance(log, str) else log
     pipe = SimPipeline(env)
     model = pipe.model
@@ -145,7 +154,7 @@ def simulate_serving(env: Any, policy: Any, log: DecisionLog | str, *, seed: int
     conf = conf or sim_conf(model)
     names = model.action_names[1:]
     actuator = Resilient(pipe, ActuatorConf(type="log", actions=list(names), retries=1,
-                                            timeout_s=60.0))
+                                            timeout_s=60.0, breaker_failures=10**9))
     adapter = Adapter(conf, policy, model, log, Observer(model, conf.source, source=pipe),
                       actuators=dict.fromkeys(names, actuator), policy_version=policy_version)
     if hasattr(policy, "reset"):
@@ -159,6 +168,8 @@ def simulate_serving(env: Any, policy: Any, log: DecisionLog | str, *, seed: int
                 pipe.advance()
                 if pipe.done:
                     break
+            # what a registry query would tell a real adapter: is there an older version?
+            adapter.state.can_rollback = pipe.can_rollback
             did = adapter.step(pipe.now)
             if operator is not None:
                 operator(adapter, did, pipe, pipe.now)
@@ -168,5 +179,5 @@ def simulate_serving(env: Any, policy: Any, log: DecisionLog | str, *, seed: int
             n += 1
     finally:
         adapter.close()
-    return {"decisions": n, "reward": float(np.sum(pipe.rewards)),
+    return {"decisions": n, "reward": float(np.sum(pipe.rewards)), "rewards": pipe.rewards,
             "episode_metrics": pipe.info.get("episode_metrics")}

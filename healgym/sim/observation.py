@@ -106,3 +106,23 @@ def slo_violated(model: PipelineModel, s: Signals) -> bool:
                 or s.staleness_s > slo.staleness_max_s or s.null_rate > slo.null_rate_max
                 or s.schema_error_rate > slo.schema_error_max
                 or s.cost_factor > slo.cost_factor_max)
+
+
+def obs_violates_slo(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
+    """:func:`slo_violated` on encoded observations (N, n_obs): what an operator, or a log
+    analysis, can tell from the observation alone (the env itself also knows the true,
+    noise-free accuracy)."""
+    from healgym.sim.faults import ERR, LAT, THR
+
+    obs = np.atleast_2d(np.asarray(obs, dtype=float))
+    S, M = model.n_stages, len(METRICS)
+    z = obs[:, : S * M].reshape(len(obs), S, M)
+    ctx = obs[:, 7 * S: 7 * S + len(CONTEXT)]
+    slo = model.slo
+    c = {k: ctx[:, i] for i, k in enumerate(CONTEXT)}
+    return ((z[:, model.model_stage, LAT] > model.lat_limit_z) | (z[:, -1, THR] < model.thr_limit_z)
+            | (z[:, :, ERR] > model.err_limit_z).any(axis=1) | (c["accuracy"] < slo.accuracy_min)
+            | (c["staleness_h"] * 3600.0 > slo.staleness_max_s)
+            | (c["null_rate"] > slo.null_rate_max)
+            | (c["schema_error_rate"] > slo.schema_error_max)
+            | (c["cost_factor"] > slo.cost_factor_max))

@@ -1,0 +1,366 @@
+"""Learning from the decision log: transitions, tabular fine-tuning, and offline RL datasets.
+
+A decision log is off-policy experience: every logged decision has the observation the policy
+saw, and the next decision has the observation that followed. :func:`transitions_from_log`
+turns consecutive decisions into ``(obs, action, reward, next_obs)`` transitions where the
+action is what really happened (the override's action when an operator overrode, noop after a
+rejection, a failed actuator or a guardrail block) and the reward is recomputed from the
+observations with the env's own reward terms (:func:`log_reward`). Human verdicts are
+*demonstrations*: an override or a rejection says "in this state, do this instead"; an approval
+confirms the proposal.
+
+:func:`finetune_qtable` updates a tabular policy from them: offline Q-learning sweeps over the
+transitions (bootstrapping over the actions valid in the next observation), then the large-margin
+demonstration loss of DQfD (Hester et al., 2018, eq. 4), ``max_a [Q(s,a) + l(a_E,a)] - Q(s,a_E)``,
+minimised exactly in its tabular form: ``Q(s, a_E)`` is raised to ``margin`` above every other
+valid action's value. In states the log covers, actions it never shows are kept ``margin``
+below the best one it does (BCQ's support constraint in tabular form, Fujimoto et al., 2019):
+offline Q-learning would otherwise overrate them, and the policy would change where nobody
+showed it anything. Overrides whose incident was left unresolved are not trusted by default
+(``trust="resolved"``): a human can be wrong too. Where demonstrations in one discretised state
+disagree, the majority (latest on a tie) wins.
+
+:func:`export_offline_dataset` writes the transitions as a versioned Parquet folder that RLlib's
+offline API reads (``BCConfig().offline_data(input_=[folder/data])``): the columns of RLlib's
+single-agent schema, plus ``provenance.parquet`` (decision ids, who chose the action, masks) and
+``metadata.json`` (format version, spaces, the observation layout, the source log).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from healgym.errors import HealgymError
+from healgym.sim import actions as act
+from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS, PipelineModel
+from healgym.sim.observation import CONTEXT, obs_violates_slo
+from healgym.sim.signals import observation_names
+
+DATASET_FORMAT = "healgym-offline"
+DATASET_VERSION = 1
+CTX = {k: i for i, k in enumerate(CONTEXT)}
+
+
+def mask_from_obs(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
+    """The env's action-mask rules on observations (N, n_obs) -> (N, n_actions) int8: scale
+    limits from the replica fractions, rollback only when possible, light model switches, and
+    only noop / escalate while an action is in flight (load shedding's state is not observed:
+    allowed)."""
+    obs = np.atleast_2d(np.asarray(obs, dtype=float))
+    S = model.n_stages
+    base = 7 * S
+    reps = np.rint(obs[:, 6 * S: 7 * S] * MAX_REPLICAS)
+    in_flight = obs[:, base + CTX["action_in_flight"]] > 0.5
+    light = obs[:, base + CTX["light_model"]] > 0.5
+    m = np.ones((len(obs), len(model.actions)), dtype=np.int8)
+    for a in model.actions:
+        kind = act.KINDS[a.kind].name
+        ok = np.ones(len(obs), dtype=bool)
+        if kind == "scale_up":
+            ok = reps[:, a.stage] < MAX_REPLICAS
+        elif kind == "scale_down":
+            ok = reps[:, a.stage] > MIN_REPLICAS
+        elif kind == "rollback":
+            ok = obs[:, base + CTX["can_rollback"]] > 0.5
+        elif kind == "switch_light":
+            ok = ~light
+        elif kind == "switch_back":
+            ok = light
+        if kind not in ("noop", "escalate"):
+            ok = ok & ~in_flight
+        m[:, a.index] = ok
+    return m
+
+
+@dataclass
+class Transitions:
+    """Logged experience, one row per transition (arrays of equal length)."""
+
+    obs: np.ndarray  # (N, n_obs) float32
+    actions: np.ndarray  # (N,) int64: what really happened
+    rewards: np.ndarray  # (N,)
+    next_obs: np.ndarray
+    terminated: np.ndarray  # (N,) bool: always False (a pipeline never ends)
+    truncated: np.ndarray  # (N,) bool: the last transition of a segment of the log
+    episode: np.ndarray  # (N,) int64: segment of consecutive decisions
+    t: np.ndarray  # (N,) int64: step within its segment
+    time: np.ndarray  # (N,) unix seconds of the decision
+    decision_id: list[str] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)  # policy | override | reject | approve | ...
+    operator: list[str | None] = field(default_factory=list)
+    demo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # trusted human
+    incident_resolved: list[bool | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
+               next_obs: np.ndarray, dt_s: np.ndarray, violation_start: np.ndarray
+               ) -> np.ndarray:
+    """The env's reward terms from logged observations: action cost, SLO seconds (violation
+    read off the next observation), running cost above baseline, and the fast-resolution bonus
+    when a violation clears that started within ``fast_resolution_s`` (``violation_start`` is
+    its start time there, NaN elsewhere)."""
+    r = model.reward
+    cost = np.array([act.KINDS[model.actions[a].kind].cost if a else 0.0 for a in actions])
+    nxt = obs_violates_slo(model, next_obs)
+    now = obs_violates_slo(model, obs)
+    cf = np.asarray(next_obs, dtype=float)[:, 7 * model.n_stages + CTX["cost_factor"]]
+    reward = -r.action_cost_weight * cost - r.slo_violation_per_s * dt_s * nxt
+    reward -= r.infra_cost_weight * model.base_cost * np.maximum(cf - 1.0, 0.0) * dt_s / 3600.0
+    fast = now & ~nxt & np.isfinite(violation_start)
+    return reward + np.where(fast, r.fast_resolution_bonus, 0.0)
+
+
+def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolved",
+                         gap_factor: float = 3.0) -> Transitions:
+    """Transitions from a loaded log (:func:`healgym.analysis.load_log`). Consecutive decisions
+    further apart than ``gap_factor`` x the median interval (or with a skipped decision between
+    them) are different segments. ``trust``: which human verdicts are demonstrations:
+    ``resolved`` (those whose incident recovered, or outside any incident), ``all``, ``none``."""
+    if trust not in ("resolved", "all", "none"):
+        raise HealgymError(f"trust={trust!r}: use 'resolved', 'all' or 'none'")
+    d = frames.decisions.sort_values(["created_at", "id"]).reset_index(drop=True)
+    names = model.action_names
+    resolved = dict(zip(frames.incidents["incident_id"], frames.incidents["resolved"],
+                        strict=True)) if len(frames.incidents) else {}
+    rows = []
+    for _, x in d.iterrows():
+        obs = x["observation"]
+        if x["policy"] == "adapter":  # the adapter's own escalations: not a policy step
+            continue
+        if not isinstance(obs, list) or len(obs) != model.n_obs:
+            rows.append(None)  # skipped / paused-without-observation: breaks the segment
+            if isinstance(obs, list):
+                raise HealgymError(
+                    f"decision {x['id']}: observation has {len(obs)} values, this pipeline's "
+                    f"has {model.n_obs} (stages {model.stages}); fine-tune with the stages and "
+                    "dataset the log was served with")
+            continue
+        verdict = x["human_verdict"] if pd.notna(x["human_verdict"]) else None
+        executed = x["executed_action"] if pd.notna(x["executed_action"]) else None
+        if verdict == "override":
+            a, source = x["human_action"], "override"
+        elif verdict == "reject":
+            a, source = "noop", "reject"
+        elif executed and x["actuator_ok"] is True:
+            a, source = executed, ("approve" if verdict == "approve" else "policy")
+        else:
+            a = "noop"
+            source = "blocked" if x["blocked"] else ("failed" if executed else "policy")
+        if a not in names:
+            raise HealgymError(f"decision {x['id']}: action {a!r} is not one of this "
+                               f"pipeline's actions; fine-tune with the stages the log was "
+                               "served with")
+        inc = x["incident_id"]
+        res = resolved.get(inc) if isinstance(inc, str) else None
+        trusted = source in ("override", "reject", "approve") and (
+            trust == "all" or (trust == "resolved" and res is not False))
+        rows.append({"obs": obs, "a": names.index(a), "t": float(x["created_at"]),
+                     "id": x["id"], "source": source, "operator": x["operator"],
+                     "demo": trusted, "resolved": res})
+    gaps = np.diff([r["t"] for r in rows if r is not None])
+    median_gap = float(np.median(gaps)) if len(gaps) else model.dt
+    out: dict[str, list[Any]] = {k: [] for k in ("obs", "a", "next", "dt", "ep", "t", "time",
+                                                 "id", "source", "operator", "demo",
+                                                 "resolved", "trunc")}
+    ep, step = 0, 0
+    for cur, nxt in zip(rows, rows[1:], strict=False):
+        if cur is None or nxt is None or nxt["t"] - cur["t"] > gap_factor * median_gap:
+            if out["trunc"]:
+                out["trunc"][-1] = True
+            ep, step = ep + 1, 0
+            continue
+        out["obs"].append(cur["obs"])
+        out["a"].append(cur["a"])
+        out["next"].append(nxt["obs"])
+        out["dt"].append(nxt["t"] - cur["t"])
+        out["ep"].append(ep)
+        out["t"].append(step)
+        out["time"].append(cur["t"])
+        for k, v in (("id", "id"), ("source", "source"), ("operator", "operator"),
+                     ("demo", "demo"), ("resolved", "resolved")):
+            out[k].append(cur[v])
+        out["trunc"].append(False)
+        step += 1
+    if out["trunc"]:
+        out["trunc"][-1] = True
+    n_obs = model.n_obs
+    obs = np.asarray(out["obs"], dtype=np.float32).reshape(-1, n_obs)
+    nxt_obs = np.asarray(out["next"], dtype=np.float32).reshape(-1, n_obs)
+    a = np.asarray(out["a"], dtype=np.int64)
+    dts = np.asarray(out["dt"], dtype=float)
+    # when did the violation a transition ends start? (for the fast-resolution bonus)
+    viol = obs_violates_slo(model, obs) if len(obs) else np.zeros(0, dtype=bool)
+    start = np.full(len(a), np.nan)
+    run_start = np.nan
+    for i in range(len(a)):
+        if i == 0 or out["ep"][i] != out["ep"][i - 1] or not viol[i - 1]:
+            run_start = out["time"][i] if viol[i] else np.nan
+        start[i] = run_start
+    ends_fast = (np.asarray(out["time"]) + dts - start) <= model.reward.fast_resolution_s
+    rewards = log_reward(model, obs, a, nxt_obs, dts, np.where(ends_fast, start, np.nan)) \
+        if len(a) else np.zeros(0)
+    return Transitions(
+        obs=obs, actions=a, rewards=rewards.astype(float), next_obs=nxt_obs,
+        terminated=np.zeros(len(a), dtype=bool), truncated=np.asarray(out["trunc"], dtype=bool),
+        episode=np.asarray(out["ep"], dtype=np.int64), t=np.asarray(out["t"], dtype=np.int64),
+        time=np.asarray(out["time"], dtype=float), decision_id=out["id"],
+        source=out["source"], operator=out["operator"],
+        demo=np.asarray(out["demo"], dtype=bool), incident_resolved=out["resolved"])
+
+
+@dataclass
+class FinetuneReport:
+    transitions: int
+    demonstrations: int
+    demo_states: int
+    conflicts: int  # demonstration states whose humans disagreed with each other
+    unreachable: int  # demonstrations of an action the mask forbids in their state
+    changed_states: int  # states whose greedy action changed
+    demo_agreement_before: float  # share of demonstrations the greedy policy already followed
+    demo_agreement_after: float
+    sources: dict[str, int]
+
+
+def finetune_qtable(agent: Any, tr: Transitions, epochs: int = 20, alpha: float = 0.1,
+                    gamma: float | None = None, margin: float = 1.0, td: bool = True,
+                    seed: int = 0) -> FinetuneReport:
+    """Update ``agent`` (a :class:`~agents.qlearning.QLearningAgent`) in place from logged
+    transitions and demonstrations; see the module docstring."""
+    model = agent.model
+    gamma = agent.config.gamma if gamma is None else gamma
+    q = agent.q
+    s = agent.disc.states(model, tr.obs) if len(tr) else np.zeros(0, dtype=np.int64)
+    s2 = agent.disc.states(model, tr.next_obs) if len(tr) else s
+    m1 = mask_from_obs(model, tr.obs).astype(bool) if len(tr) else np.zeros((0, q.shape[1]),
+                                                                            dtype=bool)
+    m2 = mask_from_obs(model, tr.next_obs).astype(bool) if len(tr) else m1
+    greedy_before = np.where(m1, q[s], -np.inf).argmax(axis=1) if len(tr) else s
+    all_before = q.argmax(axis=1).copy()
+    # demonstrations: the majority action per discretised state (latest wins a tie)
+    demos: dict[int, list[int]] = {}
+    unreachable = 0
+    for i in np.flatnonzero(tr.demo):
+        if not m1[i, tr.actions[i]]:  # the mask forbids it there (an action was in flight)
+            unreachable += 1
+            continue
+        demos.setdefault(int(s[i]), []).append(int(tr.actions[i]))
+    target_action: dict[int, int] = {}
+    conflicts = 0
+    for st, acts in demos.items():
+        counts = Counter(acts)
+        top = max(counts.values())
+        target_action[st] = next(a for a in reversed(acts) if counts[a] == top)
+        conflicts += len(counts) > 1
+    demo_mask = {int(s[i]): m1[i] for i in np.flatnonzero(tr.demo) if m1[i, tr.actions[i]]}
+    # Support: the actions the log shows in each state. Offline Q-learning overestimates the
+    # actions a log never tried (their values are never corrected), so in logged states they are
+    # kept below the best supported action (the tabular form of BCQ's support constraint,
+    # Fujimoto et al., 2019): the policy changes only toward what the log or a human did.
+    support: dict[int, np.ndarray] = {}
+    for i in range(len(tr)):
+        row = support.setdefault(int(s[i]), np.zeros(q.shape[1], dtype=bool))
+        row[tr.actions[i]] = True
+    states_logged = np.fromiter(support, dtype=np.int64, count=len(support))
+    supported = np.array([support[int(x)] for x in states_logged]).reshape(-1, q.shape[1])
+
+    def constrain() -> None:
+        if not len(states_logged):
+            return
+        rows = q[states_logged]
+        best = np.where(supported, rows, -np.inf).max(axis=1, keepdims=True)
+        q[states_logged] = np.where(supported, rows, np.minimum(rows, best - margin))
+
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        if td and len(tr):
+            order = rng.permutation(len(tr))
+            for i in order:  # sequential sweeps: the log is small, exactness beats speed
+                nxt = 0.0 if tr.terminated[i] else float(np.where(m2[i], q[s2[i]],
+                                                                  -np.inf).max())
+                q[s[i], tr.actions[i]] += alpha * (tr.rewards[i] + gamma * nxt
+                                                   - q[s[i], tr.actions[i]])
+        constrain()
+        for st, a_e in target_action.items():
+            valid = demo_mask[st].copy()
+            valid[a_e] = False
+            if valid.any():
+                best_other = float(q[st][valid].max())
+                if q[st, a_e] < best_other + margin:
+                    q[st, a_e] = best_other + margin
+    greedy_after = np.where(m1, q[s], -np.inf).argmax(axis=1) if len(tr) else s
+    d_idx = np.flatnonzero(tr.demo)
+    before = float((greedy_before[d_idx] == tr.actions[d_idx]).mean()) if len(d_idx) else np.nan
+    after = float((greedy_after[d_idx] == tr.actions[d_idx]).mean()) if len(d_idx) else np.nan
+    return FinetuneReport(
+        transitions=len(tr), demonstrations=int(tr.demo.sum()), demo_states=len(target_action),
+        conflicts=conflicts, unreachable=unreachable,
+        changed_states=int((q.argmax(axis=1) != all_before).sum()),
+        demo_agreement_before=before, demo_agreement_after=after,
+        sources=dict(Counter(tr.source)))
+
+
+def export_offline_dataset(tr: Transitions, model: PipelineModel, out: str | Path,
+                           source: str = "", filters: str = "none") -> Path:
+    """Write ``tr`` as a versioned offline RL dataset folder (see the module docstring)."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise HealgymError(f"{out}: exists and is not empty; offline datasets are written "
+                           "once (choose a new folder, e.g. with a version suffix)")
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    eps = [f"log-{e:05d}" for e in tr.episode]
+    pd.DataFrame({
+        "eps_id": eps, "t": tr.t, "obs": list(tr.obs), "actions": tr.actions,
+        "rewards": tr.rewards, "new_obs": list(tr.next_obs), "terminateds": tr.terminated,
+        "truncateds": tr.truncated,
+    }).to_parquet(out / "data" / "part-00000.parquet", index=False)
+    pd.DataFrame({
+        "eps_id": eps, "t": tr.t, "decision_id": tr.decision_id, "time": tr.time,
+        "source": tr.source, "operator": tr.operator, "demonstration": tr.demo,
+        "action_name": [model.action_names[a] for a in tr.actions],
+        "action_mask": list(mask_from_obs(model, tr.obs)) if len(tr) else [],
+    }).to_parquet(out / "provenance.parquet", index=False)
+    meta = {
+        "format": DATASET_FORMAT, "format_version": DATASET_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source": {"decision_log": source, "filters": filters},
+        "env": "healgym/PipelineHeal-v0", "stages": list(model.stages),
+        "observation_space": {"type": "Box", "shape": [model.n_obs], "dtype": "float32",
+                              "names": observation_names(model)},
+        "action_space": {"type": "Discrete", "n": len(model.actions),
+                         "names": model.action_names},
+        "reward": "recomputed from the logged observations with the env's reward terms "
+                  "(agents/offline.py: log_reward)",
+        "counts": {"transitions": len(tr), "segments": int(len(set(tr.episode.tolist()))),
+                   "demonstrations": int(tr.demo.sum()), "sources": dict(Counter(tr.source))},
+        "rllib": {"input_": "data", "input_read_method": "read_parquet",
+                  "schema": "RLlib's default single-agent columns: eps_id, t, obs, actions, "
+                            "rewards, new_obs, terminateds, truncateds"},
+    }
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def load_offline_metadata(path: str | Path) -> dict[str, Any]:
+    """The dataset's metadata, refusing a folder that is not one or of another version."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "metadata.json").read_text())
+    except FileNotFoundError as exc:
+        raise HealgymError(f"{path}: not a healgym offline dataset (metadata.json missing)"
+                           ) from exc
+    if meta.get("format") != DATASET_FORMAT or meta.get("format_version") != DATASET_VERSION:
+        raise HealgymError(f"{path}/metadata.json: format {meta.get('format')!r} v"
+                           f"{meta.get('format_version')!r}; this healgym reads "
+                           f"{DATASET_FORMAT!r} v{DATASET_VERSION}: export it again")
+    return meta
