@@ -102,7 +102,8 @@ def test_finetuning_from_overrides_makes_the_policy_handle_the_scenario(tmp_path
     frames = load_log(str(tmp_path / "log.db"))
     tr = transitions_from_log(frames, env.model)
     report = finetune_qtable(agent, tr)
-    assert report.demonstrations == op.overrides
+    # overrides in incidents still open when an episode ended are not trusted (yet)
+    assert op.overrides * 0.5 <= report.demonstrations == tr.demo.sum() <= op.overrides
     assert report.demo_agreement_before == 0.0
     # the policy's choice changed where the humans disagreed
     demo = np.flatnonzero(tr.demo)

@@ -107,6 +107,49 @@ def simulate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_cmd(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from healgym.analysis.log import load_log
+    from healgym.analysis.replay import replay_incidents, what_if, write_scenarios
+
+    model = _model(args)
+    frames = load_log(args.log, _filters(args))
+    replayed = replay_incidents(frames, model)
+    if not replayed:
+        print(f"healgym replay: no incidents with observations in {frames.source} "
+              f"(filters: {frames.filters.describe()})", file=sys.stderr)
+        return 0
+    paths = write_scenarios(replayed, args.out)
+    print(f"{len(paths)} incidents replayed as scenarios in {args.out}/")
+    table: Any = pd.DataFrame([{"incident": r.incident_id[:8], "fault": r.diagnosis.fault,
+                                "stage": r.diagnosis.stage, "match": r.diagnosis.score,
+                                "recorded_ttr_s": r.recorded_ttr_s,
+                                "recorded_actions": r.recorded_actions} for r in replayed])
+    if args.policy:
+        from healgym.envs.pipeline_heal import PipelineHealEnv
+        from healgym.serving.policies import load_policy
+
+        policy, version = load_policy(args.policy, model)
+        dataset, stages = args.dataset, args.stages.split(",") if args.stages else None
+        if args.config:
+            from healgym.serving.config import load_config
+
+            conf = load_config(args.config)
+            dataset, stages = dataset or conf.dataset, stages or conf.stages
+
+        def make_env(steps: int) -> Any:
+            return PipelineHealEnv(dataset=dataset, stages=stages, episode_steps=steps)
+
+        table = what_if(replayed, policy, make_env, range(args.seed, args.seed + args.episodes))
+        table.to_csv(f"{args.out}/what_if.csv", index=False)
+        print(f"what {args.policy} ({version}) does on them, {args.episodes} seeds each "
+              f"(also in {args.out}/what_if.csv):")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False))
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("report", help="an HTML report (and CSVs) from a decision log")
     _add_filters(r)
@@ -136,3 +179,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--dataset")
     s.add_argument("--stages")
     s.set_defaults(func=simulate_cmd)
+    p = sub.add_parser("replay", help="replay a decision log's incidents as scenarios; with "
+                       "--policy, what that policy does on each")
+    _add_filters(p)
+    _add_model(p)
+    p.add_argument("--out", default="replayed", help="folder for the scenario YAMLs")
+    p.add_argument("--policy", help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
+    p.add_argument("--episodes", type=int, default=5, help="seeds per incident")
+    p.add_argument("--seed", type=int, default=10_000)
+    p.set_defaults(func=replay_cmd)

@@ -77,6 +77,7 @@ class Adapter:
         self.pending: dict[str, Pending] = {}
         self.incident: Incident | None = None
         self.paused = False
+        self.last_now: float | None = None  # the clock of the last step
         self.lock = threading.RLock()
         self.alerts: list[str] = []
         self.interrupted = log.recover()
@@ -122,6 +123,7 @@ class Adapter:
         with self.lock:
             t0 = time.perf_counter()
             now = time.time() if now is None else now
+            self.last_now = now
             self._expire(now)
             reading = self.observer.read(self.state, now)
             if reading.signals is None:
@@ -333,6 +335,13 @@ class Adapter:
         self.alert(f"resumed by {operator}: {reason}")
 
     def close(self) -> None:
+        """Stop: an incident still open is logged as unresolved (``open``: the adapter stopped
+        before it recovered), then the actuators close."""
+        inc = self.incident
+        if inc is not None and inc.trail:
+            now = time.time() if self.last_now is None else self.last_now
+            self.log.event(inc.trail[0], "incident", {**inc.summary(now, False), "open": True},
+                           at=now)
         for wrapped in {id(w): w for w in self.actuators.values()}.values():
             close = getattr(wrapped.actuator, "close", None)
             if callable(close):
