@@ -133,7 +133,7 @@ def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolv
     names = model.action_names
     resolved = dict(zip(frames.incidents["incident_id"], frames.incidents["resolved"],
                         strict=True)) if len(frames.incidents) else {}
-    rows = []
+    rows: list[dict[str, Any] | None] = []
     for _, x in d.iterrows():
         obs = x["observation"]
         if x["policy"] == "adapter":  # the adapter's own escalations: not a policy step
@@ -174,6 +174,7 @@ def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolv
                                                  "id", "source", "operator", "demo",
                                                  "resolved", "trunc")}
     ep, step = 0, 0
+    cur: dict[str, Any] | None
     for cur, nxt in zip(rows, rows[1:], strict=False):
         if cur is None or nxt is None or nxt["t"] - cur["t"] > gap_factor * median_gap:
             if out["trunc"]:
@@ -268,9 +269,9 @@ def finetune_qtable(agent: Any, tr: Transitions, epochs: int = 20, alpha: float 
     # kept below the best supported action (the tabular form of BCQ's support constraint,
     # Fujimoto et al., 2019): the policy changes only toward what the log or a human did.
     support: dict[int, np.ndarray] = {}
-    for i in range(len(tr)):
-        row = support.setdefault(int(s[i]), np.zeros(q.shape[1], dtype=bool))
-        row[tr.actions[i]] = True
+    for j in range(len(tr)):
+        row = support.setdefault(int(s[j]), np.zeros(q.shape[1], dtype=bool))
+        row[tr.actions[j]] = True
     states_logged = np.fromiter(support, dtype=np.int64, count=len(support))
     supported = np.array([support[int(x)] for x in states_logged]).reshape(-1, q.shape[1])
 

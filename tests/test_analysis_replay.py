@@ -12,8 +12,7 @@ import pytest
 from agents.oracle import OracleAgent
 from agents.random_agent import NoOpAgent
 from healgym.analysis import load_log
-from healgym.analysis.replay import diagnose, replay_incidents, signature, what_if, \
-    write_scenarios
+from healgym.analysis.replay import diagnose, replay_incidents, signature, what_if, write_scenarios
 from healgym.cli import main
 from healgym.envs.pipeline_heal import PipelineHealEnv
 from healgym.serving.sim import simulate_serving

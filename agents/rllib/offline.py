@@ -34,7 +34,7 @@ def offline_config(dataset: str | Path, algo: str = "bc", lr: float = 1e-3,
     meta = load_offline_metadata(dataset)
     obs_space = gym.spaces.Box(-np.inf, np.inf, tuple(meta["observation_space"]["shape"]),
                                np.float32)
-    act_space = gym.spaces.Discrete(int(meta["action_space"]["n"]))
+    act_space: gym.spaces.Discrete = gym.spaces.Discrete(int(meta["action_space"]["n"]))
     if algo == "bc":
         from ray.rllib.algorithms.bc import BCConfig
 

@@ -241,7 +241,7 @@ def _decision_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
                    None)
         verdict = human.get("verdict")
         final = {"approve": r["proposed_action"], "reject": "noop",
-                 "override": human.get("action")}.get(verdict, r["proposed_action"])
+                 "override": human.get("action")}.get(str(verdict), r["proposed_action"])
         act = r.get("actuator_result") or {}
         rows.append({
             "id": r["id"], "created_at": r["created_at"], "policy": r["policy"],

@@ -3,13 +3,13 @@
 A decision log records what the pipeline looked like (every decision's observation), not which
 fault caused it. :func:`diagnose` infers the fault from the observation with the simulator's own
 fault model: for every fault in the library and every stage it computes, with the same functions
-the simulator uses (:func:`~healgym.sim.faults.fault_geometry`, :func:`~healgym.sim.faults.effects_at`,
-:func:`~healgym.sim.model.affine`), the signature the fault leaves in the observation at full
-intensity, and ranks them by cosine similarity with what was observed at the incident's worst
-moment. Several faults leave the same signature (a crash and a crash loop; a bad deploy and
-concept drift); the action that resolved the recorded incident breaks such ties (the healing
-matrix says which faults it heals). Every diagnosis keeps its score and runners-up: a replay is
-a hypothesis, to be read with them.
+the simulator uses (:func:`~healgym.sim.faults.fault_geometry`,
+:func:`~healgym.sim.faults.effects_at`, :func:`~healgym.sim.model.affine`), the signature the fault
+leaves in the observation at full intensity, and ranks them by cosine similarity with what was
+observed at the incident's worst moment. Several faults leave the same signature (a crash and a
+crash loop; a bad deploy and concept drift); the action that resolved the recorded incident breaks
+such ties (the healing matrix says which faults it heals). Every diagnosis keeps its score and
+runners-up: a replay is a hypothesis, to be read with them.
 
 :func:`replay_incidents` turns each recorded incident into a scenario (the diagnosed fault at
 ``lead_s`` into an episode, no random chaos); :func:`what_if` runs a policy on each and puts the
@@ -38,7 +38,7 @@ from healgym.sim.faults import (
     effects_at,
     fault_geometry,
 )
-from healgym.sim.model import BASE_ACCURACY, PipelineModel, ml_signals
+from healgym.sim.model import PipelineModel, ml_signals
 from healgym.sim.observation import CONTEXT, clip_z
 
 FAULT_INDEX = {f.name: i for i, f in enumerate(LIBRARY)}
@@ -124,8 +124,9 @@ def diagnose(model: PipelineModel, obs: np.ndarray, resolved_by: str | None = No
              ) -> Diagnosis:
     """The library fault (and stage) whose signature best matches ``obs``. Among near-ties
     (cosine within 0.05 of the best) the preference goes to a fault the resolving action heals
-    (``self_healed``: one that fades by itself), then one whose onset (``gradual``: the deviation was building up before the incident)
-    matches, then one of the fault's usual stages, then the closer match."""
+    (``self_healed``: one that fades by itself), then one whose onset matches (``gradual``: the
+    deviation was building up before the incident), then one of the fault's usual stages, then
+    the closer match."""
     x = observed_features(model, obs)
     nx = float(np.linalg.norm(x))
     action = next((a for a in model.actions if a.name == resolved_by), None)
@@ -192,13 +193,14 @@ def replay_incidents(frames: LogFrames, model: PipelineModel, lead_s: float = 60
                       self_healed=bool(inc["resolved"]) and not acted)
         ttr = float(inc["ttr_s"]) if inc["resolved"] and inc["ttr_s"] is not None else None
         span = max(ttr or 0.0, 600.0) * 2 + lead_s
+        outcome = f"resolved in {ttr:.0f} s" if ttr else "unresolved"
         scenario = {
             "name": f"replay-{str(inc['incident_id'])[:8]}",
             "description": (f"Incident of {iso(float(inc['start']))} UTC replayed from "
                             f"{frames.source}: diagnosed {dg.fault} on {dg.stage} (signature "
                             f"match {dg.score:.2f}; next: "
                             + ", ".join(f"{f} on {s} {c:.2f}" for f, s, c in dg.alternatives)
-                            + f"). Recorded: {'resolved in %.0f s' % ttr if ttr else 'unresolved'}"
+                            + f"). Recorded: {outcome}"
                             f" with {', '.join(acted) or 'no action'}."),
             "random_chaos": False,
             "faults": [{"at": float(lead_s), "fault": dg.fault, "stage": dg.stage,
@@ -241,7 +243,7 @@ def what_if(replayed: list[ReplayedIncident], policy: Any, make_env: Any,
                          inc["mttr_s"] if inc else None, inc["resolved_by"] if inc else None,
                          ",".join(sorted(acts))))
         env.close()
-        ttrs = [s[1] for s in sims if s[0]]
+        ttrs = [float(s[1]) for s in sims if s[0] and s[1] is not None]
         by = pd.Series([s[2] for s in sims if s[2]]).value_counts()
         rows.append({
             "incident_id": r.incident_id, "start": iso(r.start), "fault": r.diagnosis.fault,

@@ -203,8 +203,8 @@ def override_outcomes(frames: LogFrames) -> pd.DataFrame:
     for _, x in o.iterrows():
         i = x["incident_id"]
         known = inc is not None and isinstance(i, str) and i in inc.index
-        resolved = bool(inc.loc[i, "resolved"]) if known else None
-        end = inc.loc[i, "end"] if known else None
+        resolved = bool(inc.loc[i, "resolved"]) if inc is not None and known else None
+        end = inc.loc[i, "end"] if inc is not None and known else None
         at = float(x["human_at"]) if x["human_at"] is not None else float(x["created_at"])
         rows.append({"decision_id": x["id"], "time": iso(float(x["created_at"])),
                      "operator": x["operator"], "policy_proposed": x["proposed_action"],

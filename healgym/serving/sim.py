@@ -61,6 +61,8 @@ class SimPipeline:
 
     @property
     def can_rollback(self) -> bool:
+        if self.obs is None:
+            raise RuntimeError("SimPipeline: reset() before reading it")
         return bool(self.obs[7 * self.model.n_stages + CONTEXT.index("can_rollback")] > 0.5)
 
     # the Source protocol
