@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean strip-notebooks
 
 install: $(STAMP)
 
@@ -23,8 +23,9 @@ run: install
 	  'eval_scenarios=[null,configs/scenarios/bad_deploy_then_surge.yaml,configs/scenarios/leak_cascade.yaml,configs/scenarios/data_incidents.yaml]' \
 	  episodes=10
 
+# the notebooks run top to bottom too (nbmake), on their own small data
 test: install
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m pytest -n 2 --dist loadgroup -q --nbmake tests notebooks
 
 bench: install
 	$(PY) benchmarks/bench.py --out results/bench.json
@@ -32,6 +33,10 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check healgym agents experiments tests benchmarks
 	$(VENV)/bin/mypy
+
+# notebooks are kept in git without outputs (tests/test_notebooks.py checks)
+strip-notebooks: install
+	$(VENV)/bin/nbstripout --keep-id notebooks/*.ipynb
 
 clean:
 	rm -rf $(VENV) results data/sample .pytest_cache
