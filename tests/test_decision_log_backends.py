@@ -96,3 +96,27 @@ def test_the_log_folds_exports_and_recovers_on_every_backend(log_url, tmp_path):
 
     df = pd.read_parquet(log.export_parquet(tmp_path / "log.parquet"))
     assert len(df) == before + 2 and set(df["id"]) >= {a, b}
+
+
+def test_the_analyst_tools_read_every_backend(log_url, tmp_path):
+    """The report and the loader read PostgreSQL as they read SQLite (a simulated episode with
+    an operator written through the real adapter)."""
+    from agents.random_agent import NoOpAgent
+    from healgym.analysis import load_log
+    from healgym.analysis.log import Filters
+    from healgym.analysis.report import write_report
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    env = PipelineHealEnv(episode_steps=120)
+    log = DecisionLog(log_url)
+    before = len(log.records())
+    sc = {"name": "x", "faults": [{"at": 100, "fault": "process_crash", "stage": "serve"}]}
+    simulate_serving(env, NoOpAgent(), log, seed=0, options={"scenario": sc},
+                     operator=OracleOperator(env), start=1.9e9, policy_version="pg-test")
+    frames = load_log(log_url, Filters(policy_version="pg-test"))
+    assert len(frames.decisions) == len(log.records()) - before == 121
+    assert (frames.decisions["human_verdict"] == "override").sum() >= 1
+    assert "restart_serve" in set(frames.actions["action"])
+    r = write_report(log_url, tmp_path / "r.html", Filters(policy_version="pg-test"))
+    assert r.summary["decisions"] == 121 and r.summary["incidents"] >= 1

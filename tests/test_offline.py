@@ -224,3 +224,21 @@ def test_finetune_py_updates_evaluates_and_registers(tmp_path):
                           f"log={tmp_path}/missing.db", f"policy={tmp_path}/watcher"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode != 0 and "no such decision log" in bad.stderr
+
+
+def test_the_commands_simulate_serving_export_and_report(tmp_path, capsys):
+    from healgym.cli import main
+
+    log = tmp_path / "decisions.db"
+    assert main(["simulate-serving", "--policy", str(ROOT / "configs/runbooks/classic.yaml"),
+                 "--out", str(log), "--episodes", "2", "--episode-steps", "60",
+                 "--start", "1790000000"]) == 0
+    out = capsys.readouterr().out
+    assert "episode 1 (seed 1): 61 decisions" in out
+    assert main(["export-offline", "--log", str(log), "--out", str(tmp_path / "ds"),
+                 "--since", "2026-09-21T14:25:00", "--trust", "all"]) == 0
+    meta = load_offline_metadata(tmp_path / "ds")
+    assert meta["source"]["filters"].startswith("from 2026-09-21 14:25:00")
+    assert meta["counts"]["transitions"] == 60  # the second episode only
+    assert main(["export-offline", "--log", str(log), "--out", str(tmp_path / "ds")]) == 2
+    assert "not empty" in capsys.readouterr().err
