@@ -248,6 +248,26 @@ def test_the_adapter_heals_a_crash_and_records_every_step(tmp_path):
     assert len(df) == 4 and list(df["executed_action"])[1] == "restart_serve"
 
 
+def test_action_durations_are_the_infrastructures(tmp_path):
+    """durations_s says how long an action takes here: the restart is in flight (and nothing but
+    noop or escalate is offered) for exactly that long."""
+    m = model()
+    conf = ServeConf(durations_s={"restart": 5.0}, guard=GuardConf(cooldown_s=0),
+                     actuators=[ActuatorConf(type="log", actions=["restart_serve"])])
+    a, src = adapter(tmp_path, conf)
+    src.crash("serve")
+    t = time.time()
+    src.t = t
+    assert a.log.record(a.step(t))["executed_action"] == "restart_serve"
+    src.t = t + 4
+    assert a.log.record(a.step(t + 4))["proposed_action"] == "noop"  # still restarting
+    src.t = t + 6
+    assert a.log.record(a.step(t + 6))["executed_action"] == "restart_serve"
+    assert m.action_names
+    with pytest.raises(ConfigError, match=r"durations_s: unknown action kinds \['reboot'\]"):
+        adapter(tmp_path, ServeConf(durations_s={"reboot": 1.0}))
+
+
 def test_unresolved_incidents_escalate_after_the_deadline(tmp_path):
     m = model()
     conf = ServeConf(verify_deadline_s=60, actuators=[ActuatorConf(

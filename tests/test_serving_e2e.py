@@ -122,7 +122,8 @@ def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: boo
                  ) -> Adapter:
     model = PipelineHealEnv(dataset=str(rig["dataset"]), stages=["serve"]).model
     policy, version = load_policy(policy_spec, model)
-    conf = ServeConf(source=rig["source"], guard=GuardConf(cooldown_s=8, rate_limit=20,
+    # the demo service retrains in a second (the simulator's retrain takes 20 minutes)
+    conf = ServeConf(source=rig["source"], durations_s={"retrain": 10.0}, guard=GuardConf(cooldown_s=8, rate_limit=20,
                                                            hourly_budget=100,
                                                            approval_risk="never"),
                      actuators=[ActuatorConf(type="process", actions=["restart_serve"],

@@ -65,6 +65,12 @@ class Adapter:
             start = getattr(wrapped.actuator, "start", None)
             if callable(start):  # actuators that manage processes start them with the adapter
                 start()
+        unknown = set(conf.durations_s) - set(act.KIND_INDEX)
+        if unknown:
+            from healgym.errors import ConfigError
+
+            raise ConfigError(f"durations_s: unknown action kinds {sorted(unknown)}; use "
+                              f"{list(act.KIND_INDEX)}")
         if conf.human.on_timeout not in self.names:
             from healgym.errors import ConfigError
 
@@ -210,7 +216,8 @@ class Adapter:
             return result
         self.guard.record(action, now)
         self.state.last_action, self.state.last_action_t = action, now
-        duration = act.KINDS[act.KIND_INDEX[info.kind]].duration_s
+        duration = self.conf.durations_s.get(
+            info.kind, act.KINDS[act.KIND_INDEX[info.kind]].duration_s)
         if info.kind == "escalate":  # as in the env: a paged human works alongside actions
             self.state.paged_until = now + duration
         else:

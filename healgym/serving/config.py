@@ -81,6 +81,9 @@ class ServeConf(Strict):
     stages: list[str] | None = None  # the pipeline's stages, as in training
     dataset: str | None = None  # the telemetry the policy was trained on (baselines)
     interval_s: float = 10.0
+    # how long an action kind takes on this infrastructure (default: the simulator's, e.g.
+    # retrain 1200 s); while one runs the observation says so and only noop/escalate are offered
+    durations_s: dict[str, float] = Field(default_factory=dict)
     verify_deadline_s: float = 600.0
     escalate_action: str = "escalate"
     decision_log: str = "sqlite:///decisions.db"  # or postgresql+psycopg://...
