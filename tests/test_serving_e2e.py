@@ -106,7 +106,8 @@ def rig(tmp_path_factory):
     prom_url = f"http://127.0.0.1:{prom_port}"
     try:
         wait_for(lambda: requests.get(f"{prom_url}/-/ready", timeout=1).ok, 60, "prometheus")
-        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 60, "the demo service")
+        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 180,
+                 "the demo service")  # imports MLflow: slow on a busy machine
         source = SourceConf(url=prom_url, queries=Q, max_age_s=30)
         time.sleep(25)  # healthy telemetry to record
         dataset = record(source, ["serve"], 20, tmp / "demo-dataset")
