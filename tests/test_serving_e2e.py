@@ -100,14 +100,19 @@ def rig(tmp_path_factory):
     procs = ProcessActuator({"processes": {"serve": {
         "cmd": [sys.executable, "-m", "healgym.demo.service", "--port", str(port),
                 "--model-uri", "models:/demo-model@champion", "--memory-limit-mb", "1500"],
-        "workers": 1, "env": {"PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_uri}}}})
+        "workers": 1, "env": {"PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_uri},
+        "log": str(tmp / "service.log")}}})
     procs.start()
     url = f"http://127.0.0.1:{port}"
     prom_url = f"http://127.0.0.1:{prom_port}"
     try:
         wait_for(lambda: requests.get(f"{prom_url}/-/ready", timeout=1).ok, 60, "prometheus")
-        wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 180,
-                 "the demo service")  # imports MLflow: slow on a busy machine
+        try:  # it imports MLflow: slow on a busy machine
+            wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 180,
+                     "the demo service")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its output:\n"
+                                 f"{(tmp / 'service.log').read_text()[-3000:]}") from None
         source = SourceConf(url=prom_url, queries=Q, max_age_s=30)
         time.sleep(25)  # healthy telemetry to record
         dataset = record(source, ["serve"], 20, tmp / "demo-dataset")
@@ -171,7 +176,8 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
         time.sleep(1.0)
     last = [(r["state"], r["proposed_action"], r["reason"], r["signals"], r["explanation"])
             for r in map(adapter.log.record, ids[-2:]) if r]
-    raise AssertionError(f"{fault} was not healed within {timeout:g} s; last decisions: {last}")
+    raise AssertionError(f"{fault} was not healed within {timeout:g} s; adapter state "
+                         f"{adapter.state} at {time.time():.0f}; last decisions: {last}")
 
 
 def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(rig):

@@ -6,7 +6,7 @@ actuator remembers the keys it has carried out (and webhooks and Kubernetes anno
 it), so a retried or replayed decision never acts twice.
 
 - :class:`ProcessActuator`: local processes from ``params.processes`` ({stage: {cmd: [...],
-  workers: N}}); ``restart_<stage>`` restarts the stage's processes, ``scale_up_<stage>`` /
+  workers: N, env: {...}, log: FILE}}; ``log`` collects their output); ``restart_<stage>`` restarts the stage's processes, ``scale_up_<stage>`` /
   ``scale_down_<stage>`` change its number of worker processes.
 - :class:`MlflowRegistryActuator`: ``rollback`` moves ``params.alias`` (champion) of
   ``params.model`` to the previous version; ``promote`` (any other action name) to the latest.
@@ -155,9 +155,16 @@ class ProcessActuator:
         spec = self.specs[stage]
         env = {**os.environ, **{k: str(v) for k, v in (spec.get("env") or {}).items()},
                "HEALGYM_WORKER": str(i)}
-        return subprocess.Popen([str(c) for c in spec["cmd"]], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        out: Any = subprocess.DEVNULL
+        if spec.get("log"):  # the processes' stdout and stderr, appended
+            out = open(spec["log"], "ab")  # noqa: SIM115 (the child owns it)
+        try:
+            return subprocess.Popen([str(c) for c in spec["cmd"]], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT if spec.get("log") else out,
+                                    start_new_session=True)
+        finally:
+            if spec.get("log"):
+                out.close()
 
     def _ensure(self, stage: str, n: int) -> None:
         procs = [p for p in self.procs.get(stage, []) if p.poll() is None]
