@@ -311,6 +311,78 @@ def serving_figures(n: int = 400) -> dict[str, Any]:
     return out
 
 
+def analysis_figures(episodes: int = 10) -> dict[str, Any]:
+    """The analyst tools on a decision log of ``episodes`` simulated episodes (the classic
+    runbook behind the adapter, an oracle operator): reading it against a raw sqlite read of the
+    same rows (JSON decoded), the report, serving in the simulator against plain env steps, and
+    fine-tuning."""
+    import json as _json
+    import sqlite3
+    import tempfile
+
+    from agents.evaluation import run_episode
+    from agents.offline import finetune_qtable, transitions_from_log
+    from agents.qlearning import QLearningAgent
+    from agents.runbook import RunbookAgent
+    from healgym.analysis import load_log
+    from healgym.analysis.replay import replay_incidents
+    from healgym.analysis.report import write_report
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    root = Path(__file__).resolve().parents[1]
+    env = PipelineHealEnv()
+    runbook = RunbookAgent(env, root / "configs/runbooks/classic.yaml")
+    tmp = Path(tempfile.mkdtemp())
+    path = tmp / "decisions.db"
+    op = OracleOperator(env)
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(episodes):
+        n += simulate_serving(env, runbook, f"sqlite:///{path}", seed=i, operator=op,
+                              start=1.79e9 + i * 4000)["decisions"]
+    sim_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(episodes):
+        run_episode(env, runbook, i)
+    env_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"analysis_log_decisions": n,
+                           "sim_serving_decisions_per_s": n / sim_s,
+                           "sim_serving_vs_env_steps_ratio": (n / sim_s) / (n / env_s)}
+    runs_raw, runs_load = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        con = sqlite3.connect(path)
+        rows = con.execute("select observation, signals, explanation, guard from decisions"
+                           ).fetchall()
+        evs = con.execute("select payload from events").fetchall()
+        for r in rows:
+            for v in r:
+                _json.loads(v) if v else None
+        for (v,) in evs:
+            _json.loads(v)
+        con.close()
+        runs_raw.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        frames = load_log(str(path))
+        runs_load.append(time.perf_counter() - t0)
+    out["load_log_decisions_per_s"] = n / statistics.median(runs_load)
+    out["load_log_vs_raw_sqlite_json_ratio"] = statistics.median(runs_raw) / statistics.median(
+        runs_load)
+    t0 = time.perf_counter()
+    write_report(str(path), tmp / "report.html")
+    out["report_seconds"] = time.perf_counter() - t0
+    out["report_vs_load_ratio"] = statistics.median(runs_load) / out["report_seconds"]
+    t0 = time.perf_counter()
+    tr = transitions_from_log(frames, env.model)
+    agent = QLearningAgent(env.model)
+    finetune_qtable(agent, tr, epochs=20)
+    out["finetune_transition_sweeps_per_s"] = len(tr) * 20 / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    replayed = replay_incidents(frames, env.model)
+    out["replay_diagnoses_per_s"] = len(replayed) / (time.perf_counter() - t0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("results/bench.json"))
@@ -320,7 +392,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-rllib", action="store_true")
     p.add_argument("--only-serving", action="store_true",
                    help="measure only the serving figures and merge them into --out")
+    p.add_argument("--only-analysis", action="store_true",
+                   help="measure only the analyst tools' figures and merge them into --out")
     args = p.parse_args(argv)
+    if args.only_analysis:
+        prev = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        fig = analysis_figures()
+        prev.update(fig)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(prev, indent=2) + "\n")
+        print(json.dumps(fig, indent=2))
+        return 0
     if args.only_serving:
         prev = json.loads(args.out.read_text()) if args.out.is_file() else {}
         prev.update(serving_figures())
@@ -376,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['http_round_trip_ms_p50']:.2f} ms; decision log "
           f"{result['decision_log_writes_per_s']:.0f} writes/s "
           f"({result['decision_log_vs_raw_sqlite_ratio']:.2f}x raw sqlite)")
+    result.update(analysis_figures())
+    print(f"analysis: load_log {result['load_log_vs_raw_sqlite_json_ratio']:.2f}x a raw sqlite "
+          f"read + JSON decode; report of {result['analysis_log_decisions']} decisions in "
+          f"{result['report_seconds']:.1f} s; serving in the simulator "
+          f"{result['sim_serving_vs_env_steps_ratio']:.2f}x plain env steps")
     v = result["vector_n4096"]
     result["vector_env_steps_per_s"] = v["vector_env_steps_per_s"]
     result["cartpole_vector_steps_per_s"] = v["cartpole_vector_steps_per_s"]

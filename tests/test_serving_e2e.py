@@ -8,6 +8,7 @@ Needs the `prometheus` binary (Debian package; .ci/run installs it).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -100,7 +101,8 @@ def rig(tmp_path_factory):
     procs = ProcessActuator({"processes": {"serve": {
         "cmd": [sys.executable, "-m", "healgym.demo.service", "--port", str(port),
                 "--model-uri", "models:/demo-model@champion", "--memory-limit-mb", "1500"],
-        "workers": 1, "env": {"PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_uri},
+        "workers": 1, "env": {"PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_uri,
+                              "PYTHONFAULTHANDLER": "1", "PYTHONUNBUFFERED": "1"},
         "log": str(tmp / "service.log")}}})
     procs.start()
     url = f"http://127.0.0.1:{port}"
@@ -111,6 +113,12 @@ def rig(tmp_path_factory):
             wait_for(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 180,
                      "the demo service")
         except AssertionError as exc:
+            import signal as _signal
+
+            for p in procs.procs.get("serve", []):  # faulthandler: where is it stuck?
+                if p.poll() is None:
+                    os.kill(p.pid, _signal.SIGABRT)
+            time.sleep(2)
             raise AssertionError(f"{exc}; its output:\n"
                                  f"{(tmp / 'service.log').read_text()[-3000:]}") from None
         source = SourceConf(url=prom_url, queries=Q, max_age_s=30)
@@ -129,9 +137,9 @@ def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: boo
     model = PipelineHealEnv(dataset=str(rig["dataset"]), stages=["serve"]).model
     policy, version = load_policy(policy_spec, model)
     # the demo service retrains in a second (the simulator's retrain takes 20 minutes)
-    conf = ServeConf(source=rig["source"], durations_s={"retrain": 10.0}, guard=GuardConf(cooldown_s=8, rate_limit=20,
-                                                           hourly_budget=100,
-                                                           approval_risk="never"),
+    conf = ServeConf(source=rig["source"], durations_s={"retrain": 10.0},
+                     guard=GuardConf(cooldown_s=8, rate_limit=20, hourly_budget=100,
+                                     approval_risk="never"),
                      actuators=[ActuatorConf(type="process", actions=["restart_serve"],
                                              timeout_s=30, retries=1),
                                 ActuatorConf(type="mlflow", actions=["rollback"], params={

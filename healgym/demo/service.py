@@ -118,7 +118,7 @@ class Service:
                                               if w else 0.0)
         cpu = (time.process_time() - self._cpu0) / max(now - self._t0, 1e-3) * 100
         g["cpu_pct"].labels(STAGE).set(min(cpu, 100.0))
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = current_rss_mb()
         if rss_mb > self.memory_limit_mb:
             os._exit(137)  # out of memory: killed, as by a cgroup's OOM killer
         g["memory_pct"].labels(STAGE).set(min(100.0 * rss_mb / self.memory_limit_mb, 100.0))
@@ -211,6 +211,17 @@ def handler(svc: Service) -> type[BaseHTTPRequestHandler]:
             pass
 
     return H
+
+
+def current_rss_mb() -> float:
+    """Resident memory now. (Not ``ru_maxrss``: Linux keeps the high-water mark across exec, so
+    a service started from a large process would read its parent's peak and "run out of memory"
+    at once.)"""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # not Linux: the peak is the best there is
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,8 +6,9 @@ actuator remembers the keys it has carried out (and webhooks and Kubernetes anno
 it), so a retried or replayed decision never acts twice.
 
 - :class:`ProcessActuator`: local processes from ``params.processes`` ({stage: {cmd: [...],
-  workers: N, env: {...}, log: FILE}}; ``log`` collects their output); ``restart_<stage>`` restarts the stage's processes, ``scale_up_<stage>`` /
-  ``scale_down_<stage>`` change its number of worker processes.
+  workers: N, env: {...}, log: FILE}}; ``log`` collects their output); ``restart_<stage>``
+  restarts the stage's processes, ``scale_up_<stage>`` / ``scale_down_<stage>`` change its
+  number of worker processes.
 - :class:`MlflowRegistryActuator`: ``rollback`` moves ``params.alias`` (champion) of
   ``params.model`` to the previous version; ``promote`` (any other action name) to the latest.
 - :class:`WebhookActuator`: POSTs ``{action, target, decision_id}`` to ``params.url`` with an
