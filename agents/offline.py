@@ -23,7 +23,8 @@ disagree, the majority (latest on a tie) wins.
 :func:`export_offline_dataset` writes the transitions as a versioned Parquet folder that RLlib's
 offline API reads (``BCConfig().offline_data(input_=[folder/data])``): the columns of RLlib's
 single-agent schema, plus ``provenance.parquet`` (decision ids, who chose the action, masks) and
-``metadata.json`` (format version, spaces, the observation layout, the source log).
+``metadata.json`` (format version, spaces, the observation layout, the source log); ``data_masked``
+holds the same rows with each observation's action mask appended, for healgym's masking modules.
 """
 
 from __future__ import annotations
@@ -325,6 +326,18 @@ def export_offline_dataset(tr: Transitions, model: PipelineModel, out: str | Pat
         "rewards": tr.rewards, "new_obs": list(tr.next_obs), "terminateds": tr.terminated,
         "truncateds": tr.truncated,
     }).to_parquet(out / "data" / "part-00000.parquet", index=False)
+    # the same rows with each observation's action mask appended: the flat layout healgym's
+    # masking RLModules read, so a policy trained on them is served like any PPO policy
+    m_obs = mask_from_obs(model, tr.obs).astype(np.float32) if len(tr) else \
+        np.zeros((0, len(model.actions)), np.float32)
+    m_next = mask_from_obs(model, tr.next_obs).astype(np.float32) if len(tr) else m_obs
+    (out / "data_masked").mkdir()
+    pd.DataFrame({
+        "eps_id": eps, "t": tr.t, "obs": list(np.concatenate([tr.obs, m_obs], axis=1)),
+        "actions": tr.actions, "rewards": tr.rewards,
+        "new_obs": list(np.concatenate([tr.next_obs, m_next], axis=1)),
+        "terminateds": tr.terminated, "truncateds": tr.truncated,
+    }).to_parquet(out / "data_masked" / "part-00000.parquet", index=False)
     pd.DataFrame({
         "eps_id": eps, "t": tr.t, "decision_id": tr.decision_id, "time": tr.time,
         "source": tr.source, "operator": tr.operator, "demonstration": tr.demo,
@@ -346,7 +359,9 @@ def export_offline_dataset(tr: Transitions, model: PipelineModel, out: str | Pat
                    "demonstrations": int(tr.demo.sum()), "sources": dict(Counter(tr.source))},
         "rllib": {"input_": "data", "input_read_method": "read_parquet",
                   "schema": "RLlib's default single-agent columns: eps_id, t, obs, actions, "
-                            "rewards, new_obs, terminateds, truncateds"},
+                            "rewards, new_obs, terminateds, truncateds",
+                  "masked": "data_masked: the same rows, each observation followed by its "
+                            "action mask (agents/rllib/offline.py, masked=True)"},
     }
     (out / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out

@@ -477,3 +477,41 @@ def test_rllib_trains_offline_on_an_exported_decision_log(ray_up, tmp_path, algo
     assert np.mean(losses[-5:]) < np.mean(losses[:3])
     majority = np.bincount(tr.actions).max() / len(tr)
     assert (pred == tr.actions).mean() >= majority
+
+
+def test_an_offline_policy_trained_on_masked_observations_is_served_like_ppo(ray_up, tmp_path):
+    """masked=True trains healgym's masking module on the log's observations + masks; exported,
+    it loads without Ray like any PPO policy, checks the pipeline and never picks a masked
+    action."""
+    from agents.offline import export_offline_dataset, mask_from_obs, transitions_from_log
+    from agents.rllib.offline import export_offline_policy, offline_config
+    from agents.rllib.policy import RLlibPolicy
+    from agents.runbook import RunbookAgent
+    from healgym.analysis import load_log
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    env = PipelineHealEnv(episode_steps=120)
+    for seed in range(2):
+        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
+                         f"sqlite:///{tmp_path}/log.db", seed=seed,
+                         operator=OracleOperator(env), start=1.79e9 + seed * 5000)
+    tr = transitions_from_log(load_log(str(tmp_path / "log.db")), env.model)
+    ds = export_offline_dataset(tr, env.model, tmp_path / "ds")
+    algo = offline_config(ds, algo="marwil", masked=True, batch_size=128).build_algo()
+    try:
+        for _ in range(10):
+            algo.train()
+        path = export_offline_policy(algo, ds, env.model, tmp_path / "policy", "marwil")
+    finally:
+        algo.stop()
+    policy = RLlibPolicy.load(path, env.model)
+    assert json.loads((path / "policy.json").read_text())["trained_offline"]["algorithm"] == \
+        "marwil"
+    masks = mask_from_obs(env.model, tr.obs)
+    acts = policy.act(tr.obs, masks)
+    assert masks[np.arange(len(acts)), acts].all()
+    assert (acts == tr.actions).mean() >= np.bincount(tr.actions).max() / len(tr) - 0.05
+    m = run_episode(env, policy, 0)  # and it runs an episode like any policy
+    assert m["invalid_actions"] == 0
+    with pytest.raises(HealgymError, match="observation layout differs|actions"):
+        RLlibPolicy.load(path, PipelineHealEnv(stages=["ingest", "serve"]).model)
