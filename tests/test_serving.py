@@ -550,3 +550,24 @@ def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_closing_the_adapter_releases_actuator_threads_and_logs_the_open_incident(tmp_path):
+    import threading
+
+    a, src = adapter(tmp_path)
+    src.crash("serve")
+    t = time.time()
+    src.t = t
+    did = a.step(t)
+    assert a.log.record(did)["executed_action"] == "restart_serve"
+    before = threading.active_count()
+    a.close()
+    a.close()  # twice is harmless
+    deadline = time.time() + 5
+    while threading.active_count() >= before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() < before  # the actuator's worker thread is gone
+    incidents = [e for e in a.log.events_of(did) if e["kind"] == "incident"]
+    assert len(incidents) == 1 and incidents[0]["payload"]["open"] is True
+    assert incidents[0]["payload"]["resolved"] is False

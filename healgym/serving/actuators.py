@@ -95,7 +95,13 @@ class Resilient:
 
     def __post_init__(self) -> None:
         self.breaker = Breaker(self.conf.breaker_failures, self.conf.breaker_reset_s)
-        self._pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="actuator")
+        self._pool: cf.ThreadPoolExecutor | None = None  # made on first use, shut by close()
+
+    def close(self) -> None:
+        """Release the worker threads (a call still running finishes on its own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def execute(self, action: str, target: str, key: str) -> ActResult:
         if key in self.done:
@@ -113,6 +119,9 @@ class Resilient:
                                     retry=retry_if_exception_type(Exception), reraise=True):
                 with attempt:
                     attempts += 1
+                    if self._pool is None:
+                        self._pool = cf.ThreadPoolExecutor(max_workers=2,
+                                                           thread_name_prefix="actuator")
                     fut = self._pool.submit(self.actuator.execute, action, target, key)
                     detail = fut.result(timeout=self.conf.timeout_s)
         except cf.TimeoutError:

@@ -349,10 +349,12 @@ class Adapter:
             now = time.time() if self.last_now is None else self.last_now
             self.log.event(inc.trail[0], "incident", {**inc.summary(now, False), "open": True},
                            at=now)
+            self.incident = None
         for wrapped in {id(w): w for w in self.actuators.values()}.values():
             close = getattr(wrapped.actuator, "close", None)
             if callable(close):
                 close()
+            wrapped.close()
 
     def run(self, stop: threading.Event | None = None, max_steps: int | None = None) -> None:
         stop = stop or threading.Event()
