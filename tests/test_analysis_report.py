@@ -95,6 +95,8 @@ def test_report_figures_match_direct_counts(simlog, tmp_path):
     assert r.summary["ttr_median_s"] == pytest.approx(float(pd.Series(ttrs).median()))
     trend = pd.read_csv(data / "mttr_trend.csv")
     assert trend["incidents"].sum() == len(last)
+    assert trend["overrides"].sum() == len(overrides)
+    assert trend["proposals"].sum() == sum(n_prop.values())
     # the slowest incident's trail is every decision it took, in order
     slow = pd.read_csv(data / "slowest_incidents.csv")
     trails = pd.read_csv(data / "slowest_incident_trails.csv")

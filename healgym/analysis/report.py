@@ -83,8 +83,14 @@ def _plots(frames: LogFrames, figs: dict[str, pd.DataFrame]) -> dict[str, str]:
         if len(t):
             ax.plot(pd.to_datetime(t["period"]), t["ttr_median_s"], "k_", markersize=14,
                     label="median per period")
+            if t["overrides"].sum():
+                ax2 = ax.twinx()
+                ax2.plot(pd.to_datetime(t["period"]), t["override_rate"], color="tab:orange",
+                         marker=".", label="override rate")
+                ax2.set_ylabel("override rate", color="tab:orange")
+                ax2.set_ylim(bottom=0)
         ax.set_ylabel("time to recover, s")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
         fig.autofmt_xdate()
         out["mttr_trend"] = _png(fig)
     o = figs["overrides_by_action"]
@@ -212,9 +218,10 @@ def render_html(frames: LogFrames, figs: dict[str, pd.DataFrame], s: dict[str, A
     parts.append(f"<div>{_kpis(s)}</div>")
     parts.append("<h2>Actions over time</h2>" + plots.get("actions_over_time",
                                                           "<p class='note'>no actions</p>"))
-    parts.append("<h2>Incidents and time to recover</h2>"
+    parts.append("<h2>Incidents and time to recover: is it getting better?</h2>"
                  "<p class='note'>An incident runs from the first observation that violates the "
-                 "SLO to the first that does not.</p>"
+                 "SLO to the first that does not; the orange line is the share of the policy's "
+                 "proposals that humans overrode, per period.</p>"
                  + plots.get("mttr_trend", "") + _table(figs["mttr_trend"]))
     ov = s.get("ttr_median_overridden_s"), s.get("ttr_median_not_overridden_s")
     parts.append("<h2>Humans and the policy</h2>"

@@ -60,19 +60,28 @@ def actions_over_time(frames: LogFrames, freq: str | None = None) -> pd.DataFram
 
 
 def mttr_trend(frames: LogFrames, freq: str | None = None) -> pd.DataFrame:
-    """Per period of incident start: incidents, resolved, unresolved, median and mean TTR."""
-    inc = frames.incidents
-    cols = ["period", "incidents", "resolved", "unresolved", "ttr_median_s", "ttr_mean_s"]
-    if inc.empty:
+    """Is it getting better? Per period: incidents started, resolved, unresolved, median and
+    mean TTR, and the humans' disagreement: proposals, overrides and the override rate."""
+    inc, p = frames.incidents, proposals(frames)
+    cols = ["period", "incidents", "resolved", "unresolved", "ttr_median_s", "ttr_mean_s",
+            "proposals", "overrides", "override_rate"]
+    if inc.empty and p.empty:
         return pd.DataFrame(columns=cols)
     freq = freq or freq_of(frames)
+    by_inc = dict(list(inc.groupby(_bucket(inc["start_time"], freq)))) if len(inc) else {}
+    by_p = dict(list(p.groupby(_bucket(p["time"], freq)))) if len(p) else {}
     rows = []
-    for period, g in inc.groupby(_bucket(inc["start_time"], freq)):
+    for period in sorted(set(by_inc) | set(by_p)):
+        g = by_inc.get(period, inc.iloc[0:0])
+        q = by_p.get(period, p.iloc[0:0])
         ttr = g.loc[g["resolved"], "ttr_s"].astype(float)
+        n_over = int((q["human_verdict"] == "override").sum())
         rows.append({"period": period, "incidents": len(g), "resolved": int(g["resolved"].sum()),
                      "unresolved": int((~g["resolved"]).sum()),
                      "ttr_median_s": float(ttr.median()) if len(ttr) else np.nan,
-                     "ttr_mean_s": float(ttr.mean()) if len(ttr) else np.nan})
+                     "ttr_mean_s": float(ttr.mean()) if len(ttr) else np.nan,
+                     "proposals": len(q), "overrides": n_over,
+                     "override_rate": n_over / len(q) if len(q) else np.nan})
     return pd.DataFrame(rows, columns=cols)
 
 
