@@ -133,6 +133,22 @@ def test_an_empty_log_renders_a_clear_page(tmp_path, capsys):
     assert pd.read_csv(tmp_path / "r_data" / "incidents.csv").empty
 
 
+def test_filters_that_match_nothing_give_the_empty_page(simlog, tmp_path):
+    r = write_report(str(simlog), tmp_path / "r.html", Filters(policy_version="v9"))
+    assert r.summary["decisions"] == 0 and r.summary["incidents"] == 0
+    assert "No decisions in this log with these filters" in r.html.read_text()
+    assert list(pd.read_csv(r.data_dir / "incidents.csv").columns)[:2] == ["incident_id",
+                                                                          "start"]
+    # a log without incidents, filtered (this broke the analyst notebook on a quiet log)
+    quiet = DecisionLog(f"sqlite:///{tmp_path}/quiet.db")
+    quiet.new_decision(policy="p", policy_version="v1", observation=[0.0], signals={},
+                       proposed_action="noop", explanation={}, guard={}, status="proposed")
+    for version, n in (("v1", 1), ("v2", 0)):
+        r = write_report(str(tmp_path / "quiet.db"), tmp_path / f"q{version}.html",
+                         Filters(policy_version=version))
+        assert r.summary["decisions"] == n and r.summary["incidents"] == 0
+
+
 def test_damaged_and_foreign_files_give_clear_errors(tmp_path, capsys):
     junk = tmp_path / "junk.db"
     junk.write_bytes(bytes(range(256)) * 20)

@@ -326,7 +326,8 @@ def _apply(f: Filters, d: pd.DataFrame, inc: pd.DataFrame
     if f.target:
         keep &= (d["proposed_target"] == f.target) | (d["executed_target"] == f.target)
     d = d[keep].reset_index(drop=True)
-    if f.since is not None or f.until is not None or f.policy_version or f.target:
+    if (f.since is not None or f.until is not None or f.policy_version or f.target) and len(inc):
         kept = set(d["id"])
-        inc = inc[inc["trail"].map(lambda t: any(x in kept for x in t))].reset_index(drop=True)
+        hit = np.array([any(x in kept for x in t) for t in inc["trail"]], dtype=bool)
+        inc = inc[hit].reset_index(drop=True)
     return d, inc
