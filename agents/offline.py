@@ -42,12 +42,12 @@ import pandas as pd
 from healgym.errors import HealgymError
 from healgym.sim import actions as act
 from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS, PipelineModel
-from healgym.sim.observation import CONTEXT, obs_violates_slo
+from healgym.sim.observation import CONTEXT_INDEX as CTX
+from healgym.sim.observation import obs_violates_slo
 from healgym.sim.signals import observation_names
 
 DATASET_FORMAT = "healgym-offline"
 DATASET_VERSION = 1
-CTX = {k: i for i, k in enumerate(CONTEXT)}
 
 
 def mask_from_obs(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
@@ -247,7 +247,7 @@ def finetune_qtable(agent: Any, tr: Transitions, epochs: int = 20, alpha: float 
     m1 = mask_from_obs(model, tr.obs).astype(bool) if len(tr) else np.zeros((0, q.shape[1]),
                                                                             dtype=bool)
     m2 = mask_from_obs(model, tr.next_obs).astype(bool) if len(tr) else m1
-    greedy_before = np.where(m1, q[s], -np.inf).argmax(axis=1) if len(tr) else s
+    greedy_before = agent.greedy(s, m1)
     all_before = q.argmax(axis=1).copy()
     # demonstrations: the majority action per discretised state (latest wins a tie)
     demos: dict[int, list[int]] = {}
@@ -300,7 +300,7 @@ def finetune_qtable(agent: Any, tr: Transitions, epochs: int = 20, alpha: float 
                 best_other = float(q[st][valid].max())
                 if q[st, a_e] < best_other + margin:
                     q[st, a_e] = best_other + margin
-    greedy_after = np.where(m1, q[s], -np.inf).argmax(axis=1) if len(tr) else s
+    greedy_after = agent.greedy(s, m1)
     d_idx = np.flatnonzero(tr.demo)
     before = float((greedy_before[d_idx] == tr.actions[d_idx]).mean()) if len(d_idx) else np.nan
     after = float((greedy_after[d_idx] == tr.actions[d_idx]).mean()) if len(d_idx) else np.nan

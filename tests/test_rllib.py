@@ -443,25 +443,32 @@ def test_ray_address_connects_to_an_existing_cluster(tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+def served_dataset(tmp_path: Path, episodes: int) -> tuple[Any, Any, Path]:
+    """A decision log of the classic runbook served in the simulator with an oracle operator,
+    exported as an offline dataset: (env, transitions, dataset folder)."""
+    from agents.offline import export_offline_dataset, transitions_from_log
+    from agents.runbook import RunbookAgent
+    from healgym.analysis import load_log
+    from healgym.serving.sim import OracleOperator, simulate_serving
+
+    env = PipelineHealEnv(episode_steps=120)
+    for seed in range(episodes):
+        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
+                         f"sqlite:///{tmp_path}/log.db", seed=seed,
+                         operator=OracleOperator(env), start=1.79e9 + seed * 5000)
+    tr = transitions_from_log(load_log(str(tmp_path / "log.db")), env.model)
+    return env, tr, export_offline_dataset(tr, env.model, tmp_path / "ds")
+
+
 @pytest.mark.parametrize("algo", ["bc", "marwil"])
 def test_rllib_trains_offline_on_an_exported_decision_log(ray_up, tmp_path, algo):
     """The offline dataset a decision log exports is what RLlib's BC and MARWIL train on: the
     loss falls and the learned module imitates the logged actions."""
     import torch
 
-    from agents.offline import export_offline_dataset, transitions_from_log
     from agents.rllib.offline import learner_module, offline_config
-    from agents.runbook import RunbookAgent
-    from healgym.analysis import load_log
-    from healgym.serving.sim import OracleOperator, simulate_serving
 
-    env = PipelineHealEnv(episode_steps=120)
-    for seed in range(3):
-        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
-                         f"sqlite:///{tmp_path}/log.db", seed=seed,
-                         operator=OracleOperator(env), start=1.79e9 + seed * 5000)
-    tr = transitions_from_log(load_log(str(tmp_path / "log.db")), env.model)
-    ds = export_offline_dataset(tr, env.model, tmp_path / "ds")
+    env, tr, ds = served_dataset(tmp_path, episodes=3)
     algo_ = offline_config(ds, algo=algo, batch_size=128, seed=0).build_algo()
     try:
         losses = []
@@ -483,20 +490,11 @@ def test_an_offline_policy_trained_on_masked_observations_is_served_like_ppo(ray
     """masked=True trains healgym's masking module on the log's observations + masks; exported,
     it loads without Ray like any PPO policy, checks the pipeline and never picks a masked
     action."""
-    from agents.offline import export_offline_dataset, mask_from_obs, transitions_from_log
+    from agents.offline import mask_from_obs
     from agents.rllib.offline import export_offline_policy, offline_config
     from agents.rllib.policy import RLlibPolicy
-    from agents.runbook import RunbookAgent
-    from healgym.analysis import load_log
-    from healgym.serving.sim import OracleOperator, simulate_serving
 
-    env = PipelineHealEnv(episode_steps=120)
-    for seed in range(2):
-        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
-                         f"sqlite:///{tmp_path}/log.db", seed=seed,
-                         operator=OracleOperator(env), start=1.79e9 + seed * 5000)
-    tr = transitions_from_log(load_log(str(tmp_path / "log.db")), env.model)
-    ds = export_offline_dataset(tr, env.model, tmp_path / "ds")
+    env, tr, ds = served_dataset(tmp_path, episodes=2)
     algo = offline_config(ds, algo="marwil", masked=True, batch_size=128).build_algo()
     try:
         for _ in range(10):

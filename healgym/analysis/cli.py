@@ -43,18 +43,22 @@ def report_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(args: argparse.Namespace) -> Any:
-    """The pipeline the log was served on: a serve config's dataset and stages, or flags."""
-    from healgym.envs.pipeline_heal import PipelineHealEnv
-
+def _pipeline(args: argparse.Namespace) -> tuple[str | None, list[str] | None]:
+    """The dataset and stages the log was served on: flags, else the serve config's."""
     dataset, stages = args.dataset, args.stages.split(",") if args.stages else None
     if args.config:
         from healgym.serving.config import load_config
 
         conf = load_config(args.config)
         dataset, stages = dataset or conf.dataset, stages or conf.stages
-    return PipelineHealEnv(dataset=dataset, stages=stages, episode_steps=args.episode_steps
-                           if hasattr(args, "episode_steps") else 360).model
+    return dataset, stages
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+
+    dataset, stages = _pipeline(args)
+    return PipelineHealEnv(dataset=dataset, stages=stages).model
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -131,12 +135,7 @@ def replay_cmd(args: argparse.Namespace) -> int:
         from healgym.serving.policies import load_policy
 
         policy, version = load_policy(args.policy, model)
-        dataset, stages = args.dataset, args.stages.split(",") if args.stages else None
-        if args.config:
-            from healgym.serving.config import load_config
-
-            conf = load_config(args.config)
-            dataset, stages = dataset or conf.dataset, stages or conf.stages
+        dataset, stages = _pipeline(args)
 
         def make_env(steps: int) -> Any:
             return PipelineHealEnv(dataset=dataset, stages=stages, episode_steps=steps)

@@ -40,10 +40,10 @@ from healgym.sim.faults import (
 )
 from healgym.sim.model import PipelineModel, ml_signals
 from healgym.sim.observation import CONTEXT, clip_z
+from healgym.sim.observation import CONTEXT_INDEX as CTX
 
 FAULT_INDEX = {f.name: i for i, f in enumerate(LIBRARY)}
 NOISE_Z = 3.0  # |z| below this is healthy noise
-CTX = {k: i for i, k in enumerate(CONTEXT)}
 BASE = ml_signals(np.zeros(6))  # healthy accuracy, null rate, schema errors, staleness
 
 

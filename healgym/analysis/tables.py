@@ -91,6 +91,13 @@ def proposals(frames: LogFrames) -> pd.DataFrame:
              & (d["policy"] != "adapter")]
 
 
+def _verdicts(g: Any) -> dict[str, pd.Series]:
+    """Approvals, rejections and overrides per group of decisions."""
+    return {column: g["human_verdict"].apply(lambda s, v=verdict: int((s == v).sum()))
+            for verdict, column in (("approve", "approved"), ("reject", "rejected"),
+                                    ("override", "overridden"))}
+
+
 def overrides_by_action(frames: LogFrames) -> pd.DataFrame:
     """Per proposed action: proposals, human verdicts and the override rate (overrides /
     proposals)."""
@@ -101,10 +108,7 @@ def overrides_by_action(frames: LogFrames) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     g = p.groupby("proposed_action")
     out = pd.DataFrame({
-        "proposals": g.size(), "reviewed": g["human_verdict"].count(),
-        "approved": g["human_verdict"].apply(lambda s: int((s == "approve").sum())),
-        "rejected": g["human_verdict"].apply(lambda s: int((s == "reject").sum())),
-        "overridden": g["human_verdict"].apply(lambda s: int((s == "override").sum()))})
+        "proposals": g.size(), "reviewed": g["human_verdict"].count(), **_verdicts(g)})
     out["override_rate"] = out["overridden"] / out["proposals"]
     return out.reset_index().sort_values(["overridden", "proposals"], ascending=False,
                                          ignore_index=True)[cols]
@@ -121,10 +125,7 @@ def overrides_by_operator(frames: LogFrames) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     g = h.groupby("operator")
     out = pd.DataFrame({
-        "verdicts": g.size(),
-        "approved": g["human_verdict"].apply(lambda s: int((s == "approve").sum())),
-        "rejected": g["human_verdict"].apply(lambda s: int((s == "reject").sum())),
-        "overridden": g["human_verdict"].apply(lambda s: int((s == "override").sum())),
+        "verdicts": g.size(), **_verdicts(g),
         "median_response_s": g.apply(lambda x: float((x["human_at"].astype(float)
                                                       - x["created_at"]).median()),
                                      include_groups=False)})

@@ -24,6 +24,7 @@ from healgym.sim.model import MAX_REPLICAS, PipelineModel
 CONTEXT = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
            "staleness_h", "cost_factor", "since_last_action_h", "action_in_flight",
            "light_model", "can_rollback")
+CONTEXT_INDEX = {name: i for i, name in enumerate(CONTEXT)}
 CONTEXT_HIGH = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0)
 
 
@@ -119,7 +120,7 @@ def obs_violates_slo(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     z = obs[:, : S * M].reshape(len(obs), S, M)
     ctx = obs[:, 7 * S: 7 * S + len(CONTEXT)]
     slo = model.slo
-    c = {k: ctx[:, i] for i, k in enumerate(CONTEXT)}
+    c = {k: ctx[:, i] for k, i in CONTEXT_INDEX.items()}
     return ((z[:, model.model_stage, LAT] > model.lat_limit_z) | (z[:, -1, THR] < model.thr_limit_z)
             | (z[:, :, ERR] > model.err_limit_z).any(axis=1) | (c["accuracy"] < slo.accuracy_min)
             | (c["staleness_h"] * 3600.0 > slo.staleness_max_s)
