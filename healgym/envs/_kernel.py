@@ -25,7 +25,7 @@ _TO_UNIT = 1.0 / 9007199254740992.0
 _SQRT3 = 1.7320508075688772
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def _mix(z):  # type: ignore[no-untyped-def]
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
@@ -48,7 +48,7 @@ def normal(key, step):  # type: ignore[no-untyped-def]
 
 
 # --------------------------------------------------------------------------- slots, incidents
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
     """Append a slot (the caller checked there is room), in creation order."""
     s_n, uid = st[0], st[10]
@@ -67,7 +67,7 @@ def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
     st[24][i] = True  # effects changed
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
     """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
     s_n, s_kind = st[0], st[1]
@@ -98,7 +98,7 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st,
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def add_side(i, kind, stage, onset, until, st):
     """Append an action's side effect (no incident)."""
     if st[0][i] >= st[1].shape[1]:
@@ -107,7 +107,7 @@ def add_side(i, kind, stage, onset, until, st):
     write_slot(i, kind, -1, stage, 1.0, onset, -1, until, INF, st)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def compact(i, rm, st):
     """Remove the slots whose bits are set in ``rm``, keeping the rest in creation order."""
     s_n = st[0]
@@ -147,7 +147,7 @@ def compact(i, rm, st):
     s_n[i] = w
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
     """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
     s_inc = st[8]
@@ -175,7 +175,7 @@ def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
 
 
 # --------------------------------------------------------------------------- actions, events
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def complete(i, a, issued, stream, t, k, key, st, rs, c):
     """An action takes effect (the scalar env's ``_complete``)."""
     s_n = st[0]
@@ -232,7 +232,7 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
     return bonus
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", _nrt=False)
 def drop_side(i, kind, st):
     s_n, s_kind, s_inc = st[0], st[1], st[8]
     rm = 0
@@ -242,7 +242,7 @@ def drop_side(i, kind, st):
     compact(i, rm, st)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
                    lo, hi):
     """Phase A for each live env: start the action, advance the clock, apply due events."""
@@ -320,7 +320,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 
 # --------------------------------------------------------------------------- effects, observe
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable, lo, hi):
     """Fault and capacity effects of every env at its current time (the scalar env's
     ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``). Like the scalar env, an
@@ -419,7 +419,7 @@ def drift_checks(k, key, ml_now, c, drift, lo, hi):
             drift[i, 1] = c.healthy_psi[w]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
             c, obs, reward, violated_out, downtime, total_reward, mask, zf_all, lo, hi):
     """Phase B: observation, SLO, reward, detection and action mask of every env."""
