@@ -32,14 +32,14 @@ def _mix(z):  # type: ignore[no-untyped-def]
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def uniform(key, step, stream):  # type: ignore[no-untyped-def]
     c = (np.uint64(step) << np.uint64(8)) + np.uint64(stream)
     z = _mix(np.uint64(key) + _mix(c * _GAMMA + _GAMMA))
     return float(z >> np.uint64(11)) * _TO_UNIT
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def normal(key, step):  # type: ignore[no-untyped-def]
     total = uniform(key, step, 1) + uniform(key, step, 2)
     total = total + uniform(key, step, 4)
@@ -321,14 +321,18 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 # --------------------------------------------------------------------------- effects, observe
 @njit(cache=True, nogil=True, _nrt=False)
-def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable, lo, hi):
+def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
     """Fault and capacity effects of every env at its current time (the scalar env's
     ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``). Like the scalar env, an
     env's effects are recomputed only when its faults or replicas changed (``dirty``) or a
-    ramp, fade or onset makes them move (``stable``, the time until which they hold)."""
+    ramp, fade or onset makes them move (``stable``, the time until which they hold).
+
+    ``za``, ``zb``: (N, S*M); ``mult``, ``add`` (S*M,) and ``ml`` (K,): the calling thread's
+    scratch."""
     s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
     dirty = st[24]
-    S, M = c.median.shape
+    S, M = c.n_stages, c.n_metrics
+    SM = S * M
     K = c.t_ml.shape[1]
     for i in range(lo, hi):
         now = t[i]
@@ -336,13 +340,11 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable,
             continue
         dirty[i] = False
         until = INF
-        # accumulate in the env's own output rows (no allocation inside the parallel loop)
-        mult = factor[i]
-        add = add_out[i]
-        ml = ml_acc[i]
-        mult[:, :] = 0.0
-        add[:, :] = 0.0
-        ml[:] = 0.0
+        for j in range(SM):
+            mult[j] = 0.0
+            add[j] = 0.0
+        for q in range(K):
+            ml[q] = 0.0
         for f in range(s_n[i]):
             sev = s_sev[i, f]
             if sev == 0.0:
@@ -370,26 +372,31 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable,
                     rp = 1.0
                 fd = min(max(1.0 - (age - dur) / max(fade, 1e-9), 0.0), 1.0)
                 inten = scale * rp * fd if age >= 0 else 0.0
-                own = inten if h == 0 else 0.0
-                down = inten - own
-                for m in range(M):
-                    mult[d, m] += own * c.t_mult[kd, m] + down * c.t_pmult[kd, m]
-                    add[d, m] += own * c.t_add[kd, m] + down * c.t_padd[kd, m]
+                # The scalar env adds own * table + downstream * prop_table, one of the two
+                # intensities 0: adding the zero term changes no float, so it is left out.
                 if h == 0:
+                    for m in range(M):
+                        mult[d * M + m] += inten * c.t_mult[kd, m]
+                        add[d * M + m] += inten * c.t_add[kd, m]
                     for q in range(K):
-                        ml[q] += own * c.t_ml[kd, q]
+                        ml[q] += inten * c.t_ml[kd, q]
+                else:
+                    for m in range(M):
+                        mult[d * M + m] += inten * c.t_pmult[kd, m]
+                        add[d * M + m] += inten * c.t_padd[kd, m]
+        zai, zbi = za[i], zb[i]
         for d in range(S):
             cap = c.default_replicas / replicas[i, d] - 1.0
             for m in range(M):
-                tot = mult[d, m]
+                j = d * M + m
+                tot = mult[j]
                 if m == c.cpu:
                     tot += cap
                 elif m == c.lat:
                     tot += 0.3 * cap
                 fac = max(1.0 + tot, 0.0)
-                factor[i, d, m] = fac
-                za[i, d, m] = fac * c.inv[d, m]
-                zb[i, d, m] = (add[d, m] - c.median[d, m]) * c.inv[d, m]
+                zai[j] = fac * c.inv[j]
+                zbi[j] = (add[j] - c.median[j]) * c.inv[j]
         stable[i] = until
         ml_now[i, 0] = min(max(c.base_accuracy + ml[c.acc], 0.0), 1.0)
         ml_now[i, 1] = min(max(c.base_null + ml[c.null], 0.0), 1.0)
@@ -399,7 +406,7 @@ def effects(st, replicas, t, c, factor, add_out, za, zb, ml_now, ml_acc, stable,
         ml_now[i, 5] = max(1.0 + ml[c.cost], 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def drift_checks(k, key, ml_now, c, drift, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
     scored by the same compiled function the scalar env uses."""
@@ -421,29 +428,37 @@ def drift_checks(k, key, ml_now, c, drift, lo, hi):
 
 @njit(cache=True, nogil=True, _nrt=False)
 def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
-            c, obs, reward, violated_out, downtime, total_reward, mask, zf_all, lo, hi):
-    """Phase B: observation, SLO, reward, detection and action mask of every env."""
+            c, obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi):
+    """Phase B: observation, SLO, reward, detection and action mask of every env.
+
+    ``values``: the replay table (T, S*M); ``za``, ``zb``: (N, S*M); ``zf``: the calling
+    thread's (S*M,) scratch."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
      i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
     version, light, splice = rs[1], rs[2], rs[3]
-    S, M = c.median.shape
+    S, M = c.n_stages, c.n_metrics
+    SM = S * M
     R = rows.shape[1]
     n_act = mask.shape[1]
     nz = 6 * S
+    z_lo, z_hi = c.z_lo, c.z_hi
     for i in range(lo, hi):
-        zf = zf_all[i]
+        zai, zbi, out = za[i], zb[i], obs[i]
         rel = k[i] - k0[i]
         pos = rel * c.dt / c.step_seconds
         i0 = min(np.int64(np.floor(pos)), R - 2)
         w = pos - i0
-        r0, r1 = rows[i, i0], rows[i, i0 + 1]
-        for d in range(S):
-            for m in range(M):
-                base = values[r0, d, m] * (1.0 - w) + values[r1, d, m] * w
-                zf[d, m] = base * za[i, d, m] + zb[i, d, m]
+        v0 = values[rows[i, i0]]
+        if w == 0.0:  # on a row: (1 - w) * v0 + w * v1 is v0 (the metrics are finite)
+            for j in range(SM):
+                zf[j] = v0[j] * zai[j] + zbi[j]
+        else:
+            v1 = values[rows[i, i0 + 1]]
+            for j in range(SM):
+                zf[j] = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
         if splice[i, 1] >= 0 and splice[i, 1] <= k[i] < splice[i, 2]:
             sd, frm, to, onset_k = splice[i, 0], splice[i, 1], splice[i, 2], splice[i, 3]
             first = max(onset_k - (to - frm), 0)
@@ -451,22 +466,17 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             pos2 = (src - k0[i]) * c.dt / c.step_seconds
             j0 = min(np.int64(np.floor(pos2)), R - 2)
             w2 = pos2 - j0
-            q0, q1 = rows[i, j0], rows[i, j0 + 1]
+            q0, q1 = values[rows[i, j0]], values[rows[i, j0 + 1]]
             for m in range(M):
-                base = values[q0, sd, m] * (1.0 - w2) + values[q1, sd, m] * w2
-                zf[sd, m] = base * za[i, sd, m] + zb[i, sd, m]
-        metric_violation = (zf[c.model_stage, c.lat] > c.lat_limit_z
-                            or zf[S - 1, c.thr] < c.thr_limit_z)
-        if not metric_violation:
-            for d in range(S):
-                if zf[d, c.err] > c.err_limit_z[d]:
-                    metric_violation = True
-        zmax = 0.0
+                j = sd * M + m
+                zf[j] = (q0[j] * (1.0 - w2) + q1[j] * w2) * zai[j] + zbi[j]
+        metric_violation = (zf[c.model_stage * M + c.lat] > c.lat_limit_z
+                            or zf[(S - 1) * M + c.thr] < c.thr_limit_z)
         for d in range(S):
-            for m in range(M):
-                v = np.float32(min(max(zf[d, m], c.z_lo[d, m]), c.z_hi[d, m]))
-                obs[i, d * M + m] = v
-                zmax = max(zmax, abs(v))
+            if zf[d * M + c.err] > c.err_limit_z[d]:
+                metric_violation = True
+        for j in range(SM):
+            out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         acc, null, schema, stale, cost_mult = (ml_now[i, 0], ml_now[i, 1], ml_now[i, 2],
                                                ml_now[i, 3], ml_now[i, 5])
         acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
@@ -479,29 +489,22 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         violated = (metric_violation or acc < c.slo_acc or stale > c.slo_stale
                     or null > c.slo_null or schema > c.slo_schema or cost_factor > c.slo_cost)
         for d in range(S):
-            obs[i, nz + d] = replicas[i, d] / c.max_replicas
+            out[nz + d] = replicas[i, d] / c.max_replicas
         b = 7 * S
-        obs[i, b] = acc_est
-        obs[i, b + 1] = ks_v
-        obs[i, b + 2] = min(psi_v, 10.0)
-        obs[i, b + 3] = null
-        obs[i, b + 4] = schema
-        obs[i, b + 5] = min(stale / 3600.0, 24.0)
-        obs[i, b + 6] = min(cost_factor, 10.0)
-        obs[i, b + 7] = min((t[i] - last_action_t[i]) / 3600.0, 1.0)
-        obs[i, b + 8] = 1.0 if fl_action[i] >= 0 else 0.0
-        obs[i, b + 9] = 1.0 if light[i] else 0.0
-        obs[i, b + 10] = 1.0 if version[i] > 1 else 0.0
+        out[b] = acc_est
+        out[b + 1] = ks_v
+        out[b + 2] = min(psi_v, 10.0)
+        out[b + 3] = null
+        out[b + 4] = schema
+        out[b + 5] = min(stale / 3600.0, 24.0)
+        out[b + 6] = min(cost_factor, 10.0)
+        out[b + 7] = min((t[i] - last_action_t[i]) / 3600.0, 1.0)
+        out[b + 8] = 1.0 if fl_action[i] >= 0 else 0.0
+        out[b + 9] = 1.0 if light[i] else 0.0
+        out[b + 10] = 1.0 if version[i] > 1 else 0.0
         for q in range(n_act):
-            obs[i, b + 11 + q] = 0.0
-        obs[i, b + 11 + last_action[i]] = 1.0
-        # watch: an incident is open and undetected
-        wt = False
-        for q in range(i_n[i]):
-            if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
-                wt = True
-        alarm = violated or (wt and (zmax > c.detect_z or psi_v > 0.25
-                                     or acc_est < c.base_accuracy - 0.05))
+            out[b + 11 + q] = 0.0
+        out[b + 11 + last_action[i]] = 1.0
         if live[i]:
             r = reward[i]
             if violated:
@@ -512,12 +515,25 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             reward[i] = r
             total_reward[i] += r
             violated_out[i] = violated
-            if alarm and wt:
-                for q in range(i_n[i]):
-                    if (np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q])
-                            and i_onset[i, q] <= t[i]):
-                        i_detected[i, q] = t[i]
-        # action mask
+            # detection: an incident is open and undetected, and the monitors alarm
+            wt = False
+            for q in range(i_n[i]):
+                if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
+                    wt = True
+                    break
+            if wt:
+                alarm = violated or psi_v > 0.25 or acc_est < c.base_accuracy - 0.05
+                if not alarm:
+                    for j in range(SM):
+                        if abs(out[j]) > c.detect_z:
+                            alarm = True
+                            break
+                if alarm:
+                    for q in range(i_n[i]):
+                        if (np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q])
+                                and i_onset[i, q] <= t[i]):
+                            i_detected[i, q] = t[i]
+        # action mask, and the ground-truth fault count
         free = fl_action[i] < 0
         mask[i, 0] = 1
         for d in range(S):
@@ -526,9 +542,13 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             mask[i, 1 + 2 * S + d] = 1 if free and replicas[i, d] > c.min_replicas else 0
         bb = 1 + 3 * S
         shedding = False
+        nf = 0
         for f in range(s_n[i]):
-            if s_kind[i, f] == c.side_shed and s_inc[i, f] < 0:
+            if s_inc[i, f] >= 0:
+                nf += 1
+            elif s_kind[i, f] == c.side_shed:
                 shedding = True
+        n_faults[i] = nf
         mask[i, bb] = 1 if free and version[i] > 1 else 0
         mask[i, bb + 1] = 1 if free else 0
         mask[i, bb + 2] = 1 if free else 0
@@ -541,3 +561,29 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             for q in range(1, n_act):
                 if c.a_cost[q] > remaining:
                     mask[i, q] = 0
+
+
+# --------------------------------------------------------------------------- one call per step
+@njit(cache=True, nogil=True, _nrt=False)
+def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
+                  drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
+                  mult, add, ml, zf, lo, hi):
+    """Effects, drift checks and phase B for envs [lo, hi): one compiled call (argument
+    unboxing costs a call as much as a thousand envs' arithmetic)."""
+    replicas = rs[0]
+    effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi)
+    drift_checks(k, key, ml_now, c, drift, lo, hi)
+    observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs, c,
+            obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi)
+
+
+@njit(cache=True, nogil=True, _nrt=False)
+def step_range(live, actions, invalid_out, ev, k, k0, t, key, rows, values, st, acts, rs, c,
+               za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime, total_reward,
+               mask, n_faults, mult, add, ml, zf, lo, hi):
+    """A whole step for envs [lo, hi): phase A, then :func:`observe_range`."""
+    act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
+                   lo, hi)
+    observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
+                  drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
+                  mult, add, ml, zf, lo, hi)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -148,15 +149,18 @@ class PipelineHealVectorEnv(VectorEnv):
             self._release[FAULT_CODE[name]] = True
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
         self._c = kernel_consts(m, self._k_idx, self._release)
-        workers = max(1, min(int(num_threads or os.cpu_count() or 1), N // 1024 or 1))
+        self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
+        workers = max(1, min(int(num_threads or os.cpu_count() or 1), N // 256 or 1))
         step = -(-N // workers)
         self._chunks = [(lo, min(lo + step, N)) for lo in range(0, N, step)]
-        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        # each chunk's thread-private scratch: mult, add (S*M,), ML effects (K,), z (S*M,)
+        self._scratch = [(np.zeros(S * M), np.zeros(S * M), np.zeros(len(ML_SIGNALS)),
+                          np.zeros(S * M)) for _ in self._chunks]
+        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
         self._alloc(N, S, M, A)
 
     # ------------------------------------------------------------------ storage
     def _alloc(self, N: int, S: int, M: int, A: int) -> None:
-        K = len(ML_SIGNALS)
         z = np.zeros
         self.k = z(N, np.int64)
         self.t = z(N)
@@ -220,11 +224,8 @@ class PipelineHealVectorEnv(VectorEnv):
         self.stable = np.full(N, -INF)
         self.za = np.broadcast_to(self._clean_za, (N, S, M)).copy()
         self.zb = np.broadcast_to(self._clean_zb, (N, S, M)).copy()
-        self.factor = np.ones((N, S, M))
-        self.add = z((N, S, M))
-        self.ml = z((N, K))
         self.ml_now = z((N, 6))
-        self._zf = z((N, S, M))
+        self.n_faults = z(N, np.int64)
         self.splice = np.full((N, 4), -1, np.int64)  # stage, from_k, to_k, onset_k
         self._replayed_uid = np.full(N, -1, np.int64)
         self.mask = z((N, A), np.int8)
@@ -294,7 +295,6 @@ class PipelineHealVectorEnv(VectorEnv):
         self.dirty[z], self.stable[z] = True, -INF
         self.splice[z] = -1
         self.za[z], self.zb[z] = self._clean_za, self._clean_zb
-        self.factor[z], self.add[z] = 1.0, 0.0
         self._replayed_uid[z] = -1
         if m.replay_incidents:  # a replayed incident per env, from its drawn window
             for i in idx:
@@ -387,30 +387,32 @@ class PipelineHealVectorEnv(VectorEnv):
                 self.ineffective)
 
     def _parallel(self, kernel: Any, *args: Any) -> None:
-        """Run a kernel over env ranges, one per worker thread (the kernels release the GIL;
-        envs are independent, so the result does not depend on the split)."""
-        chunks = self._chunks
+        """Run a kernel over env ranges, each with its scratch arrays: the first range on this
+        thread, the others on the pool's (the kernels release the GIL; envs are independent,
+        so the split does not change the result)."""
+        chunks, scratch = self._chunks, self._scratch
         if len(chunks) == 1:
-            kernel(*args, *chunks[0])
+            kernel(*args, *scratch[0], *chunks[0])
             return
         pool = self._pool
         assert pool is not None  # more than one chunk means a pool was made
-        futures = [pool.submit(kernel, *args, lo, hi)  # type: ignore[call-arg]
-                   for lo, hi in chunks]
+        futures = [pool.submit(kernel, *args, *scratch[c], *chunks[c])  # type: ignore[call-arg]
+                   for c in range(1, len(chunks))]
+        kernel(*args, *scratch[0], *chunks[0])
         for fut in futures:
             fut.result()
 
+    def _kernel_state(self) -> tuple:
+        m, N = self.model, self.num_envs
+        return (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
+                self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
+                self.ml_now, self.stable, self.drift)
+
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m, c = self.model, self._c
-        self._parallel(K.effects, self._st, self.replicas, self.t, c, self.factor, self.add,
-                       self.za, self.zb, self.ml_now, self.ml, self.stable)
-        self._parallel(K.drift_checks, self.k, self.key, self.ml_now, c, self.drift)
-        obs = np.empty((self.num_envs, m.n_obs), dtype=np.float32)
+        obs = np.empty((self.num_envs, self.model.n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
-        self._parallel(K.observe, live, self.k, self.k0, self.t, self.key, self.rows,
-                       m.replay.values, self.za, self.zb, self.ml_now, self.drift, self.replicas,
-                       self._st, self._acts, self._rs, c, obs, reward, violated, self.downtime,
-                       self.total_reward, self.mask, self._zf)
+        self._parallel(K.observe_range, live, *self._kernel_state(), obs, reward, violated,
+                       self.downtime, self.total_reward, self.mask, self.n_faults)
         return obs, violated
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -433,9 +435,10 @@ class PipelineHealVectorEnv(VectorEnv):
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
         ev = (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
-        self._parallel(K.act_and_events, live, a, self.mask, self.k, self.t, self.key, self._st,
-                       self._acts, self._rs, ev, self._c, reward, invalid)
-        obs, violated = self._observe(live, reward)
+        obs = np.empty((N, m.n_obs), dtype=np.float32)
+        violated = np.zeros(N, dtype=bool)
+        self._parallel(K.step_range, live, a, invalid, ev, *self._kernel_state(), obs, reward,
+                       violated, self.downtime, self.total_reward, self.mask, self.n_faults)
         if self.max_episode_steps:
             truncated = live & (self.k >= self.max_episode_steps)
         else:
@@ -454,40 +457,21 @@ class PipelineHealVectorEnv(VectorEnv):
             "time_s": self.t.copy(), "_time_s": ones,
             "slo_violated": violated, "_slo_violated": ones,
             "invalid_action": invalid, "_invalid_action": ones,
-            "n_faults": (self.s_inc >= 0).sum(axis=1), "_n_faults": ones,
+            "n_faults": self.n_faults.copy(), "_n_faults": ones,
         }
         if final.any():
+            idx = np.flatnonzero(final)
+            snap = {name: getattr(self, name)[idx] for name in METRIC_FIELDS}
             em = np.empty(N, dtype=object)
-            for i in np.flatnonzero(final):
-                em[i] = self.episode_metrics(int(i))
+            for j, i in enumerate(idx.tolist()):  # one by one: a list would be read as rows
+                em[i] = EpisodeMetrics(self.model, snap, j)
             infos["episode_metrics"], infos["_episode_metrics"] = em, final.copy()
         return infos
 
     def episode_metrics(self, i: int) -> dict[str, Any]:
         """Sub-env ``i``'s episode metrics so far (the scalar env's dictionary)."""
-        m = self.model
-        incidents = []
-        for c in range(int(self.i_n[i])):
-            det, res = self.i_detected[i, c], self.i_resolved[i, c]
-            onset = float(self.i_onset[i, c])
-            by = int(self.i_by[i, c])
-            incidents.append({
-                "id": c, "fault": FAULT_LABEL[self.i_fault[i, c]],
-                "stage": m.stages[self.i_stage[i, c]], "source": SOURCES[self.i_src[i, c]],
-                "faults": [FAULT_LABEL[x] for x in self.i_faults[i, c, : self.i_nf[i, c]]],
-                "onset_s": onset,
-                "detected_s": None if np.isnan(det) else float(det),
-                "resolved_s": None if np.isnan(res) else float(res),
-                "resolved_by": None if by == UNRESOLVED else
-                ("natural" if by == NATURAL else m.action_names[by]),
-                "mttr_s": None if np.isnan(res) else float(res) - onset,
-                "time_to_detect_s": None if np.isnan(det) else float(det) - onset,
-            })
-        taken = {m.action_names[j]: int(c) for j, c in enumerate(self.counts[i]) if c}
-        return episode_metrics(float(self.t[i]), incidents, float(self.downtime[i]), taken,
-                               float(self.spent[i]), int(self.invalid[i]),
-                               float(self.total_reward[i]), int(self.dropped[i]),
-                               int(self.ineffective[i]))
+        return metrics_dict(self.model, {name: getattr(self, name) for name in METRIC_FIELDS},
+                            int(i))
 
     def faults(self, i: int) -> list[tuple[str, str]]:
         """Sub-env ``i``'s active faults (type, stage): the ground truth, for analysis."""
@@ -498,7 +482,80 @@ class PipelineHealVectorEnv(VectorEnv):
         return out
 
 
-__all__ = ["PipelineHealVectorEnv"]
+#: The per-env arrays an episode's metrics are made from (copied for finished envs).
+METRIC_FIELDS = ("t", "i_n", "i_fault", "i_stage", "i_src", "i_onset", "i_detected",
+                 "i_resolved", "i_by", "i_faults", "i_nf", "counts", "downtime", "spent",
+                 "invalid", "total_reward", "dropped", "ineffective")
+
+
+def metrics_dict(m: PipelineModel, a: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """The scalar env's episode-metrics dictionary from row ``i`` of the arrays ``a``."""
+    names = m.action_names
+    incidents = []
+    n_inc = int(a["i_n"][i])
+    fault, stage, src = (a[k][i, :n_inc].tolist() for k in ("i_fault", "i_stage", "i_src"))
+    onset, det, res = (a[k][i, :n_inc].tolist() for k in ("i_onset", "i_detected", "i_resolved"))
+    by, nf, faults = a["i_by"][i, :n_inc].tolist(), a["i_nf"][i].tolist(), a["i_faults"][i]
+    for c in range(n_inc):
+        d, r, o, b = det[c], res[c], onset[c], by[c]
+        incidents.append({
+            "id": c, "fault": FAULT_LABEL[fault[c]],
+            "stage": m.stages[stage[c]], "source": SOURCES[src[c]],
+            "faults": [FAULT_LABEL[x] for x in faults[c, : nf[c]].tolist()],
+            "onset_s": o,
+            "detected_s": None if d != d else d,
+            "resolved_s": None if r != r else r,
+            "resolved_by": None if b == UNRESOLVED else ("natural" if b == NATURAL else names[b]),
+            "mttr_s": None if r != r else r - o,
+            "time_to_detect_s": None if d != d else d - o,
+        })
+    taken = {names[j]: c for j, c in enumerate(a["counts"][i].tolist()) if c}
+    return episode_metrics(float(a["t"][i]), incidents, float(a["downtime"][i]), taken,
+                           float(a["spent"][i]), int(a["invalid"][i]),
+                           float(a["total_reward"][i]), int(a["dropped"][i]),
+                           int(a["ineffective"][i]))
+
+
+class EpisodeMetrics(Mapping):  # type: ignore[type-arg]
+    """A finished sub-env's episode metrics: the scalar env's dictionary, made on first use.
+
+    The vector env copies a finished env's few arrays (in one batch for all envs that finish
+    at a step) and builds the dictionary only when it is read, so a training loop that never
+    reads it does not pay for it. It compares equal to the dictionary; ``dict(m)`` is one.
+    """
+
+    __slots__ = ("_model", "_arrays", "_row", "_dict")
+
+    def __init__(self, model: PipelineModel, arrays: dict[str, np.ndarray], row: int) -> None:
+        self._model, self._arrays, self._row = model, arrays, row
+        self._dict: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._dict is None:
+            self._dict = metrics_dict(self._model, self._arrays, self._row)
+        return self._dict
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return repr(self._get())
+
+    def __getstate__(self) -> dict[str, Any]:  # pickles (and deep-copies) as its dictionary
+        return {"_dict": self._get()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._model = self._arrays = None  # type: ignore[assignment]
+        self._row, self._dict = -1, state["_dict"]
+
+
+__all__ = ["EpisodeMetrics", "PipelineHealVectorEnv"]
 
 #: The kernels' constants, in order. A module-level namedtuple, so numba's on-disk cache
 #: recognises its type in every process (a class made per call recompiles every kernel).
@@ -511,6 +568,7 @@ KERNEL_CONST_FIELDS = (
     "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
     "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
     "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "max_hops", "hops", "cpu", "lat", "thr",
+    "n_stages", "n_metrics",
     "err", "acc", "null", "schema", "stale", "shift", "cost", "base_accuracy", "base_null",
     "base_stale", "acc_noise_sd", "drift_every", "pool_size", "healthy_ks", "healthy_psi",
     "pool_windows", "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
@@ -556,7 +614,8 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "src_cascade": SOURCES.index("cascade"),
         "end_after": END_AFTER.astype(np.float64),
         "cascade_after": CASCADE_AFTER.astype(np.float64),
-        "median": np.ascontiguousarray(m.median), "inv": np.ascontiguousarray(m.inv_scale),
+        "n_stages": m.n_stages, "n_metrics": len(METRICS),
+        "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
         "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
         "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,
         "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow, "max_hops": MAX_HOPS,
@@ -572,7 +631,7 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "ref_edges": m.drift.reference.edges, "ref_frac": m.drift.reference.ref_frac,
         "lat_limit_z": float(m.lat_limit_z), "thr_limit_z": float(m.thr_limit_z),
         "err_limit_z": np.ascontiguousarray(m.err_limit_z, dtype=np.float64),
-        "z_lo": np.ascontiguousarray(m.z_lo), "z_hi": np.ascontiguousarray(m.z_hi),
+        "z_lo": m.z_lo.ravel().copy(), "z_hi": m.z_hi.ravel().copy(),
         "replica_cost": REPLICA_COST_PER_H, "base_cost": float(m.base_cost),
         "slo_acc": float(slo.accuracy_min), "slo_stale": float(slo.staleness_max_s),
         "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),

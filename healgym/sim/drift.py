@@ -78,7 +78,7 @@ class DriftPool:
     covariate shift; only shifted windows are scored at run time."""
 
     reference: DriftReference
-    windows: np.ndarray  # (P, W)
+    windows: np.ndarray  # (P, W), each row sorted (a window is a sample: its order is no data)
     healthy_ks: np.ndarray  # (P,)
     healthy_psi: np.ndarray  # (P,)
 
@@ -87,7 +87,7 @@ class DriftPool:
               reference_size: int = 1000) -> DriftPool:
         rng = np.random.default_rng(seed)
         ref = DriftReference.from_sample(rng.standard_normal(reference_size))
-        windows = rng.standard_normal((pool, window))
+        windows = np.sort(rng.standard_normal((pool, window)), axis=1)
         ks, psi_v = ref.scores(windows)
         return cls(reference=ref, windows=windows, healthy_ks=ks, healthy_psi=psi_v)
 
@@ -105,25 +105,46 @@ class DriftPool:
         return ks, psi_v
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, _nrt=False)
 def shifted_scores(ref_sorted: np.ndarray, edges: np.ndarray, ref_frac: np.ndarray,
-                   window: np.ndarray, shift: float) -> tuple[float, float]:
-    """(KS, PSI) of ``window + shift`` against the reference; the formulas of ``ks_batch``
-    and ``psi_batch`` for one window, compiled."""
-    w = np.sort(window + shift)
-    n, m = w.size, ref_sorted.size
+                   window_sorted: np.ndarray, shift: float) -> tuple[float, float]:
+    """(KS, PSI) of ``window_sorted + shift`` against the reference; the formulas of
+    ``ks_batch`` and ``psi_batch`` for one window, compiled.
+
+    Adding a constant keeps a sorted window sorted (rounding is monotonic), so the counts
+    ``searchsorted`` would give are found by walking the window, the reference and the bin edges
+    together: O(n + m), no sort and no allocation, and the same counts, hence the same floats.
+    """
+    n, m = window_sorted.size, ref_sorted.size
+    nb = edges.size
     d = 0.0
-    for i in range(n):
-        right = np.searchsorted(ref_sorted, w[i], side="right") / m
-        left = np.searchsorted(ref_sorted, w[i], side="left") / m
-        d = max(d, abs((i + 1) / n - right), abs((i + 1) / n - 1.0 / n - left))
-    bins = edges.size + 1
-    counts = np.zeros(bins)
-    for i in range(n):
-        counts[np.searchsorted(edges, w[i], side="right")] += 1.0
+    lo = 0  # reference values < w
+    hi = 0  # reference values <= w
+    b = 0  # bin of w: edges <= w
+    count = 0.0
     psi = 0.0
-    for b in range(bins):
-        frac = max(counts[b] / n, PSI_EPS)
-        ref = max(ref_frac[b], PSI_EPS)
-        psi += (frac - ref) * np.log(frac / ref)
+    for i in range(n):
+        w = window_sorted[i] + shift
+        while lo < m and ref_sorted[lo] < w:
+            lo += 1
+        if hi < lo:
+            hi = lo
+        while hi < m and ref_sorted[hi] <= w:
+            hi += 1
+        d = max(d, abs((i + 1) / n - hi / m), abs((i + 1) / n - 1.0 / n - lo / m))
+        while b < nb and edges[b] <= w:
+            psi += _psi_term(count, n, ref_frac[b])
+            count = 0.0
+            b += 1
+        count += 1.0
+    psi += _psi_term(count, n, ref_frac[b])
+    for rest in range(b + 1, nb + 1):
+        psi += _psi_term(0.0, n, ref_frac[rest])
     return d, psi
+
+
+@njit(cache=True, inline="always", _nrt=False)
+def _psi_term(count: float, n: int, ref_frac: float) -> float:
+    frac = max(count / n, PSI_EPS)
+    ref = max(ref_frac, PSI_EPS)
+    return (frac - ref) * np.log(frac / ref)
