@@ -9,43 +9,16 @@ arrays (see :mod:`healgym.envs.vector`); constants come packed in :class:`Kernel
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from healgym.sim.drift import shifted_scores
+from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
+from healgym.sim.rng import normal1 as normal
+from healgym.sim.rng import uniform1 as uniform
 
 INF = np.inf
 NATURAL = -1
 UNRESOLVED = -2
-
-# the rng.py constants, as uint64
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_TO_UNIT = 1.0 / 9007199254740992.0
-_SQRT3 = 1.7320508075688772
-
-
-@njit(cache=True, inline="always", _nrt=False)
-def _mix(z):  # type: ignore[no-untyped-def]
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(cache=True, _nrt=False)
-def uniform(key, step, stream):  # type: ignore[no-untyped-def]
-    c = (np.uint64(step) << np.uint64(8)) + np.uint64(stream)
-    z = _mix(np.uint64(key) + _mix(c * _GAMMA + _GAMMA))
-    return float(z >> np.uint64(11)) * _TO_UNIT
-
-
-@njit(cache=True, _nrt=False)
-def normal(key, step):  # type: ignore[no-untyped-def]
-    total = uniform(key, step, 1) + uniform(key, step, 2)
-    total = total + uniform(key, step, 4)
-    total = total + uniform(key, step, 5)
-    return (total - 2.0) * _SQRT3
-
 
 # --------------------------------------------------------------------------- slots, incidents
 @njit(cache=True, inline="always", _nrt=False)
@@ -563,6 +536,103 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
                     mask[i, q] = 0
 
 
+# --------------------------------------------------------------------------- reset
+@njit(cache=True, nogil=True, _nrt=False)
+def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable, drift,
+                downtime, total_reward, ec, c, lo, hi):
+    """Start a new episode in every env ``i`` of [lo, hi) with ``todo[i]``: its key (the next
+    one if ``advance``), the set-up draws of :mod:`healgym.sim.episode`, a clean state, and the
+    replayed incident if the model replays them (the scalar env's ``reset``)."""
+    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
+     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
+     i_nf, dropped, watch, dirty) = st
+    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
+     last_action_t, invalid) = acts
+    replicas, version, light, splice, replayed_uid, ineffective = rs
+    ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
+    n_ev = ec.n_events
+    R = rows.shape[1]
+    for i in range(lo, hi):
+        if not todo[i]:
+            continue
+        if advance:
+            key[i] = next_key(key[i])
+        kk = key[i]
+        start_row = -1
+        w = 0
+        if ec.replay_on:
+            w = pick_window(kk, ec.win.shape[0])
+            start_row = ec.win[w, 0]
+        row = rows[i]
+        fill_rows(kk, 0, ec.seg_start, ec.seg_end, ec.rows_needed, start_row, row)
+        for r in range(ec.rows_needed, R):
+            row[r] = row[ec.rows_needed - 1]
+        k0[i] = 0
+        n_plan[i] = c.episode_steps
+        n, lost = fill_events(kk, 0, ec.random_chaos, ec.rates, ec.choices, ec.n_choices,
+                              ec.sev_lo, ec.sev_hi, ec.lo_s, ec.horizon_s, ec.sc_t, ec.sc_kind,
+                              ec.sc_stage, ec.sc_sev, ec.rank, ev_t[i, :n_ev], ev_kind[i, :n_ev],
+                              ev_stage[i, :n_ev], ev_sev[i, :n_ev], ev_src[i, :n_ev])
+        for j in range(n, ev_t.shape[1]):
+            ev_t[i, j] = INF
+        ev_ptr[i] = 0
+        k[i] = 0
+        t[i] = 0.0
+        for f in range(s_kind.shape[1]):
+            s_end[i, f] = INF
+            s_cascade[i, f] = INF
+            s_inc[i, f] = -1
+            s_fault[i, f] = -1
+            s_sev[i, f] = 0.0
+        s_n[i] = 0
+        uid[i] = 0
+        for q in range(i_n[i]):
+            i_detected[i, q] = np.nan
+            i_resolved[i, q] = np.nan
+            i_by[i, q] = UNRESOLVED
+            i_active[i, q] = 0
+            i_nf[i, q] = 0
+            for x in range(i_faults.shape[2]):
+                i_faults[i, q, x] = -1
+        i_n[i] = 0
+        dropped[i] = lost
+        fl_action[i] = -1
+        fl_done[i] = INF
+        fl_issued[i] = 0.0
+        esc_done[i] = INF
+        esc_issued[i] = 0.0
+        for d in range(replicas.shape[1]):
+            replicas[i, d] = c.default_replicas
+        version[i] = 2
+        light[i] = False
+        last_action[i] = 0
+        last_action_t[i] = 0.0
+        spent[i] = 0.0
+        downtime[i] = 0.0
+        total_reward[i] = 0.0
+        for a in range(counts.shape[1]):
+            counts[i, a] = 0
+        invalid[i] = 0
+        ineffective[i] = 0
+        watch[i] = False
+        drift[i, 0] = 0.0
+        drift[i, 1] = 0.0
+        dirty[i] = True
+        stable[i] = -INF
+        for x in range(4):
+            splice[i, x] = -1
+        replayed_uid[i] = -1
+        if ec.replay_on:  # the labelled window's fault: no synthetic effect, healed by its type
+            onset = (ec.win[w, 1] - ec.win[w, 0]) * ec.replay_step
+            end = (ec.win[w, 2] - ec.win[w, 0]) * ec.replay_step
+            if add_instance(i, c.carrier_kind, ec.win[w, 3], 0.0, onset, c.src_replay, -1, end,
+                            ec.win[w, 4], True, st, c):
+                splice[i, 0] = ec.win[w, 3]
+                splice[i, 2] = np.int64(np.rint(end / c.dt))
+                splice[i, 3] = np.int64(np.rint(onset / c.dt))
+                replayed_uid[i] = uid[i]
+
+
 # --------------------------------------------------------------------------- one call per step
 @njit(cache=True, nogil=True, _nrt=False)
 def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
@@ -578,12 +648,48 @@ def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml
 
 
 @njit(cache=True, nogil=True, _nrt=False)
-def step_range(live, actions, invalid_out, ev, k, k0, t, key, rows, values, st, acts, rs, c,
-               za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime, total_reward,
-               mask, n_faults, mult, add, ml, zf, lo, hi):
-    """A whole step for envs [lo, hi): phase A, then :func:`observe_range`."""
+def step_range(restart, live, actions, invalid_out, ev, n_plan, ec, k, k0, t, key, rows, values, st,
+               acts, rs, c, za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime,
+               total_reward, mask, n_faults, mult, add, ml, zf, lo, hi):
+    """A whole step for envs [lo, hi): the autoreset of the envs that are not ``live`` (their
+    episode ended at the previous step), phase A, then :func:`observe_range`."""
+    reset_range(restart, True, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable, drift,
+                downtime, total_reward, ec, c, lo, hi)
     act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
                    lo, hi)
     observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
                   drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
                   mult, add, ml, zf, lo, hi)
+
+
+# --------------------------------------------------------------------------- the threads
+# One range per thread, scheduled by numba's threading layer (OpenMP where the system has
+# libgomp: a hand-off costs microseconds, a ThreadPoolExecutor's tens). Each range has its
+# own scratch rows, and envs are independent: the split never changes a result.
+@njit(cache=True, parallel=True)
+def step_threads(bounds, mult, add, ml, zf, restart, live, actions, invalid_out, ev, n_plan, ec,
+                 k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable, drift,
+                 obs, reward, violated_out, downtime, total_reward, mask, n_faults):
+    for r in prange(bounds.size - 1):
+        step_range(restart, live, actions, invalid_out, ev, n_plan, ec, k, k0, t, key, rows,
+                   values, st, acts, rs, c, za, zb, ml_now, stable, drift, obs, reward,
+                   violated_out, downtime, total_reward, mask, n_faults, mult[r], add[r], ml[r],
+                   zf[r], bounds[r], bounds[r + 1])
+
+
+@njit(cache=True, parallel=True)
+def observe_threads(bounds, mult, add, ml, zf, live, k, k0, t, key, rows, values, st, acts, rs,
+                    c, za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime,
+                    total_reward, mask, n_faults):
+    for r in prange(bounds.size - 1):
+        observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now,
+                      stable, drift, obs, reward, violated_out, downtime, total_reward, mask,
+                      n_faults, mult[r], add[r], ml[r], zf[r], bounds[r], bounds[r + 1])
+
+
+@njit(cache=True, parallel=True)
+def reset_threads(bounds, todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable,
+                  drift, downtime, total_reward, ec, c):
+    for r in prange(bounds.size - 1):
+        reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable,
+                    drift, downtime, total_reward, ec, c, bounds[r], bounds[r + 1])

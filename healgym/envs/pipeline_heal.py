@@ -12,12 +12,21 @@ import numpy as np
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
 from healgym.sim import rng as crng
-from healgym.sim.chaos import ChaosConfig, FaultEvent, Scenario, draw_random_arrivals
+from healgym.sim.chaos import ChaosConfig, Scenario
+from healgym.sim.episode import (
+    draw_schedule,
+    episode_consts,
+    fill_rows,
+    next_key,
+    pick_window,
+    seed_key,
+)
 from healgym.sim.faults import (
     BY_NAME,
     COMPILED,
     COST,
     ERR,
+    FAULT_NAMES,
     INF,
     LAT,
     METRICS,
@@ -50,7 +59,6 @@ from healgym.sim.model import (
     default_dataset,
     hops_from_edges,
     ml_signals,
-    pick_replay_window,
 )
 from healgym.sim.observation import clip_z, pack_tail
 from healgym.sim.replay import HI, LO, interpolate
@@ -210,6 +218,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._drift: tuple[float, float] = (0.0, 0.0)
         self._raw_cache: np.ndarray | None = None
         self._fault_list: list[tuple[str, str]] = []
+        self._key: int | None = None
+        self._default_consts: Any = None
 
     # Read-only views of the model, for users and tests.
     dataset_name = property(lambda self: self.model.dataset_name)
@@ -234,29 +244,35 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         m = self.model
         scenario = m.scenario_for(options)
-        rng = self.np_random
-        # Draw order (the vector env follows it): replayed incident, replay rows, episode key,
-        # chaos arrivals.
-        replay_window = pick_replay_window(m, rng) if m.replay_incidents else None
-        start_row = None if replay_window is None else replay_window[0]
+        if seed is not None:
+            self._key = int(seed_key(seed))
+        elif self._key is not None:
+            self._key = int(next_key(np.uint64(self._key)))
+        else:
+            self._key = crng.draw_key(self.np_random)
+        ec = self._episode_consts(scenario, options)
+        # The set-up draws (healgym.sim.episode), shared with the vector env's kernel.
+        replay_window = None
+        if ec.replay_on:
+            start_row, onset_row, end_row, stage, col = ec.win[pick_window(np.uint64(self._key),
+                                                                          len(ec.win))]
+            replay_window = (int(start_row), int(onset_row), int(end_row),
+                             f"{int(stage)}:{(*FAULT_NAMES, 'unknown')[int(col)]}")
+        rows = np.empty(ec.rows_needed, dtype=np.int64)
+        fill_rows(np.uint64(self._key), 0, ec.seg_start, ec.seg_end, ec.rows_needed,
+                  -1 if replay_window is None else replay_window[0], rows)
         self._n = 0
-        self._extend_plan(m.episode_steps, start_row)
-        self._key = crng.draw_key(rng)
+        self._extend_plan(m.episode_steps, rows)
         self._precompute_draws()
-        events: list[FaultEvent] = []
-        if scenario is not None:
-            events += scenario.events(m.stages)
-        self._random_chaos = scenario is None or scenario.random_chaos
-        if self._random_chaos:
-            events += draw_random_arrivals(rng, m.chaos, m.stages, m.episode_steps * m.dt)
-        self._events = sorted(events, key=lambda e: (e.at_s, e.fault, e.stage))
+        self._random_chaos = ec.random_chaos
+        self._events, dropped = draw_schedule(ec, self._key)
         self._ev_next = 0
         # -- state
         self._k, self._t = 0, 0.0
         self._faults: dict[int, FaultInstance] = {}
         self._uid = 0
         self._incidents: list[Incident] = []
-        self._dropped = 0
+        self._dropped = dropped
         self._replicas = np.full(m.n_stages, DEFAULT_REPLICAS, dtype=np.int64)
         self._replicas_changed()
         self._model_version, self._light = 2, False
@@ -283,10 +299,18 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._started = True
         return obs, self._info(final=False)
 
-    def _extend_plan(self, n: int, start_row: int | None = None) -> None:
-        """Draw (or append) the replayed baseline of the next ``n`` steps."""
+    def _episode_consts(self, scenario: Scenario | None, options: dict[str, Any] | None
+                        ) -> Any:
+        """The model's set-up constants with this reset's scenario (cached for the default)."""
+        if options and "scenario" in options:
+            return episode_consts(self.model, scenario)
+        if self._default_consts is None:
+            self._default_consts = episode_consts(self.model, scenario)
+        return self._default_consts
+
+    def _extend_plan(self, n: int, rows: np.ndarray) -> None:
+        """Append the replayed baseline of the next ``n`` steps, from dataset ``rows``."""
         m = self.model
-        rows = m.replay.draw_rows(self.np_random, n, m.dt, start_row)
         chunk = interpolate(m.replay.values, rows, np.arange(n + 1), m.dt, m.replay.step_seconds)
         self._base = chunk if self._n == 0 else np.concatenate([self._base, chunk[1:]])
         self._n += n

@@ -21,14 +21,13 @@ a sub-env's episode ``episode_metrics`` (an object array of dicts, as the scalar
 
 from __future__ import annotations
 
-import os
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numba
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
@@ -37,8 +36,15 @@ from healgym.envs import _kernel as K
 from healgym.envs.pipeline_heal import episode_metrics
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
-from healgym.sim import rng as crng
-from healgym.sim.chaos import ChaosConfig, Scenario, draw_random_arrivals
+from healgym.sim.chaos import ChaosConfig, Scenario
+from healgym.sim.episode import (
+    NAME_RANK,
+    SOURCES,
+    draw_schedule,
+    episode_consts,
+    fill_rows,
+    seed_key,
+)
 from healgym.sim.faults import (
     ALL_SPECS,
     COMPILED,
@@ -71,12 +77,10 @@ from healgym.sim.model import (
     PipelineModel,
     affine,
     build_model,
-    pick_replay_window,
 )
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
 
-SOURCES = ("chaos", "scenario", "cascade", "replay")
 FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
 FAULT_LABEL = (*FAULT_NAMES, "unknown")
 NATURAL, UNRESOLVED = -1, -2
@@ -133,7 +137,8 @@ class PipelineHealVectorEnv(VectorEnv):
         self.single_action_space = m.action_space
         self.observation_space = batch_space(m.observation_space, N)
         self.action_space = batch_space(m.action_space, N)
-        self._gens: list[np.random.Generator] = []
+        self._ec: Any = None
+        self._default_ec: Any = None
         self._started = False
         S, M = m.n_stages, len(METRICS)
         A = len(m.actions)
@@ -150,13 +155,16 @@ class PipelineHealVectorEnv(VectorEnv):
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
         self._c = kernel_consts(m, self._k_idx, self._release)
         self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
-        workers = max(1, min(int(num_threads or os.cpu_count() or 1), N // 256 or 1))
-        step = -(-N // workers)
-        self._chunks = [(lo, min(lo + step, N)) for lo in range(0, N, step)]
-        # each chunk's thread-private scratch: mult, add (S*M,), ML effects (K,), z (S*M,)
-        self._scratch = [(np.zeros(S * M), np.zeros(S * M), np.zeros(len(ML_SIGNALS)),
-                          np.zeros(S * M)) for _ in self._chunks]
-        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
+        # One env range per thread (ranges of at least 256 envs: below, a hand-off costs more
+        # than it saves); num_threads=None: numba's thread count (NUMBA_NUM_THREADS).
+        threads = int(num_threads or numba.get_num_threads())
+        if threads < 1:
+            raise ConfigError(f"num_threads={num_threads!r}: must be >= 1")
+        workers = max(1, min(threads, numba.config.NUMBA_NUM_THREADS, N // 256))
+        self._bounds = np.linspace(0, N, workers + 1).round().astype(np.int64)
+        # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
+        self._scratch = (np.zeros((workers, S * M)), np.zeros((workers, S * M)),
+                         np.zeros((workers, len(ML_SIGNALS))), np.zeros((workers, S * M)))
         self._alloc(N, S, M, A)
 
     # ------------------------------------------------------------------ storage
@@ -168,13 +176,13 @@ class PipelineHealVectorEnv(VectorEnv):
         self.k0 = z(N, np.int64)
         self.rows = z((N, 2), np.int64)
         self.key = z(N, np.uint64)
+        self._keyed = False
         self.ev_t = np.full((N, 1), INF)
         self.ev_kind = z((N, 1), np.int64)
         self.ev_stage = z((N, 1), np.int64)
         self.ev_sev = z((N, 1))
         self.ev_src = z((N, 1), np.int64)
         self.ev_ptr = z(N, np.int64)
-        self.random_chaos = np.ones(N, dtype=bool)
         # fault and side-effect slots, in creation order
         self.s_n = z(N, np.int64)
         self.s_kind = z((N, F_MAX), np.int64)
@@ -236,136 +244,89 @@ class PipelineHealVectorEnv(VectorEnv):
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed if isinstance(seed, int) else None)
         N = self.num_envs
+        advance = False
         if seed is None:
-            seeds: list[int | None] = [None] * N
-        elif isinstance(seed, int):
-            seeds = [seed + i for i in range(N)]
+            if self._keyed:  # each sub-env's next episode
+                advance = True
+            else:
+                self.key[:] = self.np_random.integers(0, 2**63 - 1, size=N).astype(np.uint64)
+        elif isinstance(seed, (int, np.integer)):
+            self.key[:] = seed_key(int(seed) + np.arange(N))
         else:
             if len(seed) != N:
                 raise ConfigError(f"reset(seed=...): {len(seed)} seeds for {N} envs")
-            seeds = list(seed)
-        if seed is not None or not self._gens:
-            self._gens = [np.random.default_rng(s) for s in seeds]
-        self._options = options
-        self._reset_envs(np.arange(N))
+            self.key[:] = seed_key(np.asarray(seed, dtype=np.int64))
+        self._keyed = True
+        scenario = self.model.scenario_for(options)
+        if options and "scenario" in options:
+            self._ec = episode_consts(self.model, scenario)
+        elif self._default_ec is None:
+            self._ec = self._default_ec = episode_consts(self.model, scenario)
+        else:
+            self._ec = self._default_ec
+        self._fit_plan_arrays()
+        self._run(K.reset_range, K.reset_threads, np.ones(N, dtype=bool), advance, self.key,
+                  self.rows, self.k0, self.n_plan, self.k, self.t, self._ev, self._st,
+                  self._acts, self._rs, self.stable, self.drift, self.downtime,
+                  self.total_reward, self._ec, self._c, scratch=False)
         self.prev_done[:] = False
         self._started = True
         obs, violated = self._observe(np.zeros(N, dtype=bool), np.zeros(N))
         return obs, self._infos(np.zeros(N, dtype=bool), violated, np.zeros(N, dtype=bool))
 
-    def _reset_envs(self, idx: np.ndarray) -> None:
-        m = self.model
-        scenario = m.scenario_for(self._options)
-        windows = {}
-        for i in idx:
-            rng = self._gens[i]
-            window = pick_replay_window(m, rng) if m.replay_incidents else None
-            windows[i] = window
-            rows = m.replay.draw_rows(rng, m.episode_steps, m.dt,
-                                      None if window is None else window[0])
-            self._set_rows(i, rows, 0)
-            self.n_plan[i] = m.episode_steps
-            self.key[i] = np.uint64(crng.draw_key(rng))
-            events = scenario.events(m.stages) if scenario is not None else []
-            self.random_chaos[i] = scenario is None or scenario.random_chaos
-            if self.random_chaos[i]:
-                events += draw_random_arrivals(rng, m.chaos, m.stages, m.episode_steps * m.dt)
-            events = sorted(events, key=lambda e: (e.at_s, e.fault, e.stage))
-            self._set_events(i, events, keep=0)
-        z = idx
-        self.k[z], self.t[z] = 0, 0.0
-        self.ev_ptr[z] = 0
-        self.s_n[z], self.uid[z] = 0, 0
-        self.s_end[z], self.s_cascade[z], self.s_inc[z], self.s_fault[z] = INF, INF, -1, -1
-        self.s_sev[z] = 0.0
-        self.i_n[z], self.i_active[z], self.i_nf[z] = 0, 0, 0
-        self.i_detected[z], self.i_resolved[z], self.i_by[z] = np.nan, np.nan, UNRESOLVED
-        self.i_faults[z] = -1
-        self.dropped[z] = 0
-        self.fl_action[z], self.fl_done[z], self.fl_issued[z] = -1, INF, 0.0
-        self.esc_done[z], self.esc_issued[z] = INF, 0.0
-        self.replicas[z] = DEFAULT_REPLICAS
-        self.version[z], self.light[z] = 2, False
-        self.last_action[z], self.last_action_t[z] = 0, 0.0
-        self.spent[z], self.downtime[z], self.counts[z], self.invalid[z] = 0.0, 0.0, 0, 0
-        self.ineffective[z] = 0
-        self.total_reward[z] = 0.0
-        self.watch[z] = False
-        self.drift[z] = 0.0
-        self.dirty[z], self.stable[z] = True, -INF
-        self.splice[z] = -1
-        self.za[z], self.zb[z] = self._clean_za, self._clean_zb
-        self._replayed_uid[z] = -1
-        if m.replay_incidents:  # a replayed incident per env, from its drawn window
-            for i in idx:
-                w = windows[i]
-                assert w is not None
-                self._start_replayed(i, *w)
+    def _fit_plan_arrays(self) -> None:
+        """Make the rows and the event arrays wide enough for an episode's set-up."""
+        ec = self._ec
+        if ec.rows_needed > self.rows.shape[1]:
+            self.rows = np.zeros((self.num_envs, ec.rows_needed), np.int64)
+        self._widen_events(ec.n_events + 1)
 
-    def _set_rows(self, i: int, rows: np.ndarray, k0: int) -> None:
-        if rows.size > self.rows.shape[1]:
-            self.rows = np.pad(self.rows, ((0, 0), (0, rows.size - self.rows.shape[1])), "edge")
-        self.rows[i, : rows.size] = rows
-        self.rows[i, rows.size:] = rows[-1]
-        self.k0[i] = k0
-
-    def _set_events(self, i: int, events: list, keep: int) -> None:
-        width = len(events) + keep + 1
+    def _widen_events(self, width: int) -> None:
         if width > self.ev_t.shape[1]:
             grow = width - self.ev_t.shape[1]
             self.ev_t = np.pad(self.ev_t, ((0, 0), (0, grow)), constant_values=INF)
             for name in ("ev_kind", "ev_stage", "ev_sev", "ev_src"):
                 setattr(self, name, np.pad(getattr(self, name), ((0, 0), (0, grow))))
-        self.ev_t[i, keep:] = INF
-        for j, ev in enumerate(events):
-            c = keep + j
-            self.ev_t[i, c] = ev.at_s
-            self.ev_kind[i, c] = SPEC_INDEX[ev.fault]
-            self.ev_stage[i, c] = ev.stage
-            self.ev_sev[i, c] = ev.severity
-            self.ev_src[i, c] = SOURCES.index(ev.source)
+
+    @property
+    def _ev(self) -> tuple:
+        return (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
 
     def _grow_plan(self, idx: np.ndarray) -> None:
-        """Past the plan (only without a time limit, or one longer than ``episode_steps``)."""
-        m = self.model
+        """Past the plan (only without a time limit, or one longer than ``episode_steps``): the
+        next chunk of replay rows and chaos arrivals, drawn from the episode key."""
+        m, ec = self.model, self._ec
         for i in idx:
-            rng = self._gens[i]
+            plan = int(self.n_plan[i] // m.episode_steps)
             start = self.n_plan[i] * m.dt
-            rows = m.replay.draw_rows(rng, m.episode_steps, m.dt)
-            self._set_rows(i, rows, int(self.n_plan[i]))
+            rows = np.empty(ec.rows_needed, np.int64)
+            fill_rows(self.key[i], plan, ec.seg_start, ec.seg_end, ec.rows_needed, -1, rows)
+            if rows.size > self.rows.shape[1]:
+                self.rows = np.pad(self.rows, ((0, 0), (0, rows.size - self.rows.shape[1])),
+                                   "edge")
+            self.rows[i, : rows.size] = rows
+            self.rows[i, rows.size:] = rows[-1]
+            self.k0[i] = self.n_plan[i]
             self.n_plan[i] += m.episode_steps
-            if self.random_chaos[i]:
-                new = draw_random_arrivals(rng, m.chaos, m.stages, self.n_plan[i] * m.dt, start)
-                p = int(self.ev_ptr[i])
-                pending = [(self.ev_t[i, c], self.ev_kind[i, c], self.ev_stage[i, c],
-                            self.ev_sev[i, c], self.ev_src[i, c])
-                           for c in range(p, self.ev_t.shape[1]) if self.ev_t[i, c] < INF]
-                merged = sorted(
-                    [(e.at_s, ALL_SPECS[SPEC_INDEX[e.fault]].name, e.stage, e.severity,
-                      SOURCES.index(e.source)) for e in new]
-                    + [(t, ALL_SPECS[kd].name, st, sv, sc) for t, kd, st, sv, sc in pending],
-                    key=lambda e: (e[0], e[1], e[2]))
-                from healgym.sim.chaos import FaultEvent
-
-                evs = [FaultEvent(float(t), name, int(st), float(sv), SOURCES[int(sc)])
-                       for t, name, st, sv, sc in merged]
-                self.ev_t[i, :p] = -INF  # consumed
-                self._set_events(i, evs, keep=p)
-
-    # ------------------------------------------------------------------ replayed incidents
-    def _start_replayed(self, i: int, start_row: int, onset_row: int, end_row: int,
-                        tag: str) -> None:
-        stage_s, ftype = tag.split(":", 1)
-        stage = int(stage_s)
-        step = self.model.replay.step_seconds
-        onset = (onset_row - start_row) * step
-        end = (end_row - start_row) * step
-        ok = K.add_instance(i, CARRIER_KIND, stage, 0.0, float(onset), SOURCES.index("replay"),
-                            -1, float(end), FAULT_CODE[ftype], True, self._st, self._c)
-        if ok:
-            self.splice[i] = (stage, -1, int(round(end / self.model.dt)),
-                              int(round(onset / self.model.dt)))
-            self._replayed_uid[i] = self.uid[i]
+            if not ec.random_chaos:
+                continue
+            new, lost = draw_schedule(ec, int(self.key[i]), plan=plan,
+                                      lo_s=max(m.chaos.warmup_s, start),
+                                      horizon_s=self.n_plan[i] * m.dt, scenario=False)
+            self.dropped[i] += lost
+            p = int(self.ev_ptr[i])
+            pending = [(self.ev_t[i, c], int(self.ev_kind[i, c]), int(self.ev_stage[i, c]),
+                        self.ev_sev[i, c], int(self.ev_src[i, c]))
+                       for c in range(p, self.ev_t.shape[1]) if self.ev_t[i, c] < INF]
+            merged = sorted(pending + [(e.at_s, SPEC_INDEX[e.fault], e.stage, e.severity,
+                                        SOURCES.index(e.source)) for e in new],
+                            key=lambda e: (e[0], NAME_RANK[e[1]], e[2]))
+            self._widen_events(p + len(merged) + 1)
+            self.ev_t[i, p:] = INF
+            for j, (at, kd, st, sv, sc) in enumerate(merged):
+                c = p + j
+                self.ev_t[i, c], self.ev_kind[i, c], self.ev_stage[i, c] = at, kd, st
+                self.ev_sev[i, c], self.ev_src[i, c] = sv, sc
 
     # ------------------------------------------------------------------ step
     @property
@@ -386,24 +347,18 @@ class PipelineHealVectorEnv(VectorEnv):
         return (self.replicas, self.version, self.light, self.splice, self._replayed_uid,
                 self.ineffective)
 
-    def _parallel(self, kernel: Any, *args: Any) -> None:
-        """Run a kernel over env ranges, each with its scratch arrays: the first range on this
-        thread, the others on the pool's (the kernels release the GIL; envs are independent,
-        so the split does not change the result)."""
-        chunks, scratch = self._chunks, self._scratch
-        if len(chunks) == 1:
-            kernel(*args, *scratch[0], *chunks[0])
-            return
-        pool = self._pool
-        assert pool is not None  # more than one chunk means a pool was made
-        futures = [pool.submit(kernel, *args, *scratch[c], *chunks[c])  # type: ignore[call-arg]
-                   for c in range(1, len(chunks))]
-        kernel(*args, *scratch[0], *chunks[0])
-        for fut in futures:
-            fut.result()
+    def _run(self, serial: Any, threaded: Any, *args: Any, scratch: bool = True) -> None:
+        """Run a kernel over all envs: ``serial`` on this thread for one range, else
+        ``threaded``, which runs ``serial`` on each range on numba's threads (each range with
+        its scratch rows; envs are independent, so the split does not change the result)."""
+        if len(self._bounds) == 2:
+            extra = tuple(a[0] for a in self._scratch) if scratch else ()
+            serial(*args, *extra, 0, self.num_envs)
+        else:
+            threaded(self._bounds, *(self._scratch if scratch else ()), *args)
 
     def _kernel_state(self) -> tuple:
-        m, N = self.model, self.num_envs
+        N = self.num_envs
         return (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
                 self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
                 self.ml_now, self.stable, self.drift)
@@ -411,8 +366,8 @@ class PipelineHealVectorEnv(VectorEnv):
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         obs = np.empty((self.num_envs, self.model.n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
-        self._parallel(K.observe_range, live, *self._kernel_state(), obs, reward, violated,
-                       self.downtime, self.total_reward, self.mask, self.n_faults)
+        self._run(K.observe_range, K.observe_threads, live, *self._kernel_state(), obs, reward,
+                  violated, self.downtime, self.total_reward, self.mask, self.n_faults)
         return obs, violated
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -426,19 +381,17 @@ class PipelineHealVectorEnv(VectorEnv):
             bad = a[(a < 0) | (a >= len(m.actions))][0]
             raise gym.error.InvalidAction(f"action {bad} is outside Discrete({len(m.actions)})")
         restart = self.prev_done
-        if restart.any():
-            self._reset_envs(np.flatnonzero(restart))
         live = ~restart
         grow = np.flatnonzero(live & (self.k >= self.n_plan))
         if grow.size:
             self._grow_plan(grow)
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
-        ev = (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
         obs = np.empty((N, m.n_obs), dtype=np.float32)
         violated = np.zeros(N, dtype=bool)
-        self._parallel(K.step_range, live, a, invalid, ev, *self._kernel_state(), obs, reward,
-                       violated, self.downtime, self.total_reward, self.mask, self.n_faults)
+        self._run(K.step_range, K.step_threads, restart, live, a, invalid, self._ev, self.n_plan,
+                  self._ec, *self._kernel_state(), obs, reward, violated, self.downtime,
+                  self.total_reward, self.mask, self.n_faults)
         if self.max_episode_steps:
             truncated = live & (self.k >= self.max_episode_steps)
         else:
@@ -568,7 +521,7 @@ KERNEL_CONST_FIELDS = (
     "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
     "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
     "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "max_hops", "hops", "cpu", "lat", "thr",
-    "n_stages", "n_metrics",
+    "n_stages", "n_metrics", "episode_steps", "carrier_kind", "src_replay",
     "err", "acc", "null", "schema", "stale", "shift", "cost", "base_accuracy", "base_null",
     "base_stale", "acc_noise_sd", "drift_every", "pool_size", "healthy_ks", "healthy_psi",
     "pool_windows", "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
@@ -614,7 +567,8 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "src_cascade": SOURCES.index("cascade"),
         "end_after": END_AFTER.astype(np.float64),
         "cascade_after": CASCADE_AFTER.astype(np.float64),
-        "n_stages": m.n_stages, "n_metrics": len(METRICS),
+        "n_stages": m.n_stages, "n_metrics": len(METRICS), "episode_steps": m.episode_steps,
+        "carrier_kind": CARRIER_KIND, "src_replay": SOURCES.index("replay"),
         "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
         "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
         "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,

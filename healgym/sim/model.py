@@ -257,28 +257,3 @@ def ml_signals(ml: np.ndarray) -> tuple[Any, Any, Any, Any]:
     schema = np.minimum(np.maximum(ml[..., SCHEMA], 0.0), 1.0)
     stale = np.maximum(BASE_STALENESS_S + ml[..., STALE], 0.0)
     return acc, null, schema, stale
-
-
-def pick_replay_window(m: PipelineModel, rng: np.random.Generator
-                       ) -> tuple[int, int, int, str]:
-    """A labelled fault window to replay as an incident: (start row, onset row, end row,
-    "stage:fault_type"), the episode starting a tenth of an episode before the onset."""
-    from healgym.telemetry.schema import unix_seconds
-
-    fw = m.replay.fault_windows
-    times, step = m.replay.times, m.replay.step_seconds
-    start = unix_seconds(fw["start"])
-    end = unix_seconds(fw["end"])
-    ok = np.flatnonzero((start >= times[0]) & (end <= times[-1]))
-    if ok.size == 0:
-        raise ConfigError("replay_incidents=True, but no labelled fault window lies inside "
-                          "the replayable span of the chosen stages")
-    i = int(ok[rng.integers(ok.size)])
-    lead_rows = max(1, int(0.1 * m.episode_steps * m.dt / step))
-    onset_row = int(np.searchsorted(times, start[i]))
-    end_row = int(np.searchsorted(times, end[i]))
-    stage = m.replay.entities.index(fw["entity"].iloc[i])
-    ftype = fw["fault_type"].iloc[i]
-    ftype = ftype if isinstance(ftype, str) and ftype in FAULT_NAMES else "unknown"
-    return (max(onset_row - lead_rows, 0), onset_row, max(end_row, onset_row + 1),
-            f"{stage}:{ftype}")

@@ -156,43 +156,26 @@ class ReplaySource:
             arr = self.__dict__["_seg_arr"] = np.array(self.segments, dtype=np.int64)
         return arr
 
-    def draw_rows(self, rng: np.random.Generator, n_steps: int, dt: float,
-                  start_row: int | None = None) -> np.ndarray:
-        """Dataset rows that cover ``n_steps`` simulator steps (see :func:`interpolate`).
+    def draw_rows(self, key: int, n_steps: int, dt: float, start_row: int | None = None,
+                  plan: int = 0) -> np.ndarray:
+        """Dataset rows that cover ``n_steps`` simulator steps (see :func:`interpolate`), drawn
+        from an episode key by :func:`healgym.sim.episode.fill_rows` (the envs' own draw).
 
         The first window starts at ``start_row`` or a random offset; more windows are appended,
         at random offsets inside runs of real data, while the episode needs them.
         """
-        rows_needed = int(np.ceil(n_steps * dt / self.step_seconds)) + 2
-        seg = self._segment_array
-        lengths = seg[:, 1] - seg[:, 0]
-        chunks: list[np.ndarray] = []
-        have = 0
-        while have < rows_needed:
-            remaining = rows_needed - have
-            if not chunks and start_row is not None:
-                k = int(np.searchsorted(seg[:, 1], start_row, side="right"))
-                k = min(k, len(seg) - 1)
-                off = int(np.clip(start_row, seg[k, 0], seg[k, 1] - 1))
-            else:
-                # A segment long enough for the rest if there is one, else any, by length.
-                if len(seg) == 1:
-                    k = 0
-                else:
-                    fits = lengths >= min(remaining, lengths.max())
-                    w = np.cumsum(np.where(fits, lengths, 0).astype(float))
-                    k = int(np.searchsorted(w, rng.random() * w[-1], side="right"))
-                hi = max(seg[k, 1] - min(remaining, lengths[k]), seg[k, 0])
-                off = int(rng.integers(seg[k, 0], hi + 1))
-            end = min(off + remaining, int(seg[k, 1]))
-            chunks.append(np.arange(off, end))
-            have += end - off
-        return np.concatenate(chunks)[:rows_needed].astype(np.int64)
+        from healgym.sim.episode import fill_rows
 
-    def draw_window(self, rng: np.random.Generator, n_steps: int, dt: float,
-                    start_row: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        seg = self._segment_array
+        rows = np.empty(int(np.ceil(n_steps * dt / self.step_seconds)) + 2, dtype=np.int64)
+        fill_rows(np.uint64(key), plan, seg[:, 0].copy(), seg[:, 1].copy(), rows.size,
+                  -1 if start_row is None else int(start_row), rows)
+        return rows
+
+    def draw_window(self, key: int, n_steps: int, dt: float, start_row: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """Baseline for ``n_steps + 1`` simulator instants, and the rows drawn."""
-        rows = self.draw_rows(rng, n_steps, dt, start_row)
+        rows = self.draw_rows(key, n_steps, dt, start_row)
         return interpolate(self.values, rows, np.arange(n_steps + 1), dt,
                            self.step_seconds), rows
 
