@@ -13,6 +13,7 @@ from numba import njit, prange
 
 from healgym.sim.drift import shifted_scores
 from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
+from healgym.sim.jit import compiled
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -21,7 +22,7 @@ NATURAL = -1
 UNRESOLVED = -2
 
 # --------------------------------------------------------------------------- slots, incidents
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
     """Append a slot (the caller checked there is room), in creation order."""
     s_n, uid = st[0], st[10]
@@ -40,7 +41,7 @@ def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
     st[24][i] = True  # effects changed
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
     """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
     s_n, s_kind = st[0], st[1]
@@ -71,7 +72,7 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st,
     return True
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def add_side(i, kind, stage, onset, until, st):
     """Append an action's side effect (no incident)."""
     if st[0][i] >= st[1].shape[1]:
@@ -80,7 +81,7 @@ def add_side(i, kind, stage, onset, until, st):
     write_slot(i, kind, -1, stage, 1.0, onset, -1, until, INF, st)
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def compact(i, rm, st):
     """Remove the slots whose bits are set in ``rm``, keeping the rest in creation order."""
     s_n = st[0]
@@ -120,7 +121,7 @@ def compact(i, rm, st):
     s_n[i] = w
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
     """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
     s_inc = st[8]
@@ -148,7 +149,7 @@ def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
 
 
 # --------------------------------------------------------------------------- actions, events
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def complete(i, a, issued, stream, t, k, key, st, rs, c):
     """An action takes effect (the scalar env's ``_complete``)."""
     s_n = st[0]
@@ -205,7 +206,7 @@ def complete(i, a, issued, stream, t, k, key, st, rs, c):
     return bonus
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def drop_side(i, kind, st):
     s_n, s_kind, s_inc = st[0], st[1], st[8]
     rm = 0
@@ -215,7 +216,7 @@ def drop_side(i, kind, st):
     compact(i, rm, st)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
                    lo, hi):
     """Phase A for each live env: start the action, advance the clock, apply due events."""
@@ -293,7 +294,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 
 
 # --------------------------------------------------------------------------- effects, observe
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
     """Fault and capacity effects of every env at its current time (the scalar env's
     ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``). Like the scalar env, an
@@ -379,7 +380,7 @@ def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
         ml_now[i, 5] = max(1.0 + ml[c.cost], 0.0)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def drift_checks(k, key, ml_now, c, drift, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
     scored by the same compiled function the scalar env uses."""
@@ -399,7 +400,7 @@ def drift_checks(k, key, ml_now, c, drift, lo, hi):
             drift[i, 1] = c.healthy_psi[w]
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
             c, obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi):
     """Phase B: observation, SLO, reward, detection and action mask of every env.
@@ -537,7 +538,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
 
 
 # --------------------------------------------------------------------------- reset
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable, drift,
                 downtime, total_reward, ec, c, lo, hi):
     """Start a new episode in every env ``i`` of [lo, hi) with ``todo[i]``: its key (the next
@@ -634,7 +635,7 @@ def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, st
 
 
 # --------------------------------------------------------------------------- one call per step
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
                   drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
                   mult, add, ml, zf, lo, hi):
@@ -647,7 +648,7 @@ def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml
             obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi)
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def step_range(restart, live, actions, invalid_out, ev, n_plan, ec, k, k0, t, key, rows, values, st,
                acts, rs, c, za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime,
                total_reward, mask, n_faults, mult, add, ml, zf, lo, hi):

@@ -218,7 +218,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self._drift: tuple[float, float] = (0.0, 0.0)
         self._raw_cache: np.ndarray | None = None
         self._fault_list: list[tuple[str, str]] = []
-        self._key: int | None = None
+        self._key = -1  # the episode key (-1: not drawn yet)
         self._default_consts: Any = None
 
     # Read-only views of the model, for users and tests.
@@ -246,7 +246,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         scenario = m.scenario_for(options)
         if seed is not None:
             self._key = int(seed_key(seed))
-        elif self._key is not None:
+        elif self._key >= 0:
             self._key = int(next_key(np.uint64(self._key)))
         else:
             self._key = crng.draw_key(self.np_random)

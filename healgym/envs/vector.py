@@ -160,7 +160,7 @@ class PipelineHealVectorEnv(VectorEnv):
         threads = int(num_threads or numba.get_num_threads())
         if threads < 1:
             raise ConfigError(f"num_threads={num_threads!r}: must be >= 1")
-        workers = max(1, min(threads, numba.config.NUMBA_NUM_THREADS, N // 256))
+        workers = max(1, min(threads, N // 256))
         self._bounds = np.linspace(0, N, workers + 1).round().astype(np.int64)
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
         self._scratch = (np.zeros((workers, S * M)), np.zeros((workers, S * M)),

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from healgym.sim.jit import compiled
 
 PSI_EPS = 1e-4
 
@@ -105,7 +106,7 @@ class DriftPool:
         return ks, psi_v
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def shifted_scores(ref_sorted: np.ndarray, edges: np.ndarray, ref_frac: np.ndarray,
                    window_sorted: np.ndarray, shift: float) -> tuple[float, float]:
     """(KS, PSI) of ``window_sorted + shift`` against the reference; the formulas of
@@ -143,7 +144,7 @@ def shifted_scores(ref_sorted: np.ndarray, edges: np.ndarray, ref_frac: np.ndarr
     return d, psi
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def _psi_term(count: float, n: int, ref_frac: float) -> float:
     frac = max(count / n, PSI_EPS)
     ref = max(ref_frac, PSI_EPS)

@@ -16,10 +16,10 @@ from collections import namedtuple
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from healgym.sim.chaos import ChaosConfig, FaultEvent, Scenario, stage_choices
 from healgym.sim.faults import ALL_SPECS, FAULT_NAMES, LIBRARY, SPEC_INDEX
+from healgym.sim.jit import compiled
 from healgym.sim.rng import _GAMMA, mix1
 from healgym.sim.rng import uniform1 as _u
 
@@ -35,7 +35,7 @@ NAME_RANK = np.array([sorted(s.name for s in ALL_SPECS).index(s.name) for s in A
                      dtype=np.int64)
 
 
-@njit(cache=True, _nrt=False)
+@compiled()
 def next_key(key):  # type: ignore[no-untyped-def]
     """The key of the episode after the one with ``key``."""
     return mix1(np.uint64(key) + _GAMMA)
@@ -51,7 +51,7 @@ def seed_key(seed: int | np.ndarray) -> Any:
 
 
 # --------------------------------------------------------------------------- replay rows
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def fill_rows(key, plan, seg_start, seg_end, rows_needed, start_row, out):  # type: ignore[no-untyped-def]
     """Dataset rows for one plan chunk (``rows_needed`` of them) into ``out``.
 
@@ -103,7 +103,7 @@ def fill_rows(key, plan, seg_start, seg_end, rows_needed, start_row, out):  # ty
 
 
 # --------------------------------------------------------------------------- fault schedule
-@njit(cache=True, _nrt=False)
+@compiled()
 def _poisson(lam, u):  # type: ignore[no-untyped-def]
     """Poisson(lam) by inversion of one uniform (lam <= POISSON_PIECE)."""
     p = np.exp(-lam)
@@ -116,7 +116,7 @@ def _poisson(lam, u):  # type: ignore[no-untyped-def]
     return x
 
 
-@njit(cache=True, nogil=True, _nrt=False)
+@compiled(nogil=True)
 def fill_events(key, plan, random_chaos, rates, choices, n_choices, sev_lo, sev_hi, lo_s,
                 horizon_s, sc_t, sc_kind, sc_stage, sc_sev, rank, out_t, out_kind, out_stage,
                 out_sev, out_src):  # type: ignore[no-untyped-def]
@@ -179,7 +179,7 @@ def fill_events(key, plan, random_chaos, rates, choices, n_choices, sev_lo, sev_
     return n, dropped
 
 
-@njit(cache=True, _nrt=False)
+@compiled()
 def pick_window(key, n_windows):  # type: ignore[no-untyped-def]
     """Which labelled fault window an episode replays."""
     return min(np.int64(_u(np.uint64(key) ^ SALT, 0, WINDOW) * n_windows), n_windows - 1)
@@ -254,7 +254,7 @@ def episode_consts(m: Any, scenario: Scenario | None) -> Any:
         raise ConfigError("replay_incidents=True, but no labelled fault window lies inside "
                           "the replayable span of the chosen stages")
     seg = np.array(m.replay.segments, dtype=np.int64).reshape(-1, 2)
-    return EpisodeConsts(
+    fields: dict[str, Any] = dict(
         seg_start=seg[:, 0].copy(), seg_end=seg[:, 1].copy(),
         rows_needed=int(np.ceil(m.episode_steps * m.dt / m.replay.step_seconds)) + 2,
         random_chaos=bool(random_chaos), rates=rates, choices=choices, n_choices=n_choices,
@@ -269,6 +269,7 @@ def episode_consts(m: Any, scenario: Scenario | None) -> Any:
                                len(events)),
         replay_on=bool(m.replay_incidents), win=win,
         replay_step=float(m.replay.step_seconds))
+    return EpisodeConsts(**fields)
 
 
 def draw_schedule(ec: Any, key: int, plan: int = 0, lo_s: float | None = None,

@@ -10,7 +10,8 @@ the same seed without storing a plan per step, and a batch draws them in one arr
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from healgym.sim.jit import compiled
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -66,7 +67,7 @@ def draw_key(rng: np.random.Generator) -> int:
 
 
 # --------------------------------------------------------------------------- compiled, one draw
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def mix1(z):  # type: ignore[no-untyped-def]
     """:func:`_mix` of one uint64, compiled."""
     z = (z ^ (z >> np.uint64(30))) * _M1
@@ -74,7 +75,7 @@ def mix1(z):  # type: ignore[no-untyped-def]
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, _nrt=False)
+@compiled()
 def uniform1(key, step, stream):  # type: ignore[no-untyped-def]
     """:func:`uniform` for one draw, compiled (the kernels' and the episode set-up's)."""
     c = (np.uint64(step) << np.uint64(8)) + np.uint64(stream)
@@ -82,12 +83,12 @@ def uniform1(key, step, stream):  # type: ignore[no-untyped-def]
     return float(z >> np.uint64(11)) * _TO_UNIT
 
 
-@njit(cache=True, inline="always", _nrt=False)
+@compiled(inline="always")
 def _quarter1(z, shift):  # type: ignore[no-untyped-def]
     return (float((z >> np.uint64(shift)) & _Q) + 0.5) * _TO_Q
 
 
-@njit(cache=True, _nrt=False)
+@compiled()
 def normal1(key, step):  # type: ignore[no-untyped-def]
     """:func:`normal` for one draw, compiled."""
     c = (np.uint64(step) << np.uint64(8)) + np.uint64(ACC_NOISE_1)
