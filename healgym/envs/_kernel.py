@@ -232,11 +232,14 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
             continue
         a = actions[i]
         r = 0.0
+        n0, e0 = s_n[i], ev_ptr[i]
+        touched = fl_done[i] <= c.dt * (k[i] + 1) or esc_done[i] <= c.dt * (k[i] + 1)
         if mask[i, a] == 0:
             invalid[i] += 1
             invalid_out[i] = True
             r -= c.invalid_penalty
         elif a != 0:
+            touched = True
             cost = c.a_cost[a]
             spent[i] += cost
             counts[i, a] += 1
@@ -291,6 +294,8 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
             add_instance(i, kd, ev_stage[i, p], ev_sev[i, p], now, ev_src[i, p], -1, np.nan,
                          c.spec_fault_col[kd], False, st, c)
         reward[i] = r + bonus
+        if touched or s_n[i] != n0 or ev_ptr[i] != e0 or rm:
+            rs[6][i] = True  # the mask and the fault count may have changed
 
 
 # --------------------------------------------------------------------------- effects, observe
@@ -385,9 +390,9 @@ def drift_checks(k, key, ml_now, c, drift, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
     scored by the same compiled function the scalar env uses."""
     for i in range(lo, hi):
-        if k[i] % c.drift_every != 0:
+        j = np.int64(k[i] * c.inv_drift_every + 0.5)  # k / drift_every, if it divides
+        if j * c.drift_every != k[i]:
             continue
-        j = k[i] // c.drift_every
         w = np.int64(uniform(key[i], j, 3) * c.pool_size)
         shift = ml_now[i, 4]
         if shift != 0.0:
@@ -412,7 +417,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
      i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
-    version, light, splice = rs[1], rs[2], rs[3]
+    version, light, splice, mask_dirty = rs[1], rs[2], rs[3], rs[6]
     S, M = c.n_stages, c.n_metrics
     SM = S * M
     R = rows.shape[1]
@@ -428,11 +433,15 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         v0 = values[rows[i, i0]]
         if w == 0.0:  # on a row: (1 - w) * v0 + w * v1 is v0 (the metrics are finite)
             for j in range(SM):
-                zf[j] = v0[j] * zai[j] + zbi[j]
+                z = v0[j] * zai[j] + zbi[j]
+                zf[j] = z
+                out[j] = np.float32(min(max(z, z_lo[j]), z_hi[j]))
         else:
             v1 = values[rows[i, i0 + 1]]
             for j in range(SM):
-                zf[j] = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
+                z = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
+                zf[j] = z
+                out[j] = np.float32(min(max(z, z_lo[j]), z_hi[j]))
         if splice[i, 1] >= 0 and splice[i, 1] <= k[i] < splice[i, 2]:
             sd, frm, to, onset_k = splice[i, 0], splice[i, 1], splice[i, 2], splice[i, 3]
             first = max(onset_k - (to - frm), 0)
@@ -444,13 +453,12 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             for m in range(M):
                 j = sd * M + m
                 zf[j] = (q0[j] * (1.0 - w2) + q1[j] * w2) * zai[j] + zbi[j]
+                out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         metric_violation = (zf[c.model_stage * M + c.lat] > c.lat_limit_z
                             or zf[(S - 1) * M + c.thr] < c.thr_limit_z)
         for d in range(S):
             if zf[d * M + c.err] > c.err_limit_z[d]:
                 metric_violation = True
-        for j in range(SM):
-            out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         acc, null, schema, stale, cost_mult = (ml_now[i, 0], ml_now[i, 1], ml_now[i, 2],
                                                ml_now[i, 3], ml_now[i, 5])
         acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
@@ -507,7 +515,11 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
                         if (np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q])
                                 and i_onset[i, q] <= t[i]):
                             i_detected[i, q] = t[i]
-        # action mask, and the ground-truth fault count
+        # action mask, and the ground-truth fault count: they change only with the slots,
+        # an action's start or completion (``mask_dirty``, set by phase A and resets)
+        if not mask_dirty[i]:
+            continue
+        mask_dirty[i] = False
         free = fl_action[i] < 0
         mask[i, 0] = 1
         for d in range(S):
@@ -549,7 +561,7 @@ def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, st
      i_nf, dropped, watch, dirty) = st
     (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
      last_action_t, invalid) = acts
-    replicas, version, light, splice, replayed_uid, ineffective = rs
+    replicas, version, light, splice, replayed_uid, ineffective, mask_dirty = rs
     ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
     n_ev = ec.n_events
     R = rows.shape[1]
@@ -623,6 +635,7 @@ def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, st
         for x in range(4):
             splice[i, x] = -1
         replayed_uid[i] = -1
+        mask_dirty[i] = True
         if ec.replay_on:  # the labelled window's fault: no synthetic effect, healed by its type
             onset = (ec.win[w, 1] - ec.win[w, 0]) * ec.replay_step
             end = (ec.win[w, 2] - ec.win[w, 0]) * ec.replay_step

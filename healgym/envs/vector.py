@@ -237,6 +237,7 @@ class PipelineHealVectorEnv(VectorEnv):
         self.splice = np.full((N, 4), -1, np.int64)  # stage, from_k, to_k, onset_k
         self._replayed_uid = np.full(N, -1, np.int64)
         self.mask = z((N, A), np.int8)
+        self.mask_dirty = np.ones(N, dtype=bool)
         self.prev_done = z(N, dtype=bool)
 
     # ------------------------------------------------------------------ reset
@@ -345,7 +346,7 @@ class PipelineHealVectorEnv(VectorEnv):
     @property
     def _rs(self) -> tuple:
         return (self.replicas, self.version, self.light, self.splice, self._replayed_uid,
-                self.ineffective)
+                self.ineffective, self.mask_dirty)
 
     def _run(self, serial: Any, threaded: Any, *args: Any, scratch: bool = True) -> None:
         """Run a kernel over all envs: ``serial`` on this thread for one range, else
@@ -523,7 +524,8 @@ KERNEL_CONST_FIELDS = (
     "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "max_hops", "hops", "cpu", "lat", "thr",
     "n_stages", "n_metrics", "episode_steps", "carrier_kind", "src_replay",
     "err", "acc", "null", "schema", "stale", "shift", "cost", "base_accuracy", "base_null",
-    "base_stale", "acc_noise_sd", "drift_every", "pool_size", "healthy_ks", "healthy_psi",
+    "base_stale", "acc_noise_sd", "drift_every", "inv_drift_every", "pool_size", "healthy_ks",
+    "healthy_psi",
     "pool_windows", "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z",
@@ -579,7 +581,8 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "shift": SHIFT, "cost": COST,
         "base_accuracy": BASE_ACCURACY, "base_null": mdl.BASE_NULL_RATE,
         "base_stale": mdl.BASE_STALENESS_S, "acc_noise_sd": ACC_NOISE_SD,
-        "drift_every": m.drift_every, "pool_size": len(m.drift.windows),
+        "drift_every": m.drift_every, "inv_drift_every": 1.0 / m.drift_every,
+        "pool_size": len(m.drift.windows),
         "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
         "pool_windows": m.drift.windows, "ref_sorted": m.drift.reference.sorted_ref,
         "ref_edges": m.drift.reference.edges, "ref_frac": m.drift.reference.ref_frac,
