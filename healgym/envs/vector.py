@@ -3,9 +3,15 @@
 ``gymnasium.make_vec("healgym/PipelineHeal-v0", num_envs=N)`` returns a
 :class:`PipelineHealVectorEnv`. It is the same model as the scalar env (:mod:`healgym.sim.model`,
 the pure functions of :mod:`healgym.sim.faults`, :mod:`healgym.sim.replay`,
-:mod:`healgym.sim.drift` and the counter-based draws of :mod:`healgym.sim.rng`), and sub-env
-``i`` reset with ``seed=s`` is the scalar env reset with ``seed=s + i``: same observations,
-rewards, truncations and episode metrics for the same actions (tested bit for bit).
+:mod:`healgym.sim.drift`, the counter-based draws of :mod:`healgym.sim.rng` and the episode
+set-up of :mod:`healgym.sim.episode`), and sub-env ``i`` reset with ``seed=s`` is the scalar env
+reset with ``seed=s + i``, episode after episode: same observations, rewards, truncations and
+episode metrics for the same actions (tested bit for bit).
+
+A step is one compiled call (:mod:`healgym.envs._kernel`): autoresets, actions and events, fault
+effects, drift checks, observations, rewards and masks of a range of envs; with ``num_threads``
+> 1 (default: numba's thread count) and at least 256 envs a range, ranges run on numba's threads
+(OpenMP where the system has libgomp). Envs are independent, so threads never change a result.
 
 State is one array per field, shape (N,) or (N, slots), rather than an (N, fields) matrix. Faults
 and action side effects live in ``F_MAX`` slots per env, kept in creation order (as the scalar env
@@ -16,7 +22,8 @@ whose action for it is ignored, and returns its first observation with reward 0)
 
 Info, each key with its ``_key`` mask: ``action_mask`` (N, A), ``time_s``, ``slo_violated``,
 ``invalid_action``, ``n_faults`` (active faults, the ground truth count), and on the last step of
-a sub-env's episode ``episode_metrics`` (an object array of dicts, as the scalar env's).
+a sub-env's episode ``episode_metrics`` (an object array of the scalar env's dictionaries, each
+built when first read: :class:`EpisodeMetrics`).
 """
 
 from __future__ import annotations
@@ -157,7 +164,7 @@ class PipelineHealVectorEnv(VectorEnv):
         self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
         # One env range per thread (ranges of at least 256 envs: below, a hand-off costs more
         # than it saves); num_threads=None: numba's thread count (NUMBA_NUM_THREADS).
-        threads = int(num_threads or numba.get_num_threads())
+        threads = numba.get_num_threads() if num_threads is None else int(num_threads)
         if threads < 1:
             raise ConfigError(f"num_threads={num_threads!r}: must be >= 1")
         workers = max(1, min(threads, N // 256))
