@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from agents.policy import read_versioned_json
 from healgym.errors import HealgymError
 from healgym.sim import actions as act
 from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS, PipelineModel
@@ -369,14 +370,6 @@ def export_offline_dataset(tr: Transitions, model: PipelineModel, out: str | Pat
 
 def load_offline_metadata(path: str | Path) -> dict[str, Any]:
     """The dataset's metadata, refusing a folder that is not one or of another version."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / "metadata.json").read_text())
-    except FileNotFoundError as exc:
-        raise HealgymError(f"{path}: not a healgym offline dataset (metadata.json missing)"
-                           ) from exc
-    if meta.get("format") != DATASET_FORMAT or meta.get("format_version") != DATASET_VERSION:
-        raise HealgymError(f"{path}/metadata.json: format {meta.get('format')!r} v"
-                           f"{meta.get('format_version')!r}; this healgym reads "
-                           f"{DATASET_FORMAT!r} v{DATASET_VERSION}: export it again")
-    return meta
+    return read_versioned_json(Path(path), "metadata.json", DATASET_FORMAT, DATASET_VERSION,
+                               "a healgym offline dataset",
+                               "export it again with `healgym export-offline`")

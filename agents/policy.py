@@ -6,10 +6,14 @@ sees (the observation and ``info["action_mask"]``), return an action and the rea
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from healgym.errors import HealgymError
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,18 @@ class Policy(Protocol):
 def valid_actions(info: dict[str, Any], n_actions: int) -> np.ndarray:
     mask = info.get("action_mask")
     return np.flatnonzero(mask) if mask is not None else np.arange(n_actions)
+
+
+def read_versioned_json(path: Path, name: str, fmt: str, version: int, what: str, fix: str
+                        ) -> dict[str, Any]:
+    """``path/name`` (a saved policy's or dataset's metadata), refusing a folder without it or
+    of another format or version; ``what`` names the artefact, ``fix`` says how to remake it."""
+    try:
+        meta: dict[str, Any] = json.loads((path / name).read_text())
+    except FileNotFoundError as exc:
+        raise HealgymError(f"{path}: not {what} ({name} missing); {fix}") from exc
+    if meta.get("format") != fmt or meta.get("format_version") != version:
+        raise HealgymError(f"{path}/{name}: format {meta.get('format')!r} "
+                           f"v{meta.get('format_version')!r} is not {fmt!r} v{version}; {fix}")
+    return meta
+

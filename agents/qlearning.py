@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.policy import Decision
+from agents.policy import Decision, read_versioned_json
 from healgym.errors import ConfigError, HealgymError
 from healgym.sim.faults import METRICS
 from healgym.sim.model import PipelineModel
@@ -242,15 +242,8 @@ class QLearningAgent:
     @classmethod
     def load(cls, path: str | Path, model: PipelineModel) -> QLearningAgent:
         path = Path(path)
-        try:
-            meta = json.loads((path / "policy.json").read_text())
-        except FileNotFoundError as exc:
-            raise HealgymError(f"{path}: not a saved Q-learning policy (policy.json missing)"
-                               ) from exc
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise HealgymError(f"{path}/policy.json: format {meta.get('format')!r} v"
-                               f"{meta.get('format_version')!r} is not {FORMAT!r} "
-                               f"v{FORMAT_VERSION}; retrain with this healgym")
+        meta = read_versioned_json(path, "policy.json", FORMAT, FORMAT_VERSION,
+                                   "a saved Q-learning policy", "retrain with this healgym")
         if meta.get("env") != ENV_VERSION:
             raise HealgymError(f"{path}: trained on {meta.get('env')!r}, this is {ENV_VERSION!r}"
                                "; retrain on this environment version")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.policy import Decision
+from agents.policy import Decision, read_versioned_json
 from healgym.errors import HealgymError
 
 FORMAT = "healgym-rlmodule"
@@ -74,16 +74,9 @@ def export(module: Any, algo: str, model: Any, out: Path,
 
 
 def read_meta(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((path / "policy.json").read_text())
-    except FileNotFoundError as exc:
-        raise HealgymError(f"{path}: not an exported RLlib policy (policy.json missing); "
-                           "export one with experiments/train.py agent=ppo") from exc
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise HealgymError(f"{path}/policy.json: format {meta.get('format')!r} "
-                           f"v{meta.get('format_version')!r} is not {FORMAT!r} v{FORMAT_VERSION}"
-                           "; export it again with this healgym")
-    return meta
+    return read_versioned_json(path, "policy.json", FORMAT, FORMAT_VERSION,
+                               "an exported RLlib policy",
+                               "export one with experiments/train.py agent=ppo")
 
 
 def check_compatible(meta: dict[str, Any], model: Any, where: str) -> None:

@@ -233,7 +233,7 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
         a = actions[i]
         r = 0.0
         n0, e0 = s_n[i], ev_ptr[i]
-        touched = fl_done[i] <= c.dt * (k[i] + 1) or esc_done[i] <= c.dt * (k[i] + 1)
+        touched = False  # an action started or completed
         if mask[i, a] == 0:
             invalid[i] += 1
             invalid_out[i] = True
@@ -273,10 +273,12 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
             aa, issued = fl_action[i], fl_issued[i]
             fl_action[i] = -1
             fl_done[i] = INF
+            touched = True
             bonus += complete(i, aa, issued, c.heal_stream, now, k[i], key[i], st, rs, c)
         if esc_done[i] <= now:
             issued = esc_issued[i]
             esc_done[i] = INF
+            touched = True
             bonus += complete(i, c.escalate, issued, c.escalate_stream, now, k[i], key[i], st,
                               rs, c)
         n_now = s_n[i]

@@ -20,7 +20,7 @@ import numpy as np
 from healgym.sim.chaos import ChaosConfig, FaultEvent, Scenario, stage_choices
 from healgym.sim.faults import ALL_SPECS, FAULT_NAMES, LIBRARY, SPEC_INDEX
 from healgym.sim.jit import compiled
-from healgym.sim.rng import _GAMMA, mix1
+from healgym.sim.rng import _GAMMA, _mix, mix1
 from healgym.sim.rng import uniform1 as _u
 
 #: Where a fault instance came from (the code the arrays store).
@@ -43,11 +43,9 @@ def next_key(key):  # type: ignore[no-untyped-def]
 
 def seed_key(seed: int | np.ndarray) -> Any:
     """The first episode's key after ``reset(seed=seed)`` (vectorised over an array of seeds)."""
-    from healgym.sim.rng import _mix as mix_array
-
     s = np.asarray(seed).astype(np.uint64)
     with np.errstate(over="ignore"):
-        return mix_array(mix_array(s * _GAMMA + _GAMMA) ^ SALT)
+        return _mix(_mix(s * _GAMMA + _GAMMA) ^ SALT)
 
 
 # --------------------------------------------------------------------------- replay rows

@@ -21,7 +21,7 @@ _TO_UNIT = 1.0 / 9007199254740992.0  # 2 ** -53
 _Q, _TO_Q = np.uint64(0xFFFF), 1.0 / 65536.0
 
 # Streams: which quantity a draw is for.
-ACC_NOISE_1, ACC_NOISE_2, DRIFT_WINDOW, ACC_NOISE_3, ACC_NOISE_4 = 1, 2, 3, 4, 5
+ACC_NOISE, DRIFT_WINDOW = 1, 3
 SQRT3 = 1.7320508075688772
 
 
@@ -48,7 +48,7 @@ def normal(key: np.ndarray | int, step: np.ndarray | int) -> np.ndarray:
     Arithmetic only (no SIMD transcendental functions), so a batch and a scalar env get
     bit-identical values; :func:`normal1` is the same formula compiled."""
     k = np.asarray(key, dtype=np.uint64)
-    c = (np.asarray(step, dtype=np.uint64) << np.uint64(8)) + np.uint64(ACC_NOISE_1)
+    c = (np.asarray(step, dtype=np.uint64) << np.uint64(8)) + np.uint64(ACC_NOISE)
     with np.errstate(over="ignore"):
         z = _mix(k + _mix(c * _GAMMA + _GAMMA))
     total = _quarter(z, 0) + _quarter(z, 16)
@@ -91,7 +91,7 @@ def _quarter1(z, shift):  # type: ignore[no-untyped-def]
 @compiled()
 def normal1(key, step):  # type: ignore[no-untyped-def]
     """:func:`normal` for one draw, compiled."""
-    c = (np.uint64(step) << np.uint64(8)) + np.uint64(ACC_NOISE_1)
+    c = (np.uint64(step) << np.uint64(8)) + np.uint64(ACC_NOISE)
     z = mix1(np.uint64(key) + mix1(c * _GAMMA + _GAMMA))
     total = _quarter1(z, 0) + _quarter1(z, 16)
     total = total + _quarter1(z, 32)
