@@ -96,7 +96,7 @@ def test_one_action_at_a_time_and_mask_follows_state():
     env.step(sd)
     for _ in range(4):
         env.step(0)
-    assert env._replicas[env.stages.index("train")] == 1
+    assert env.replicas[env.stages.index("train")] == 1
     assert env.action_masks()[sd] == 0
 
 

@@ -15,7 +15,8 @@ SEED = 4
 
 
 def trace(fault: str | None, stage: str, steps: int, severity: float = 1.0):
-    """Raw metrics, ML health and ground-truth faults at every step, noop policy."""
+    """Raw metrics, ML health and ground-truth faults at every step, noop policy (raw metrics
+    come back from z-space: exact to ~1e-14, hence the tests' atol)."""
     scen = {"faults": [{"at": ONSET, "fault": fault, "stage": stage, "severity": severity}]}
     env = quiet_env(episode_steps=steps, scenario=scen if fault else None)
     env.reset(seed=SEED)
@@ -58,7 +59,7 @@ def test_signature_onset_course_and_propagation(spec):
     # At full intensity, the stage's metrics follow the documented signature exactly.
     t_full = min(full + 2 * dt, ONSET + spec.duration_s - dt)
     np.testing.assert_allclose(raw_f[k(t_full), stage_i],
-                               expected(raw_0[k(t_full), stage_i], spec, 1.0), rtol=1e-9)
+                               expected(raw_0[k(t_full), stage_i], spec, 1.0), rtol=1e-9, atol=1e-9)
     for sig, delta in spec.ml.items():
         got = ml_f[k(t_full)][sig] - ml_0[k(t_full)][sig]
         if sig == "accuracy":
@@ -79,11 +80,13 @@ def test_signature_onset_course_and_propagation(spec):
     # half the ramp.
     if spec.ramp_s == 0:
         np.testing.assert_allclose(raw_f[k(ONSET), stage_i],
-                                   expected(raw_0[k(ONSET), stage_i], spec, 1.0), rtol=1e-9)
+                                   expected(raw_0[k(ONSET), stage_i], spec, 1.0),
+                                   rtol=1e-9, atol=1e-9)
     else:
         t_half = ONSET + spec.ramp_s / 2
         np.testing.assert_allclose(raw_f[k(t_half), stage_i],
-                                   expected(raw_0[k(t_half), stage_i], spec, 0.5), rtol=1e-9)
+                                   expected(raw_0[k(t_half), stage_i], spec, 0.5),
+                                   rtol=1e-9, atol=1e-9)
 
     # Downstream: untouched before the hop lag, attenuated after it; upstream never touched.
     hops = env.hops[stage_i]

@@ -129,29 +129,33 @@ def test_replayed_incident_is_healed_by_the_matrix_and_spliced(nezha_ob):
     env = quiet_env(dataset=nezha_ob, stages=stages, replay_incidents=True, episode_steps=120,
                     healing_matrix={f: heal for f in ("cpu_contention", "error_spike",
                                                       "network_delay", "unknown")})
+
+    def stage_raw(actions: dict[int, int], steps: int) -> dict[int, np.ndarray]:
+        env.reset(seed=0)
+        out = {}
+        for j in range(steps):
+            env.step(actions.get(j, 0))
+            out[round(env.time_s / env.dt)] = env._raw[stage].copy()
+        return out
+
     env.reset(seed=0)
-    inc = env._incidents[0]
-    stage = env.stages.index(inc.stage)
-    _, _, onset_k, end_k, _ = env._replayed
-    original = env._base[:, stage].copy()
-    for _ in range(onset_k):
-        env.step(0)
-    env.step(env.action_names.index(f"restart_{inc.stage}"))
-    for _ in range(5):
-        env.step(0)
+    inc = env.episode_metrics()["incidents"][0]
+    stage = env.stages.index(inc["stage"])
+    onset_k = round(inc["onset_s"] / env.dt)
+    # without action, the historical fault ends when its labelled window ends
+    untouched = stage_raw({}, 120)
     m = env.episode_metrics()["incidents"][0]
-    assert m["resolved_by"] == f"restart_{inc.stage}"
+    assert m["resolved_by"] == "natural" and m["mttr_s"] == pytest.approx(180.0, abs=60)
+    end_k = round(m["resolved_s"] / env.dt)
+    healed = stage_raw({onset_k: env.action_names.index(f"restart_{inc['stage']}")}, 120)
+    m = env.episode_metrics()["incidents"][0]
+    assert m["resolved_by"] == f"restart_{inc['stage']}"
     assert m["mttr_s"] == 30.0
     healed_k = onset_k + 3
     # the rest of the fault window is replaced by the healthy data just before the onset
-    assert not np.array_equal(env._base[healed_k:end_k, stage], original[healed_k:end_k])
-    np.testing.assert_array_equal(env._base[end_k:, stage], original[end_k:])
-    # without action, the historical fault ends when its labelled window ends
-    env.reset(seed=0)
-    for _ in range(end_k + 2):
-        env.step(0)
-    m = env.episode_metrics()["incidents"][0]
-    assert m["resolved_by"] == "natural" and m["mttr_s"] == pytest.approx(180.0, abs=60)
+    assert any(not np.array_equal(healed[k], untouched[k]) for k in range(healed_k, end_k))
+    for k in range(end_k, 121):
+        np.testing.assert_array_equal(healed[k], untouched[k])
 
 
 # ---------------------------------------------------------------- malformed real-format inputs

@@ -40,7 +40,6 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from healgym.envs import _kernel as K
-from healgym.envs.pipeline_heal import episode_metrics
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
 from healgym.sim.chaos import ChaosConfig, Scenario
@@ -252,18 +251,27 @@ class PipelineHealVectorEnv(VectorEnv):
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
         N = self.num_envs
-        advance = False
+        keys: np.ndarray | None = None
         if seed is None:
-            if self._keyed:  # each sub-env's next episode
-                advance = True
-            else:
-                self.key[:] = self.np_random.integers(0, 2**63 - 1, size=N).astype(np.uint64)
+            if not self._keyed:
+                keys = self.np_random.integers(0, 2**63 - 1, size=N).astype(np.uint64)
         elif isinstance(seed, (int, np.integer)):
-            self.key[:] = seed_key(int(seed) + np.arange(N))
+            keys = seed_key(int(seed) + np.arange(N))
         else:
             if len(seed) != N:
                 raise ConfigError(f"reset(seed=...): {len(seed)} seeds for {N} envs")
-            self.key[:] = seed_key(np.asarray(seed, dtype=np.int64))
+            keys = seed_key(np.asarray(seed, dtype=np.int64))
+        obs, violated = self._start(keys, options)
+        return obs, self._infos(np.zeros(N, dtype=bool), violated, np.zeros(N, dtype=bool))
+
+    def _start(self, keys: np.ndarray | None, options: dict[str, Any] | None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Start every env's episode: from ``keys``, or (None) each env's next key. Returns the
+        first observations and SLO flags."""
+        N = self.num_envs
+        if keys is not None:
+            self.key[:] = keys
+        advance = keys is None
         self._keyed = True
         scenario = self.model.scenario_for(options)
         if options and "scenario" in options:
@@ -279,8 +287,7 @@ class PipelineHealVectorEnv(VectorEnv):
                   self.total_reward, self._ec, self._c, scratch=False)
         self.prev_done[:] = False
         self._started = True
-        obs, violated = self._observe(np.zeros(N, dtype=bool), np.zeros(N))
-        return obs, self._infos(np.zeros(N, dtype=bool), violated, np.zeros(N, dtype=bool))
+        return self._observe(np.zeros(N, dtype=bool), np.zeros(N))
 
     def _fit_plan_arrays(self) -> None:
         """Make the rows and the event arrays wide enough for an episode's set-up."""
@@ -382,12 +389,22 @@ class PipelineHealVectorEnv(VectorEnv):
                                           dict[str, Any]]:
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
-        m = self.model
         N = self.num_envs
         a = np.asarray(actions, dtype=np.int64).reshape(N)
-        if (a < 0).any() or (a >= len(m.actions)).any():
-            bad = a[(a < 0) | (a >= len(m.actions))][0]
-            raise gym.error.InvalidAction(f"action {bad} is outside Discrete({len(m.actions)})")
+        n_act = len(self.model.actions)
+        if (a < 0).any() or (a >= n_act).any():
+            bad = a[(a < 0) | (a >= n_act)][0]
+            raise gym.error.InvalidAction(f"action {bad} is outside Discrete({n_act})")
+        obs, reward, violated, invalid, truncated = self._advance(a)
+        return obs, reward, np.zeros(N, dtype=bool), truncated, self._infos(truncated, violated,
+                                                                            invalid)
+
+    def _advance(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                np.ndarray]:
+        """One step of every env with valid int64 actions ``a``: (observations, rewards, SLO
+        flags, invalid-action flags, truncations)."""
+        m = self.model
+        N = self.num_envs
         restart = self.prev_done
         live = ~restart
         grow = np.flatnonzero(live & (self.k >= self.n_plan))
@@ -405,8 +422,7 @@ class PipelineHealVectorEnv(VectorEnv):
         else:
             truncated = np.zeros(N, dtype=bool)
         self.prev_done = truncated.copy()
-        return obs, reward, np.zeros(N, dtype=bool), truncated, self._infos(truncated, violated,
-                                                                            invalid)
+        return obs, reward, violated, invalid, truncated
 
     # ------------------------------------------------------------------ reporting
     def _infos(self, final: np.ndarray, violated: np.ndarray, invalid: np.ndarray
@@ -475,6 +491,30 @@ def metrics_dict(m: PipelineModel, a: dict[str, np.ndarray], i: int) -> dict[str
                            float(a["spent"][i]), int(a["invalid"][i]),
                            float(a["total_reward"][i]), int(a["dropped"][i]),
                            int(a["ineffective"][i]))
+
+
+def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s: float,
+                    actions_taken: dict[str, int], action_cost: float, invalid: int,
+                    total_reward: float, dropped: int, ineffective: int) -> dict[str, Any]:
+    """The episode-metrics dictionary (shared by the scalar and the vector env)."""
+    resolved = [i["mttr_s"] for i in incidents if i["mttr_s"] is not None]
+    return {
+        "elapsed_s": elapsed,
+        "incidents": incidents,
+        "n_incidents": len(incidents),
+        "resolved_incidents": len(resolved),
+        "unresolved_incidents": len(incidents) - len(resolved),
+        "mean_mttr_s": float(np.mean(resolved)) if resolved else None,
+        "downtime_s": downtime_s,
+        "uptime_pct": 100.0 * (1.0 - downtime_s / elapsed) if elapsed > 0 else 100.0,
+        "actions_taken": actions_taken,
+        "n_actions": int(sum(actions_taken.values())),
+        "action_cost": action_cost,
+        "invalid_actions": invalid,
+        "ineffective_actions": ineffective,  # completed, and healed no fault
+        "dropped_faults": dropped,
+        "total_reward": total_reward,
+    }
 
 
 class EpisodeMetrics(Mapping):  # type: ignore[type-arg]
