@@ -2,11 +2,11 @@
 
 A decision log records what the pipeline looked like (every decision's observation), not which
 fault caused it. :func:`diagnose` infers the fault from the observation with the simulator's own
-fault model: for every fault in the library and every stage it computes, with the same functions
-the simulator uses (:func:`~healgym.sim.faults.fault_geometry`,
-:func:`~healgym.sim.faults.effects_at`, :func:`~healgym.sim.model.affine`), the signature the fault
-leaves in the observation at full intensity, and ranks them by cosine similarity with what was
-observed at the incident's worst moment. Several faults leave the same signature (a crash and a
+fault model: for every fault in the library and every stage it computes, with the same compiled
+functions the simulator steps with (:func:`~healgym.sim.faults.effects_at`,
+:func:`~healgym.sim.faults.effect_factor`), the signature the fault leaves in the observation
+at full intensity, and ranks them by cosine similarity with what was observed at the incident's
+worst moment. Several faults leave the same signature (a crash and a
 crash loop; a bad deploy and concept drift); the action that resolved the recorded incident breaks
 such ties (the healing matrix says which faults it heals). Every diagnosis keeps its score and
 runners-up: a replay is a hypothesis, to be read with them.
@@ -36,7 +36,6 @@ from healgym.sim.faults import (
     SHIFT,
     effect_factor,
     effects_at,
-    fault_geometry,
 )
 from healgym.sim.model import PipelineModel, ml_signals
 from healgym.sim.observation import CONTEXT, clip_z
@@ -80,12 +79,11 @@ def signature(model: PipelineModel, fault: str, stage: int) -> np.ndarray:
     """What ``fault`` on ``stage`` at severity 1 and full intensity does to the observation,
     computed with the simulator's own fault functions (healthy baseline: the medians)."""
     k = FAULT_INDEX[fault]
-    g = fault_geometry(np.array([k]), np.array([stage]), np.array([1.0]), np.array([0.0]),
-                       model.hops, COMPILED)
     t = float(COMPILED.ramp_s[k] + COMPILED.hop_lag_s[k] * model.n_stages + 1.0)
     if np.isfinite(COMPILED.duration_s[k]):
         t = min(t, float(COMPILED.duration_s[k]) - 1.0)
-    mult, add, ml, _ = effects_at(g, t)
+    mult, add, ml, _ = effects_at(np.array([k]), np.array([stage]), np.array([1.0]),
+                                  np.array([0.0]), model.hops, t)
     factor = effect_factor(mult, np.full(model.n_stages, 2.0))
     z = clip_z(model, (model.median * (factor - 1.0) + add) * model.inv_scale)
     acc, null, schema, stale = ml_signals(ml)

@@ -1,9 +1,11 @@
 """Compiled per-env step of the vector env (numba).
 
-Each function loops over the envs of a batch and runs, for one env, exactly the arithmetic the
-scalar env runs with numpy (same operations, same order, float64, no fast-math), so the batch
-stays bit-for-bit the scalar model (the parity tests check it). The state is the vector env's
-arrays (see :mod:`healgym.envs.vector`); constants come packed in :class:`KernelConsts`.
+The model's dynamics, written once: each function loops over the envs of a batch (the scalar env
+is a batch of one) and runs one env's step: float64, no fast-math, so results do not depend on
+the batch size or the thread split. Fault effects (:func:`healgym.sim.faults.accumulate`), ML
+health (:func:`healgym.sim.model.ml_health`), drift scores and the episode draws are compiled
+functions shared with the analysis tools. The state is the vector env's arrays (see
+:mod:`healgym.envs.vector`); constants come packed in :class:`KernelConsts`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from numba import njit, prange
 
 from healgym.sim.drift import shifted_scores
 from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
+from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
+from healgym.sim.model import ml_health
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -151,7 +155,7 @@ def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
 # --------------------------------------------------------------------------- actions, events
 @compiled(inline="always")
 def complete(i, a, issued, stream, t, k, key, st, rs, c):
-    """An action takes effect (the scalar env's ``_complete``)."""
+    """An action takes effect: it may heal the faults that were active when it was issued."""
     s_n = st[0]
     s_kind = st[1]
     s_fault = st[2]
@@ -303,8 +307,8 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
 # --------------------------------------------------------------------------- effects, observe
 @compiled(nogil=True)
 def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
-    """Fault and capacity effects of every env at its current time (the scalar env's
-    ``effects_at`` + ``effect_factor`` + ``affine`` + ``ml_signals``). Like the scalar env, an
+    """Fault and capacity effects of every env at its current time (:func:`accumulate`,
+    :func:`factor`, :func:`ml_health`), folded into the affine map ``z = base * za + zb``. An
     env's effects are recomputed only when its faults or replicas changed (``dirty``) or a
     ramp, fade or onset makes them move (``stable``, the time until which they hold).
 
@@ -313,84 +317,28 @@ def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
     s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
     dirty = st[24]
     S, M = c.n_stages, c.n_metrics
-    SM = S * M
-    K = c.t_ml.shape[1]
     for i in range(lo, hi):
         now = t[i]
         if not dirty[i] and now < stable[i]:
             continue
         dirty[i] = False
-        until = INF
-        for j in range(SM):
-            mult[j] = 0.0
-            add[j] = 0.0
-        for q in range(K):
-            ml[q] = 0.0
-        for f in range(s_n[i]):
-            sev = s_sev[i, f]
-            if sev == 0.0:
-                continue
-            kd = s_kind[i, f]
-            st_ = s_stage[i, f]
-            ramp, dur, fade = c.t_ramp[kd], c.t_dur[kd], c.t_fade[kd]
-            for d in range(S):
-                h = c.hops[st_, d]
-                if h < 0 or (h > 0 and c.atten_pow[kd, min(h, c.max_hops)] == 0.0):
-                    continue  # not reached: its contribution is exactly zero
-                start = s_onset[i, f] + c.t_lag[kd] * h
-                atten = c.atten_pow[kd, min(h, c.max_hops)] if h > 0 else 1.0
-                scale = sev * atten
-                age = now - start
-                if age >= 0 and (age < ramp or (age >= dur and age < dur + fade)):
-                    until = now  # mid-ramp or mid-fade: moves every step
-                else:
-                    for b in (start, start + ramp, start + dur, start + dur + fade):
-                        if b > now and b < until:
-                            until = b
-                if ramp > 0:
-                    rp = min(max(age / max(ramp, 1e-9), 0.0), 1.0)
-                else:
-                    rp = 1.0
-                fd = min(max(1.0 - (age - dur) / max(fade, 1e-9), 0.0), 1.0)
-                inten = scale * rp * fd if age >= 0 else 0.0
-                # The scalar env adds own * table + downstream * prop_table, one of the two
-                # intensities 0: adding the zero term changes no float, so it is left out.
-                if h == 0:
-                    for m in range(M):
-                        mult[d * M + m] += inten * c.t_mult[kd, m]
-                        add[d * M + m] += inten * c.t_add[kd, m]
-                    for q in range(K):
-                        ml[q] += inten * c.t_ml[kd, q]
-                else:
-                    for m in range(M):
-                        mult[d * M + m] += inten * c.t_pmult[kd, m]
-                        add[d * M + m] += inten * c.t_padd[kd, m]
+        stable[i] = accumulate(s_kind[i], s_stage[i], s_sev[i], s_onset[i], s_n[i], now, c.hops,
+                               c.t_mult, c.t_add, c.t_pmult, c.t_padd, c.t_ml, c.t_ramp,
+                               c.t_dur, c.t_fade, c.t_lag, c.atten_pow, mult, add, ml)
         zai, zbi = za[i], zb[i]
         for d in range(S):
-            cap = c.default_replicas / replicas[i, d] - 1.0
+            cap = capacity(c.default_replicas, replicas[i, d])
             for m in range(M):
                 j = d * M + m
-                tot = mult[j]
-                if m == c.cpu:
-                    tot += cap
-                elif m == c.lat:
-                    tot += 0.3 * cap
-                fac = max(1.0 + tot, 0.0)
-                zai[j] = fac * c.inv[j]
+                zai[j] = factor(mult[j], m, cap) * c.inv[j]
                 zbi[j] = (add[j] - c.median[j]) * c.inv[j]
-        stable[i] = until
-        ml_now[i, 0] = min(max(c.base_accuracy + ml[c.acc], 0.0), 1.0)
-        ml_now[i, 1] = min(max(c.base_null + ml[c.null], 0.0), 1.0)
-        ml_now[i, 2] = min(max(ml[c.schema], 0.0), 1.0)
-        ml_now[i, 3] = max(c.base_stale + ml[c.stale], 0.0)
-        ml_now[i, 4] = ml[c.shift]
-        ml_now[i, 5] = max(1.0 + ml[c.cost], 0.0)
+        ml_health(ml, ml_now[i])
 
 
 @compiled(nogil=True)
 def drift_checks(k, key, ml_now, c, drift, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
-    scored by the same compiled function the scalar env uses."""
+    scored by :func:`healgym.sim.drift.shifted_scores`."""
     for i in range(lo, hi):
         j = np.int64(k[i] * c.inv_drift_every + 0.5)  # k / drift_every, if it divides
         if j * c.drift_every != k[i]:
@@ -557,7 +505,7 @@ def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, st
                 downtime, total_reward, ec, c, lo, hi):
     """Start a new episode in every env ``i`` of [lo, hi) with ``todo[i]``: its key (the next
     one if ``advance``), the set-up draws of :mod:`healgym.sim.episode`, a clean state, and the
-    replayed incident if the model replays them (the scalar env's ``reset``)."""
+    replayed incident if the model replays them."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
      i_nf, dropped, watch, dirty) = st

@@ -1,12 +1,10 @@
 """A natively batched ``healgym/PipelineHeal-v0``: N pipelines stepped with array operations.
 
 ``gymnasium.make_vec("healgym/PipelineHeal-v0", num_envs=N)`` returns a
-:class:`PipelineHealVectorEnv`. It is the same model as the scalar env (:mod:`healgym.sim.model`,
-the pure functions of :mod:`healgym.sim.faults`, :mod:`healgym.sim.replay`,
-:mod:`healgym.sim.drift`, the counter-based draws of :mod:`healgym.sim.rng` and the episode
-set-up of :mod:`healgym.sim.episode`), and sub-env ``i`` reset with ``seed=s`` is the scalar env
-reset with ``seed=s + i``, episode after episode: same observations, rewards, truncations and
-episode metrics for the same actions (tested bit for bit).
+:class:`PipelineHealVectorEnv`. The scalar env is this env with one pipeline (one model, one
+implementation of its dynamics), and sub-env ``i`` reset with ``seed=s`` is the scalar env reset
+with ``seed=s + i``, episode after episode: same observations, rewards, truncations and episode
+metrics for the same actions (tested bit for bit: batch size and threads change nothing).
 
 A step is one compiled call (:mod:`healgym.envs._kernel`): autoresets, actions and events, fault
 effects, drift checks, observations, rewards and masks of a range of envs; with ``num_threads``
@@ -14,8 +12,8 @@ effects, drift checks, observations, rewards and masks of a range of envs; with 
 (OpenMP where the system has libgomp). Envs are independent, so threads never change a result.
 
 State is one array per field, shape (N,) or (N, slots), rather than an (N, fields) matrix. Faults
-and action side effects live in ``F_MAX`` slots per env, kept in creation order (as the scalar env
-keeps its instances), incidents in ``I_MAX`` slots.
+and action side effects live in ``F_MAX`` slots per env, kept in creation order, incidents in
+``I_MAX`` slots.
 
 Autoreset mode: ``NEXT_STEP`` (a finished sub-env is reset by the following ``step`` call,
 whose action for it is ignored, and returns its first observation with reward 0).

@@ -1,5 +1,6 @@
-"""The pipeline simulator: pure functions for faults, actions, drift, replay and episode metrics.
+"""The pipeline simulator: the fault library and its compiled effects, actions, drift, replay,
+episode draws and the static model.
 
-The environment (:mod:`healgym.envs.pipeline_heal`) is a thin stateful shell over these, so the
-scalar env, a vector env and the serving adapter share one definition of the dynamics.
+The environment's compiled step (:mod:`healgym.envs._kernel`, run by the vector env; the scalar
+env is a batch of one) and the serving adapter and analysis tools use these one definitions.
 """

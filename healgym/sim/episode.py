@@ -1,9 +1,9 @@
 """An episode's set-up draws: replay rows, chaos arrivals and the replayed incident's window.
 
 Everything an episode draws is a pure function of its 64-bit key (:mod:`healgym.sim.rng`):
-these compiled functions make the set-up from ``(key, plan chunk)``; the scalar env calls them
-for its one episode, the vector env's kernel for every sub-env that resets, so the two draw the
-same episodes and a batch resets without a Python loop or a Generator per sub-env.
+these compiled functions make the set-up from ``(key, plan chunk)``; the env's kernel calls them
+for every sub-env that resets (the scalar env is a batch of one), so a batch resets without a
+Python loop or a Generator per sub-env, and an episode does not depend on the batch it ran in.
 
 Keys: ``reset(seed=s)`` gives the episode key :func:`seed_key` ``(s)``; each following
 episode's key is :func:`next_key` of the previous one (a SplitMix64 step). A vector env reset
@@ -274,7 +274,7 @@ def draw_schedule(ec: Any, key: int, plan: int = 0, lo_s: float | None = None,
                   horizon_s: float | None = None, scenario: bool = True
                   ) -> tuple[list[FaultEvent], int]:
     """(The fault schedule as events, how many were dropped for want of room): the arrays of
-    :func:`fill_events` for one episode, as the scalar env keeps them."""
+    :func:`fill_events` for one episode, as events (for later plan chunks and for tests)."""
     cap = ec.n_events
     t, kind, stage = np.empty(cap), np.empty(cap, np.int64), np.empty(cap, np.int64)
     sev, src = np.empty(cap), np.empty(cap, np.int64)

@@ -1,8 +1,8 @@
 """The fault library: what each fault does to the metrics, how it starts, how it ends, where it
 spreads.
 
-Every fault is data (a frozen :class:`FaultSpec`), compiled once into arrays so the dynamics are a
-few array operations (:func:`fault_geometry`, :func:`effects_at`); ``docs/environment.md``
+Every fault is data (a frozen :class:`FaultSpec`), compiled once into arrays for the
+compiled dynamics (:func:`accumulate`, :func:`effects_at`); ``docs/environment.md``
 renders the same table.
 
 Signature semantics, at severity 1 and full intensity, for the stage the fault is on:
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from healgym.sim.jit import compiled
 from healgym.telemetry.schema import CANONICAL_METRICS
 
 METRICS = CANONICAL_METRICS
@@ -242,107 +243,129 @@ def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
 COMPILED = compile_faults()
 
 
-@dataclass(frozen=True)
-class FaultGeometry:
-    """Where and when a set of active fault instances acts: everything about them that does not
-    change with time, precomputed once per change of the fault set."""
+# --------------------------------------------------------------------------- the dynamics
+# Compiled once, used by everything that needs a fault's effect: the env's step kernel
+# (:mod:`healgym.envs._kernel`, every env of a batch; the scalar env is a batch of one) and the
+# analysis tools' signatures (:func:`effects_at`). There is no second implementation.
+@compiled(inline="always")
+def accumulate(kinds, stages, sevs, onsets, n, now, hops, t_mult, t_add, t_pmult, t_padd,
+               t_ml, t_ramp, t_dur, t_fade, t_lag, atten_pow, mult, add, ml):
+    """The combined effect at time ``now`` of fault instances ``0..n-1`` (kind, stage, severity,
+    onset) into ``mult``, ``add`` (flat (S*M,), stage-major) and ``ml`` (K,), all zeroed here.
+    Instances are accumulated in their order. Returns the time until which the effects stay
+    exactly the same (``now`` while any is mid-ramp or mid-fade; else the next onset, ramp end,
+    fade start or end).
 
-    start: np.ndarray  # (n, S) onset + hop lag at each stage
-    reach: np.ndarray  # (n, S) the stage is the fault's own or downstream of it
-    own: np.ndarray  # (n, S) the stage is the fault's own
-    scale: np.ndarray  # (n, S) severity x attenuation ** hops (0 where not reached)
-    ramp: np.ndarray  # (n, 1)
-    dur: np.ndarray  # (n, 1)
-    fade: np.ndarray  # (n, 1)
-    mult: np.ndarray  # (n, M) own-stage signatures
-    add: np.ndarray
-    prop_mult: np.ndarray  # (n, M) downstream signatures
-    prop_add: np.ndarray
-    ml: np.ndarray  # (n, K)
-    breaks: np.ndarray  # sorted times at which the effects change slope
-
-
-def fault_geometry(
-    kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray, onset_s: np.ndarray,
-    hops: np.ndarray, table: CompiledFaults = COMPILED,
-) -> FaultGeometry:
-    """Precompute :class:`FaultGeometry` for active instances (arrays of shape (n,)).
-
-    ``hops[s, d]``: hops from stage s downstream to stage d (0 on the diagonal, -1 if d is not
-    downstream of s).
+    Signature semantics: the fault's own stage gets ``intensity * mult``; a stage ``h`` hops
+    downstream gets ``propagate``'s share, ``hop_lag_s * h`` later, attenuated ``** h``.
     """
-    h = hops[stages]  # (n, S)
-    reach = h >= 0
-    hh = np.maximum(h, 0)
-    start = onset_s[:, None] + table.hop_lag_s[kinds][:, None] * hh
-    atten = np.where(h > 0, table.atten_pow[kinds[:, None], np.minimum(hh, MAX_HOPS)], 1.0)
-    scale = np.where(reach, severity[:, None] * atten, 0.0)
-    ramp, dur, fade = (table.ramp_s[kinds][:, None], table.duration_s[kinds][:, None],
-                       table.fade_s[kinds][:, None])
-    pts = np.concatenate([start, start + ramp, start + dur, start + dur + fade], axis=1)
-    breaks = np.unique(pts[np.concatenate([reach] * 4, axis=1)])
-    return FaultGeometry(start=start, reach=reach, own=h == 0, scale=scale, ramp=ramp, dur=dur,
-                         fade=fade, mult=table.mult[kinds], add=table.add[kinds],
-                         prop_mult=table.prop_mult[kinds], prop_add=table.prop_add[kinds],
-                         ml=table.ml[kinds], breaks=breaks[np.isfinite(breaks)])
+    S = hops.shape[0]
+    M = t_mult.shape[1]
+    K = t_ml.shape[1]
+    for j in range(S * M):
+        mult[j] = 0.0
+        add[j] = 0.0
+    for q in range(K):
+        ml[q] = 0.0
+    until = INF
+    for f in range(n):
+        sev = sevs[f]
+        if sev == 0.0:
+            continue
+        kd = kinds[f]
+        st_ = stages[f]
+        ramp, dur, fade = t_ramp[kd], t_dur[kd], t_fade[kd]
+        for d in range(S):
+            h = hops[st_, d]
+            if h < 0 or (h > 0 and atten_pow[kd, min(h, MAX_HOPS)] == 0.0):
+                continue  # not reached: its contribution is exactly zero
+            start = onsets[f] + t_lag[kd] * h
+            atten = atten_pow[kd, min(h, MAX_HOPS)] if h > 0 else 1.0
+            scale = sev * atten
+            age = now - start
+            if age >= 0 and (age < ramp or (age >= dur and age < dur + fade)):
+                until = now  # mid-ramp or mid-fade: moves every step
+            else:
+                for b in (start, start + ramp, start + dur, start + dur + fade):
+                    if b > now and b < until:
+                        until = b
+            if ramp > 0:
+                rp = min(max(age / max(ramp, 1e-9), 0.0), 1.0)
+            else:
+                rp = 1.0
+            fd = min(max(1.0 - (age - dur) / max(fade, 1e-9), 0.0), 1.0)
+            inten = scale * rp * fd if age >= 0 else 0.0
+            if h == 0:
+                for m in range(M):
+                    mult[d * M + m] += inten * t_mult[kd, m]
+                    add[d * M + m] += inten * t_add[kd, m]
+                for q in range(K):
+                    ml[q] += inten * t_ml[kd, q]
+            else:
+                for m in range(M):
+                    mult[d * M + m] += inten * t_pmult[kd, m]
+                    add[d * M + m] += inten * t_padd[kd, m]
+    return until
 
 
-def intensities(g: FaultGeometry, t: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(own, downstream) intensity of each instance at each stage at time ``t``.
-
-    Works on any leading shape: (n, S) for one env, (N, F, S) for a batch (``t`` then (N, 1, 1)).
-    """
-    age = t - g.start
-    ramp = np.where(g.ramp > 0, np.minimum(np.maximum(age / np.maximum(g.ramp, 1e-9), 0.0), 1.0),
-                    1.0)
-    fade = np.minimum(np.maximum(1.0 - (age - g.dur) / np.maximum(g.fade, 1e-9), 0.0), 1.0)
-    inten = np.where(age >= 0, g.scale * ramp * fade, 0.0)
-    own = np.where(g.own, inten, 0.0)
-    return own, inten - own
+@compiled(inline="always")
+def capacity(default_replicas, replicas):
+    """Relative capacity shortfall of a stage: ``default / replicas - 1``."""
+    return default_replicas / replicas - 1.0
 
 
-def stable_until(g: FaultGeometry, t: float | np.ndarray) -> np.ndarray:
-    """Until when the intensities stay exactly as they are at ``t`` (``t`` itself while any is
-    mid-ramp or mid-fade; else the next onset, ramp end, fade start or end). Reduces the last
-    two axes: (n, S) -> scalar, (N, F, S) -> (N,)."""
-    age = t - g.start
-    moving = g.reach & (age >= 0) & ((age < g.ramp) | ((age >= g.dur) & (age < g.dur + g.fade)))
-    if np.ndim(t) == 0 and moving.any():
-        return np.asarray(t)  # one env, mid-ramp or mid-fade: recompute at the next step
-    nxt = np.full(age.shape, INF)
-    for b in (g.start, g.start + g.ramp, g.start + g.dur, g.start + g.dur + g.fade):
-        nxt = np.minimum(nxt, np.where(g.reach & (b > t), b, INF))
-    until = nxt.min(axis=(-2, -1))
-    return np.where(moving.any(axis=(-2, -1)), t if np.ndim(t) == 0 else
-                    np.reshape(t, until.shape), until)
+@compiled(inline="always")
+def factor(mult, m, cap):
+    """Multiplicative factor on metric ``m``'s baseline: the faults' ``mult`` plus capacity
+    (CPU and, a third as much, latency scale with ``cap``), floored at 0."""
+    if m == CPU:
+        mult += cap
+    elif m == LAT:
+        mult += 0.3 * cap
+    return max(1.0 + mult, 0.0)
 
 
-def effects_at(g: FaultGeometry, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Combined effect at time ``t``: ``(mult, add, ml, stable_until)`` of shapes (S, M), (S, M),
-    (K,), and the time until which they stay exactly the same (callers may cache them).
+@compiled()
+def _effects_at(kinds, stages, sevs, onsets, now, hops, t_mult, t_add, t_pmult, t_padd, t_ml,
+                t_ramp, t_dur, t_fade, t_lag, atten_pow, mult, add, ml):
+    return accumulate(kinds, stages, sevs, onsets, kinds.size, now, hops, t_mult, t_add,
+                      t_pmult, t_padd, t_ml, t_ramp, t_dur, t_fade, t_lag, atten_pow, mult, add,
+                      ml)
 
-    Instances are accumulated one by one in their order, so a batch that accumulates its slots
-    in the same order gets bit-identical sums.
-    """
-    own, down = intensities(g, t)
-    n_stages = own.shape[1]
-    mult = np.zeros((n_stages, len(METRICS)))
-    add = np.zeros((n_stages, len(METRICS)))
+
+@compiled()
+def _effect_factor(mult, replicas, default_replicas, out):
+    S, M = mult.shape
+    for d in range(S):
+        cap = capacity(default_replicas, replicas[d])
+        for m in range(M):
+            out[d, m] = factor(mult[d, m], m, cap)
+
+
+def effects_at(kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray,
+               onset_s: np.ndarray, hops: np.ndarray, t: float, table: CompiledFaults = COMPILED
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Combined effect at time ``t`` of fault instances (arrays of shape (n,)):
+    ``(mult, add, ml, stable_until)`` of shapes (S, M), (S, M), (K,), and the time until which
+    they stay the same. ``hops[s, d]``: hops from stage s downstream to stage d (0 on the
+    diagonal, -1 if d is not downstream of s). The env's own function (:func:`accumulate`)."""
+    S = hops.shape[0]
+    mult, add = np.zeros((S, len(METRICS))), np.zeros((S, len(METRICS)))
     ml = np.zeros(len(ML_SIGNALS))
-    for i in range(own.shape[0]):
-        o, d = own[i][:, None], down[i][:, None]
-        mult += o * g.mult[i] + d * g.prop_mult[i]
-        add += o * g.add[i] + d * g.prop_add[i]
-        ml += own[i].sum() * g.ml[i]
-    return mult, add, ml, float(stable_until(g, t))
+    until = _effects_at(
+        np.asarray(kinds, np.int64), np.asarray(stages, np.int64),
+        np.asarray(severity, np.float64), np.asarray(onset_s, np.float64), float(t),
+        np.ascontiguousarray(hops, dtype=np.int64), table.mult, table.add, table.prop_mult,
+        table.prop_add, table.ml, table.ramp_s, table.duration_s, table.fade_s,
+        table.hop_lag_s, table.atten_pow, mult.reshape(-1), add.reshape(-1), ml)
+    return mult, add, ml, float(until)
 
 
 def effect_factor(mult: np.ndarray, replicas: np.ndarray, default_replicas: int = 2
                   ) -> np.ndarray:
-    """Multiplicative factor on the baseline: fault mult plus capacity (CPU and, a third as much,
-    latency scale with ``default_replicas / replicas``), floored at 0."""
-    capacity = default_replicas / replicas - 1.0
-    total = mult.copy()
-    total[..., CPU] += capacity
-    total[..., LAT] += 0.3 * capacity
-    return np.maximum(1.0 + total, 0.0)
+    """Multiplicative factor on the baseline (S, M): the env's own :func:`factor`."""
+    mult = np.ascontiguousarray(mult, dtype=np.float64)
+    out = np.empty_like(mult)
+    _effect_factor(mult, np.ascontiguousarray(replicas, dtype=np.int64), int(default_replicas),
+                   out)
+    return out

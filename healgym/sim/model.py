@@ -21,7 +21,20 @@ from healgym.errors import ConfigError
 from healgym.sim import actions as act
 from healgym.sim.chaos import ChaosConfig, Scenario, load_scenario
 from healgym.sim.drift import DriftPool
-from healgym.sim.faults import ERR, FAULT_NAMES, LAT, SPEC_INDEX, THR
+from healgym.sim.faults import (
+    ACC,
+    COST,
+    ERR,
+    FAULT_NAMES,
+    LAT,
+    NULL,
+    SCHEMA,
+    SHIFT,
+    SPEC_INDEX,
+    STALE,
+    THR,
+)
+from healgym.sim.jit import compiled
 from healgym.sim.replay import HI, LO, ReplaySource
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset, load_dataset
@@ -231,29 +244,32 @@ def build_model(
     )
 
 
-def base_z(model: PipelineModel, base: np.ndarray, za: np.ndarray, zb: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """(unclipped z-scores, metric-SLO violation) of raw baselines ``base`` (..., S, M) under the
-    affine map ``z = base * za + zb`` (the faults' and capacity's effects folded in)."""
-    zf = base * za + zb
-    violated = ((zf[..., model.model_stage, LAT] > model.lat_limit_z)
-                | (zf[..., -1, THR] < model.thr_limit_z)
-                | (zf[..., :, ERR] > model.err_limit_z).any(axis=-1))
-    return zf, violated
-
-
 def affine(model: PipelineModel, factor: np.ndarray, add: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray]:
     """``(za, zb)`` so that ``z = base * za + zb`` = (base * factor + add - median) / scale."""
     return factor * model.inv_scale, (add - model.median) * model.inv_scale
 
 
-def ml_signals(ml: np.ndarray) -> tuple[Any, Any, Any, Any]:
-    """(accuracy, null rate, schema error rate, staleness s) from ML effects (..., K)."""
-    from healgym.sim.faults import ACC, NULL, SCHEMA, STALE
+@compiled(inline="always")
+def ml_health(ml, out):
+    """The true ML health from ML effects ``ml`` (K,) into ``out`` (6,): accuracy, null rate,
+    schema error rate, staleness (s), covariate shift, cost multiplier."""
+    out[0] = min(max(BASE_ACCURACY + ml[ACC], 0.0), 1.0)
+    out[1] = min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0)
+    out[2] = min(max(ml[SCHEMA], 0.0), 1.0)
+    out[3] = max(BASE_STALENESS_S + ml[STALE], 0.0)
+    out[4] = ml[SHIFT]
+    out[5] = max(1.0 + ml[COST], 0.0)
 
-    acc = np.minimum(np.maximum(BASE_ACCURACY + ml[..., ACC], 0.0), 1.0)
-    null = np.minimum(np.maximum(BASE_NULL_RATE + ml[..., NULL], 0.0), 1.0)
-    schema = np.minimum(np.maximum(ml[..., SCHEMA], 0.0), 1.0)
-    stale = np.maximum(BASE_STALENESS_S + ml[..., STALE], 0.0)
-    return acc, null, schema, stale
+
+@compiled()
+def _ml_health(ml, out):
+    ml_health(ml, out)
+
+
+def ml_signals(ml: np.ndarray) -> tuple[float, float, float, float]:
+    """(accuracy, null rate, schema error rate, staleness s) from ML effects (K,): the env's
+    own :func:`ml_health`."""
+    out = np.empty(6)
+    _ml_health(np.ascontiguousarray(ml, dtype=np.float64), out)
+    return float(out[0]), float(out[1]), float(out[2]), float(out[3])

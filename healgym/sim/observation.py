@@ -1,10 +1,10 @@
 """The observation, as one set of functions shared by the simulator and the serving adapter.
 
-The scalar env packs its observation with :func:`pack_tail` and clips z-scores with
-:func:`clip_z`; the serving adapter builds the whole observation from real metrics with
-:func:`encode`, which uses the same two functions and the same per-stage baseline (median,
-scale) the policy was trained against. A test decodes the env's own observations to raw signals
-and encodes them again, and requires the same vector: training and serving cannot drift apart.
+The env's compiled step (:mod:`healgym.envs._kernel`) writes observations in this layout; the
+serving adapter builds the same observation from real metrics with :func:`encode`
+(:func:`clip_z`, :func:`pack_tail`), with the per-stage baseline (median, scale) the policy was
+trained against. A test decodes the env's own observations to raw signals and encodes them
+again, and requires the same vector: training and serving cannot drift apart.
 
 Layout (see the env's Observation Space table and
 :func:`healgym.sim.signals.observation_names`): per-stage metric z-scores (stage-major), replicas

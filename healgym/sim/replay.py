@@ -158,8 +158,9 @@ class ReplaySource:
 
     def draw_rows(self, key: int, n_steps: int, dt: float, start_row: int | None = None,
                   plan: int = 0) -> np.ndarray:
-        """Dataset rows that cover ``n_steps`` simulator steps (see :func:`interpolate`), drawn
-        from an episode key by :func:`healgym.sim.episode.fill_rows` (the envs' own draw).
+        """Dataset rows that cover ``n_steps`` simulator steps (the env interpolates linearly
+        between consecutive rows), drawn from an episode key by
+        :func:`healgym.sim.episode.fill_rows` (the envs' own draw).
 
         The first window starts at ``start_row`` or a random offset; more windows are appended,
         at random offsets inside runs of real data, while the episode needs them.
@@ -171,31 +172,6 @@ class ReplaySource:
         fill_rows(np.uint64(key), plan, seg[:, 0].copy(), seg[:, 1].copy(), rows.size,
                   -1 if start_row is None else int(start_row), rows)
         return rows
-
-    def draw_window(self, key: int, n_steps: int, dt: float, start_row: int | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Baseline for ``n_steps + 1`` simulator instants, and the rows drawn."""
-        rows = self.draw_rows(key, n_steps, dt, start_row)
-        return interpolate(self.values, rows, np.arange(n_steps + 1), dt,
-                           self.step_seconds), rows
-
-
-def interpolate(values: np.ndarray, rows: np.ndarray, k: np.ndarray, dt: float,
-                step_seconds: float) -> np.ndarray:
-    """Replayed baseline at simulator steps ``k``: linear interpolation between real rows.
-
-    ``rows``: (R,) for one episode (then ``k`` is (K,)), or (N, R) for a batch (then ``k`` is
-    (N,), one step per env). Returns (K, S, M) or (N, S, M).
-    """
-    pos = k * dt / step_seconds
-    i0 = np.minimum(np.floor(pos).astype(np.int64), rows.shape[-1] - 2)
-    w = (pos - i0)[:, None, None]
-    if rows.ndim == 1:
-        r0, r1 = rows[i0], rows[i0 + 1]
-    else:
-        n = np.arange(rows.shape[0])
-        r0, r1 = rows[n, i0], rows[n, i0 + 1]
-    return values[r0] * (1.0 - w) + values[r1] * w
 
 
 def _segments(valid: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
