@@ -10,6 +10,9 @@ import pytest
 # in the process, CPython 3.11.7's parser then fails ("AST constructor recursion depth
 # mismatch") while pytest rewrites the module. Importing it up front avoids the late parse.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The env calls its compiled kernels through cached entry points; in the tests every call also
+# checks that the argument types are still those the entry point was compiled for.
+os.environ.setdefault("HEALGYM_CHECK_DISPATCH", "1")
 
 SHARED_DATA = Path(os.environ.get("HEALGYM_SHARED_DATA",
                                   Path(__file__).resolve().parents[1].parent / "shared" / "data"))

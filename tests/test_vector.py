@@ -237,3 +237,31 @@ def test_reset_seeds_give_the_scalar_envs_episode_chain():
     np.testing.assert_array_equal(again, v0)
     with pytest.raises(ConfigError, match="2 seeds for 3 envs"):
         vec.reset(seed=[1, 2])
+
+
+def test_cached_kernel_entry_points_follow_the_state_layout():
+    """Kernels are called through cached entry points (no per-call type resolution): results
+    equal numba's own dispatch, through plan growth and a reset with new episode constants,
+    and a state array replaced by one of another type does not reach them unnoticed (the tests
+    check the types every 16th call; the env renews its layout where it replaces arrays)."""
+    from healgym.envs import vector
+
+    assert vector.CHECK_DISPATCH  # tests/conftest.py turns the check on
+    kw = dict(num_envs=4, num_threads=1, max_episode_steps=None, episode_steps=20)
+    env, ref = PipelineHealVectorEnv(**kw), PipelineHealVectorEnv(**kw)
+    ref._call = lambda kernel, args: kernel(*args)  # noqa: SLF001 (numba's own dispatch)
+    a = np.zeros(4, dtype=np.int64)
+    scenario = {"faults": [{"at": 30, "fault": "memory_leak", "stage": "serve"}]}
+    for options in (None, {"scenario": scenario}):
+        layout = env._layout  # noqa: SLF001 (the mechanism under test)
+        for e in (env, ref):
+            e.reset(seed=0, options=options)
+        for _ in range(45):  # past the plan twice
+            got, want = env.step(a), ref.step(a)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        assert options is None or env._layout > layout  # noqa: SLF001
+    env.rows = env.rows.astype(np.int32)  # replaced behind the cache's back
+    env._calls = 15  # noqa: SLF001 (the next call is a checked one)
+    with pytest.raises(AssertionError, match="argument types changed"):
+        env.step(a)

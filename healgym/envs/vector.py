@@ -26,6 +26,7 @@ built when first read: :class:`EpisodeMetrics`).
 
 from __future__ import annotations
 
+import os
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -95,6 +96,8 @@ END_AFTER = np.array([s.duration_s + s.fade_s for s in ALL_SPECS])
 RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding", "_light_model",
                                                      "_old_model"))
 N_FAULT_PER_INCIDENT = 4
+#: Check the argument types of every kernel call against the cached entry point (tests).
+CHECK_DISPATCH = os.environ.get("HEALGYM_CHECK_DISPATCH", "") not in ("", "0")
 
 
 class PipelineHealVectorEnv(VectorEnv):
@@ -169,6 +172,10 @@ class PipelineHealVectorEnv(VectorEnv):
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
         self._scratch = (np.zeros((workers, S * M)), np.zeros((workers, S * M)),
                          np.zeros((workers, len(ML_SIGNALS))), np.zeros((workers, S * M)))
+        self._entry: dict[Any, tuple[int, Any, tuple]] = {}
+        self._layout = 0
+        self._calls = 0
+        self._layout_ec: Any = None
         self._alloc(N, S, M, A)
 
     # ------------------------------------------------------------------ storage
@@ -290,12 +297,16 @@ class PipelineHealVectorEnv(VectorEnv):
     def _fit_plan_arrays(self) -> None:
         """Make the rows and the event arrays wide enough for an episode's set-up."""
         ec = self._ec
+        if ec is not self._layout_ec:  # new episode constants (a scenario in the options)
+            self._layout += 1
+            self._layout_ec = ec
         if ec.rows_needed > self.rows.shape[1]:
             self.rows = np.zeros((self.num_envs, ec.rows_needed), np.int64)
         self._widen_events(ec.n_events + 1)
 
     def _widen_events(self, width: int) -> None:
         if width > self.ev_t.shape[1]:
+            self._layout += 1
             grow = width - self.ev_t.shape[1]
             self.ev_t = np.pad(self.ev_t, ((0, 0), (0, grow)), constant_values=INF)
             for name in ("ev_kind", "ev_stage", "ev_sev", "ev_src"):
@@ -315,6 +326,7 @@ class PipelineHealVectorEnv(VectorEnv):
             rows = np.empty(ec.rows_needed, np.int64)
             fill_rows(self.key[i], plan, ec.seg_start, ec.seg_end, ec.rows_needed, -1, rows)
             if rows.size > self.rows.shape[1]:
+                self._layout += 1
                 self.rows = np.pad(self.rows, ((0, 0), (0, rows.size - self.rows.shape[1])),
                                    "edge")
             self.rows[i, : rows.size] = rows
@@ -366,9 +378,30 @@ class PipelineHealVectorEnv(VectorEnv):
         its scratch rows; envs are independent, so the split does not change the result)."""
         if len(self._bounds) == 2:
             extra = tuple(a[0] for a in self._scratch) if scratch else ()
-            serial(*args, *extra, 0, self.num_envs)
+            self._call(serial, (*args, *extra, 0, self.num_envs))
         else:
-            threaded(self._bounds, *(self._scratch if scratch else ()), *args)
+            self._call(threaded, (self._bounds, *(self._scratch if scratch else ()), *args))
+
+    def _call(self, kernel: Any, args: tuple) -> None:
+        """``kernel(*args)`` without numba's per-call type resolution of ~150 arguments (half
+        a one-env step): the compiled entry point is looked up once per kernel and state
+        layout. ``_layout`` changes whenever a state array is replaced (its dtype or shape may
+        differ); with ``HEALGYM_CHECK_DISPATCH=1`` (the tests) every 16th call checks the
+        types."""
+        hit = self._entry.get(kernel)
+        if hit is not None and hit[0] == self._layout:
+            self._calls += 1
+            if CHECK_DISPATCH and self._calls % 16 == 0:  # typing every call: ~0.7 ms
+                sig = tuple(kernel.typeof_pyval(a) for a in args)
+                assert sig == hit[2], (
+                    f"{kernel.__name__}: argument types changed without a new _layout")
+            hit[1](*args)
+            return
+        kernel(*args)  # numba resolves the types (compiles if needed)
+        sig = tuple(kernel.typeof_pyval(a) for a in args)
+        cres = kernel.overloads.get(sig)
+        if cres is not None:
+            self._entry[kernel] = (self._layout, cres.entry_point, sig)
 
     def _kernel_state(self) -> tuple:
         N = self.num_envs
@@ -388,7 +421,7 @@ class PipelineHealVectorEnv(VectorEnv):
         if not self._started:
             raise gym.error.ResetNeeded("call reset() before step()")
         N = self.num_envs
-        a = np.asarray(actions, dtype=np.int64).reshape(N)
+        a = np.require(actions, np.int64, ["C", "W"]).reshape(N)  # the kernels' layout
         n_act = len(self.model.actions)
         if (a < 0).any() or (a >= n_act).any():
             bad = a[(a < 0) | (a >= n_act)][0]
