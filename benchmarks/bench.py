@@ -14,6 +14,9 @@ Writes results/bench.json. Measured here, in one run:
   batched healgym env from gymnasium.make_vec (chaos on, uniformly random valid actions from the
   batch's action masks) against Gymnasium's CartPoleVectorEnv in the same loop; sub-env steps
   counted. vector_env_bytes_per_env: the batched env's array state per sub-env.
+  contract_only_steps_per_s: an env with healgym's observation, action mask and info keys and
+  no simulation (ContractOnlyVectorEnv), same loop: the ceiling any env with this contract can
+  reach here (contract_only_vs_cartpole_vector_ratio).
 * rllib_env_steps_sampled_per_s: RLlib 2.60 PPO's EnvRunner sampling (module forward pass,
   connectors, episode bookkeeping included) on healgym (masking module, batched vector env) and,
   with the same RLlib config, on CartPole-v1 (its vector env, RLlib's default module):
@@ -84,20 +87,59 @@ def array_bytes(obj: Any) -> int:
     return sum(v.nbytes for v in vars(obj).values() if isinstance(v, np.ndarray))
 
 
+class ContractOnlyVectorEnv(gym.vector.VectorEnv):
+    """healgym's vector-env contract with no simulation at all: every step returns a fresh
+    (N, n_obs) float32 observation (a copy), rewards, flags and the same info keys with an
+    all-valid (N, n_actions) mask. In the bench loop it is the ceiling of any env with this
+    observation and action space: what the contract alone costs."""
+
+    def __init__(self, n: int) -> None:
+        m = gym.make_vec(healgym.ENV_ID, num_envs=1).unwrapped.model
+        self.num_envs = n
+        self.single_observation_space = m.observation_space
+        self.single_action_space = m.action_space
+        self._obs = np.random.default_rng(0).random((n, m.n_obs)).astype(np.float32)
+        self._mask = np.ones((n, len(m.actions)), np.int8)
+        self._t = np.zeros(n)
+
+    def _info(self) -> dict[str, Any]:
+        n = self.num_envs
+        ones = np.ones(n, dtype=bool)
+        return {"action_mask": self._mask, "_action_mask": ones, "time_s": self._t.copy(),
+                "_time_s": ones, "slo_violated": np.zeros(n, dtype=bool),
+                "_slo_violated": ones, "invalid_action": np.zeros(n, dtype=bool),
+                "_invalid_action": ones, "n_faults": np.zeros(n, np.int64), "_n_faults": ones}
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        return self._obs.copy(), self._info()
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                          dict[str, Any]]:
+        np.require(actions, np.int64, ["C", "W"])
+        n = self.num_envs
+        return (self._obs.copy(), np.zeros(n), np.zeros(n, dtype=bool),
+                np.zeros(n, dtype=bool), self._info())
+
+
 def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
     from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
-    env_runs, cart_runs = [], []
+    env_runs, cart_runs, bare_runs = [], [], []
     healgym_env = gym.make_vec(healgym.ENV_ID, num_envs=n)
     cartpole = CartPoleVectorEnv(num_envs=n)
-    vector_steps_per_s(healgym_env, 30)  # compile the kernels, fill the slots
-    vector_steps_per_s(cartpole, 30)
+    bare = ContractOnlyVectorEnv(n)
+    for e in (healgym_env, cartpole, bare):
+        vector_steps_per_s(e, 30)  # compile the kernels, fill the slots
     for r in range(repeats):
         env_runs.append(vector_steps_per_s(healgym_env, steps, seed=r))
         cart_runs.append(vector_steps_per_s(cartpole, steps * 4, seed=r))
+        bare_runs.append(vector_steps_per_s(bare, steps * 4, seed=r))
     env_sps, cart_sps = statistics.median(env_runs), statistics.median(cart_runs)
+    bare_sps = statistics.median(bare_runs)
     return {"vector_env_steps_per_s": env_sps, "cartpole_vector_steps_per_s": cart_sps,
             "vector_vs_cartpole_vector_ratio": env_sps / cart_sps,
+            "contract_only_steps_per_s": bare_sps,
+            "contract_only_vs_cartpole_vector_ratio": bare_sps / cart_sps,
             "vector_env_bytes_per_env": array_bytes(healgym_env.unwrapped) / n}
 
 
@@ -436,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vector N={n:>6}: healgym {fig['vector_env_steps_per_s']:>12,.0f}  CartPoleVector "
               f"{fig['cartpole_vector_steps_per_s']:>14,.0f} sub-env steps/s  ratio "
               f"{fig['vector_vs_cartpole_vector_ratio']:.3f}  "
-              f"{fig['vector_env_bytes_per_env']:,.0f} bytes/env")
+              f"{fig['vector_env_bytes_per_env']:,.0f} bytes/env; the contract alone (no "
+              f"simulation) {fig['contract_only_vs_cartpole_vector_ratio']:.3f}")
     if not args.skip_qlearning:
         q = qlearning_figures()
         result.update(q)
