@@ -172,6 +172,9 @@ class PipelineHealVectorEnv(VectorEnv):
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
         self._scratch = (np.zeros((workers, S * M)), np.zeros((workers, S * M)),
                          np.zeros((workers, len(ML_SIGNALS))), np.zeros((workers, S * M)))
+        self._scratch0 = tuple(a[0] for a in self._scratch)
+        self._n_obs = m.n_obs  # the one range's rows
+        self._state_cache: tuple[int, tuple] | None = None
         self._entry: dict[Any, tuple[int, Any, tuple]] = {}
         self._layout = 0
         self._calls = 0
@@ -301,6 +304,7 @@ class PipelineHealVectorEnv(VectorEnv):
             self._layout += 1
             self._layout_ec = ec
         if ec.rows_needed > self.rows.shape[1]:
+            self._layout += 1
             self.rows = np.zeros((self.num_envs, ec.rows_needed), np.int64)
         self._widen_events(ec.n_events + 1)
 
@@ -377,7 +381,7 @@ class PipelineHealVectorEnv(VectorEnv):
         ``threaded``, which runs ``serial`` on each range on numba's threads (each range with
         its scratch rows; envs are independent, so the split does not change the result)."""
         if len(self._bounds) == 2:
-            extra = tuple(a[0] for a in self._scratch) if scratch else ()
+            extra = self._scratch0 if scratch else ()
             self._call(serial, (*args, *extra, 0, self.num_envs))
         else:
             self._call(threaded, (self._bounds, *(self._scratch if scratch else ()), *args))
@@ -404,13 +408,20 @@ class PipelineHealVectorEnv(VectorEnv):
             self._entry[kernel] = (self._layout, cres.entry_point, sig)
 
     def _kernel_state(self) -> tuple:
+        """The state and constants every step kernel takes, built once per layout (a tuple of
+        ~150 arrays, rebuilt only when ``_layout`` says an array was replaced)."""
+        hit = self._state_cache
+        if hit is not None and hit[0] == self._layout:
+            return hit[1]
         N = self.num_envs
-        return (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
-                self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
-                self.ml_now, self.stable, self.drift)
+        state = (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
+                 self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
+                 self.ml_now, self.stable, self.drift)
+        self._state_cache = (self._layout, state)
+        return state
 
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        obs = np.empty((self.num_envs, self.model.n_obs), dtype=np.float32)
+        obs = np.empty((self.num_envs, self._n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
         self._run(K.observe_range, K.observe_threads, live, *self._kernel_state(), obs, reward,
                   violated, self.downtime, self.total_reward, self.mask, self.n_faults)
@@ -434,16 +445,16 @@ class PipelineHealVectorEnv(VectorEnv):
                                                 np.ndarray]:
         """One step of every env with valid int64 actions ``a``: (observations, rewards, SLO
         flags, invalid-action flags, truncations)."""
-        m = self.model
         N = self.num_envs
         restart = self.prev_done
         live = ~restart
-        grow = np.flatnonzero(live & (self.k >= self.n_plan))
-        if grow.size:
-            self._grow_plan(grow)
+        if not self.max_episode_steps:  # with a limit, the plan covers the episode
+            grow = np.flatnonzero(live & (self.k >= self.n_plan))
+            if grow.size:
+                self._grow_plan(grow)
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
-        obs = np.empty((N, m.n_obs), dtype=np.float32)
+        obs = np.empty((N, self._n_obs), dtype=np.float32)
         violated = np.zeros(N, dtype=bool)
         self._run(K.step_range, K.step_threads, restart, live, a, invalid, self._ev, self.n_plan,
                   self._ec, *self._kernel_state(), obs, reward, violated, self.downtime,
