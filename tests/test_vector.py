@@ -242,8 +242,8 @@ def test_reset_seeds_give_the_scalar_envs_episode_chain():
 def test_cached_kernel_entry_points_follow_the_state_layout():
     """Kernels are called through cached entry points (no per-call type resolution): results
     equal numba's own dispatch, through plan growth and a reset with new episode constants,
-    and a state array replaced by one of another type does not reach them unnoticed (the tests
-    check the types every 16th call; the env renews its layout where it replaces arrays)."""
+    and neither a replaced state array nor changed argument types reach them unnoticed (the
+    tests check both; the env renews its layout wherever it replaces arrays)."""
     from healgym.envs import vector
 
     assert vector.CHECK_DISPATCH  # tests/conftest.py turns the check on
@@ -261,7 +261,12 @@ def test_cached_kernel_entry_points_follow_the_state_layout():
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
         assert options is None or env._layout > layout  # noqa: SLF001
-    env.rows = env.rows.astype(np.int32)  # replaced behind the cache's back
+    rows = env.rows
+    env.rows = rows.astype(np.int32)  # replaced behind the caches' back
+    with pytest.raises(AssertionError, match="replaced without a new _layout"):
+        env.step(a)
+    env.rows = rows
+    env._entry = {k: (lay, ep, sig[:-1]) for k, (lay, ep, sig) in env._entry.items()}  # noqa: SLF001
     env._calls = 15  # noqa: SLF001 (the next call is a checked one)
     with pytest.raises(AssertionError, match="argument types changed"):
         env.step(a)

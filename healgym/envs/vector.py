@@ -100,6 +100,18 @@ N_FAULT_PER_INCIDENT = 4
 CHECK_DISPATCH = os.environ.get("HEALGYM_CHECK_DISPATCH", "") not in ("", "0")
 
 
+def _same_arrays(a: Any, b: Any) -> bool:
+    """Whether two (nested) argument tuples hold the same array buffers (views compare by
+    their base)."""
+    if isinstance(a, tuple):
+        return (isinstance(b, tuple) and len(a) == len(b)
+                and all(_same_arrays(x, y) for x, y in zip(a, b, strict=True)))
+    if isinstance(a, np.ndarray):
+        return (isinstance(b, np.ndarray) and (a.base if a.base is not None else a)
+                is (b.base if b.base is not None else b))
+    return a is b or a == b
+
+
 class PipelineHealVectorEnv(VectorEnv):
     """N healgym pipelines stepped at once; see the module docstring and ``PipelineHealEnv``."""
 
@@ -411,12 +423,15 @@ class PipelineHealVectorEnv(VectorEnv):
         """The state and constants every step kernel takes, built once per layout (a tuple of
         ~150 arrays, rebuilt only when ``_layout`` says an array was replaced)."""
         hit = self._state_cache
-        if hit is not None and hit[0] == self._layout:
+        if hit is not None and hit[0] == self._layout and not CHECK_DISPATCH:
             return hit[1]
         N = self.num_envs
         state = (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
                  self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
                  self.ml_now, self.stable, self.drift)
+        if hit is not None and hit[0] == self._layout:  # CHECK_DISPATCH: the cache is current
+            assert _same_arrays(hit[1], state), "a state array was replaced without a new _layout"
+            return hit[1]
         self._state_cache = (self._layout, state)
         return state
 
