@@ -191,3 +191,35 @@ def test_time_range_keeps_episodes_in_their_part_of_the_telemetry():
     np.testing.assert_array_equal(held_out.replay.median, train.replay.median)
     with pytest.raises(ConfigError, match="time_range"):
         quiet_env(time_range=(0.8, 0.2))
+
+
+def test_state_views_follow_the_episode():
+    """The scalar env's read-only views of its state (what the dashboard shows) follow the
+    episode: the clock, actions in flight and their effect, faults, downtime and reward."""
+    env = quiet_env(scenario={"faults": [{"at": 10, "fault": "process_crash", "stage": "serve"}]})
+    env.reset(seed=0)
+    train = env.stages.index("train")
+    assert (env.time_s, env.downtime_s, env.total_reward) == (0.0, 0.0, 0.0)
+    assert env.replicas.tolist() == [2] * env.n_stages and env.in_flight is None
+    assert env.model_version == 2 and not env.light_model and env.faults == []
+    su = action_index(env, "scale_up_train")
+    _, total, _, _, info = env.step(su)
+    violated = [info["slo_violated"]]
+    assert env.in_flight == "scale_up_train" and env.last_action == su
+    assert env.replicas[train] == 2  # scale_up takes 60 s
+    for _ in range(6):
+        _, r, _, _, info = env.step(0)
+        total += r
+        violated.append(info["slo_violated"])
+    assert env.in_flight is None and env.replicas[train] == 3 and env.time_s == 70.0
+    assert env.faults == info["faults"] == [("process_crash", "serve")]
+    assert any(violated) and env.downtime_s == 10.0 * sum(violated)
+    assert env.total_reward == pytest.approx(total)
+    sl = action_index(env, "switch_light")
+    env.step(sl)
+    for _ in range(3):
+        env.step(0)
+    assert env.light_model and env.in_flight is None
+    raw = env.raw_metrics
+    assert set(raw) == set(env.stages) and all(len(v) == 6 for v in raw.values())
+    assert 0.0 <= env.ml_health["accuracy"] <= 1.0
