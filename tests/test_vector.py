@@ -270,3 +270,21 @@ def test_cached_kernel_entry_points_follow_the_state_layout():
     env._calls = 15  # noqa: SLF001 (the next call is a checked one)
     with pytest.raises(AssertionError, match="argument types changed"):
         env.step(a)
+
+
+def test_envs_pickle_and_continue_identically():
+    """Envs pickle (without their compiled entry points) and the copy continues the episode
+    exactly as the original does."""
+    scalar = gym.make(healgym.ENV_ID).unwrapped
+    batch = PipelineHealVectorEnv(num_envs=3, num_threads=1)
+    scalar.reset(seed=2)
+    batch.reset(seed=2)
+    for _ in range(5):
+        scalar.step(1)
+        batch.step(np.ones(3, dtype=np.int64))
+    for env, act in ((scalar, 0), (batch, np.zeros(3, dtype=np.int64))):
+        twin = pickle.loads(pickle.dumps(env))
+        for _ in range(20):
+            got, want = twin.step(act), env.step(act)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])

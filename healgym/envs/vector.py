@@ -419,6 +419,12 @@ class PipelineHealVectorEnv(VectorEnv):
         if cres is not None:
             self._entry[kernel] = (self._layout, cres.entry_point, sig)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles without the compiled entry points (rebuilt on the first call)."""
+        state = self.__dict__.copy()
+        state["_entry"], state["_state_cache"] = {}, None
+        return state
+
     def _kernel_state(self) -> tuple:
         """The state and constants every step kernel takes, built once per layout (a tuple of
         ~150 arrays, rebuilt only when ``_layout`` says an array was replaced)."""
