@@ -448,11 +448,15 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
             total_reward[i] += r
             violated_out[i] = violated
             # detection: an incident is open and undetected, and the monitors alarm
+            # ``watch``: an incident may be open and undetected (set where incidents gain a
+            # fault, cleared here when the scan finds none)
             wt = False
-            for q in range(i_n[i]):
-                if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
-                    wt = True
-                    break
+            if watch[i]:
+                for q in range(i_n[i]):
+                    if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
+                        wt = True
+                        break
+                watch[i] = wt
             if wt:
                 alarm = violated or psi_v > 0.25 or acc_est < c.base_accuracy - 0.05
                 if not alarm:
