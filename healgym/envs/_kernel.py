@@ -361,7 +361,8 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
     """Phase B: observation, SLO, reward, detection and action mask of every env.
 
     ``values``: the replay table (T, S*M); ``za``, ``zb``: (N, S*M); ``zf``: the calling
-    thread's (S*M,) scratch."""
+    thread's (S*M,) scratch; ``obs`` comes zeroed (only the last action's one-hot entry is
+    written)."""
     (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
      i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
      i_nf, dropped, watch, dirty) = st
@@ -434,8 +435,6 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         out[b + 8] = 1.0 if fl_action[i] >= 0 else 0.0
         out[b + 9] = 1.0 if light[i] else 0.0
         out[b + 10] = 1.0 if version[i] > 1 else 0.0
-        for q in range(n_act):
-            out[b + 11 + q] = 0.0
         out[b + 11 + last_action[i]] = 1.0
         if live[i]:
             r = reward[i]

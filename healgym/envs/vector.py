@@ -442,7 +442,7 @@ class PipelineHealVectorEnv(VectorEnv):
         return state
 
     def _observe(self, live: np.ndarray, reward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        obs = np.empty((self.num_envs, self._n_obs), dtype=np.float32)
+        obs = np.zeros((self.num_envs, self._n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
         self._run(K.observe_range, K.observe_threads, live, *self._kernel_state(), obs, reward,
                   violated, self.downtime, self.total_reward, self.mask, self.n_faults)
@@ -475,7 +475,7 @@ class PipelineHealVectorEnv(VectorEnv):
                 self._grow_plan(grow)
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
-        obs = np.empty((N, self._n_obs), dtype=np.float32)
+        obs = np.zeros((N, self._n_obs), dtype=np.float32)
         violated = np.zeros(N, dtype=bool)
         self._run(K.step_range, K.step_threads, restart, live, a, invalid, self._ev, self.n_plan,
                   self._ec, *self._kernel_state(), obs, reward, violated, self.downtime,
