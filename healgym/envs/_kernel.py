@@ -384,15 +384,15 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         v0 = values[rows[i, i0]]
         if w == 0.0:  # on a row: (1 - w) * v0 + w * v1 is v0 (the metrics are finite)
             for j in range(SM):
-                z = v0[j] * zai[j] + zbi[j]
-                zf[j] = z
-                out[j] = np.float32(min(max(z, z_lo[j]), z_hi[j]))
+                zf[j] = v0[j] * zai[j] + zbi[j]
+            for j in range(SM):
+                out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         else:
             v1 = values[rows[i, i0 + 1]]
             for j in range(SM):
-                z = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
-                zf[j] = z
-                out[j] = np.float32(min(max(z, z_lo[j]), z_hi[j]))
+                zf[j] = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
+            for j in range(SM):
+                out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         if splice[i, 1] >= 0 and splice[i, 1] <= k[i] < splice[i, 2]:
             sd, frm, to, onset_k = splice[i, 0], splice[i, 1], splice[i, 2], splice[i, 3]
             first = max(onset_k - (to - frm), 0)
