@@ -17,7 +17,9 @@ Writes results/bench.json. Measured here, in one run:
   counted. vector_env_bytes_per_env: the batched env's array state per sub-env.
   contract_only_steps_per_s: an env with healgym's observation, action mask and info keys and
   no simulation (ContractOnlyVectorEnv), same loop: the ceiling any env with this contract can
-  reach here (contract_only_vs_cartpole_vector_ratio).
+  reach here (contract_only_vs_cartpole_vector_ratio). vector_env_cpu_ns_per_step_1thread and
+  cartpole_vector_cpu_ns_per_step: the same loop with healgym on one thread, per CPU second
+  (vector_vs_cartpole_cpu_ratio_1thread: steadier on a shared machine than the wall clock).
 * rllib_env_steps_sampled_per_s: RLlib 2.60 PPO's EnvRunner sampling (module forward pass,
   connectors, episode bookkeeping included) on healgym (masking module, batched vector env) and,
   with the same RLlib config, on CartPole-v1 (its vector env, RLlib's default module):
@@ -71,8 +73,10 @@ def steps_per_s(env_id: str, n: int, seed: int = 0, **kwargs: Any) -> float:
     return n / dt
 
 
-def vector_steps_per_s(env: Any, steps: int, seed: int = 0) -> float:
-    """Sub-env steps per second; random valid actions drawn from a pool of score matrices."""
+def vector_steps_per_s(env: Any, steps: int, seed: int = 0, cpu: bool = False) -> float:
+    """Sub-env steps per second; random valid actions drawn from a pool of score matrices.
+    ``cpu``: per second of this process's CPU time instead (steadier on a shared machine)."""
+    clock = time.process_time if cpu else time.perf_counter
     n = env.num_envs
     obs, info = env.reset(seed=seed)
     n_actions = int(env.single_action_space.n)
@@ -82,12 +86,12 @@ def vector_steps_per_s(env: Any, steps: int, seed: int = 0) -> float:
     # left pending from imports and set-up would land in a short timed run of either env by
     # chance. Collect first, for both envs alike (the loops' own collections still count).
     gc.collect()
-    t0 = time.perf_counter()
+    t0 = clock()
     for s in range(steps):
         mask = info.get("action_mask")
         scores = pool[s % 8] if mask is None else pool[s % 8] * mask
         obs, r, term, trunc, info = env.step(scores.argmax(axis=1))
-    return n * steps / (time.perf_counter() - t0)
+    return n * steps / (clock() - t0)
 
 
 def array_bytes(obj: Any) -> int:
@@ -143,10 +147,23 @@ def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
         bare_runs.append(vector_steps_per_s(bare, steps * 4, seed=r))
     env_sps, cart_sps = statistics.median(env_runs), statistics.median(cart_runs)
     bare_sps = statistics.median(bare_runs)
+    # The same loop on one thread, per second of CPU time: healgym's work per sub-env step
+    # against CartPole's, without the threads and with less of a shared VM's noise (repeats
+    # agree within ~2 % where wall-clock ratios vary by 10-30 %).
+    one = gym.make_vec(healgym.ENV_ID, num_envs=n, num_threads=1)
+    vector_steps_per_s(one, 30)
+    env_cpu, cart_cpu = [], []
+    for r in range(repeats):
+        env_cpu.append(vector_steps_per_s(one, steps, seed=r, cpu=True))
+        cart_cpu.append(vector_steps_per_s(cartpole, steps * 4, seed=r, cpu=True))
+    env_c, cart_c = statistics.median(env_cpu), statistics.median(cart_cpu)
     return {"vector_env_steps_per_s": env_sps, "cartpole_vector_steps_per_s": cart_sps,
             "vector_vs_cartpole_vector_ratio": env_sps / cart_sps,
             "contract_only_steps_per_s": bare_sps,
             "contract_only_vs_cartpole_vector_ratio": bare_sps / cart_sps,
+            "vector_env_cpu_ns_per_step_1thread": 1e9 / env_c,
+            "cartpole_vector_cpu_ns_per_step": 1e9 / cart_c,
+            "vector_vs_cartpole_cpu_ratio_1thread": env_c / cart_c,
             "vector_env_bytes_per_env": array_bytes(healgym_env.unwrapped) / n}
 
 
@@ -490,7 +507,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{fig['cartpole_vector_steps_per_s']:>14,.0f} sub-env steps/s  ratio "
               f"{fig['vector_vs_cartpole_vector_ratio']:.3f}  "
               f"{fig['vector_env_bytes_per_env']:,.0f} bytes/env; the contract alone (no "
-              f"simulation) {fig['contract_only_vs_cartpole_vector_ratio']:.3f}")
+              f"simulation) {fig['contract_only_vs_cartpole_vector_ratio']:.3f}; one thread, CPU "
+              f"time: {fig['vector_env_cpu_ns_per_step_1thread']:.0f} vs "
+              f"{fig['cartpole_vector_cpu_ns_per_step']:.0f} ns a sub-env step")
     if not args.skip_qlearning:
         q = qlearning_figures()
         result.update(q)
