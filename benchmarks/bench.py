@@ -149,7 +149,7 @@ def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
     bare_sps = statistics.median(bare_runs)
     # The same loop on one thread, per second of CPU time: healgym's work per sub-env step
     # against CartPole's, without the threads and with less of a shared VM's noise (repeats
-    # agree within ~2 % where wall-clock ratios vary by 10-30 %).
+    # in a process agree within ~2 %, processes within ~10 %; wall-clock ratios vary 10-30 %).
     one = gym.make_vec(healgym.ENV_ID, num_envs=n, num_threads=1)
     vector_steps_per_s(one, 30)
     env_cpu, cart_cpu = [], []
