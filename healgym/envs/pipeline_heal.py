@@ -140,7 +140,6 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         self.action_space = m.action_space
         self._started = False
         self._key = -1  # the episode key (-1: not drawn yet)
-        self._mask = np.zeros(len(m.actions), dtype=np.int8)
         self._fault_list: list[tuple[str, str]] = []
         self._fault_sig = (-1, -1)
 
@@ -201,7 +200,6 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         c = self._core
         mask = c.mask[0].copy()
         mask.flags.writeable = False  # a snapshot: later steps do not change it
-        self._mask = mask
         info: dict[str, Any] = {"action_mask": mask, "time_s": float(c.t[0]),
                                 "faults": self.faults}
         if final:
