@@ -476,8 +476,13 @@ def test_kill_minus_9_loses_nothing_acknowledged_and_never_acts_twice(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     log = DecisionLog(url)
-    ids = {r["id"] for r in log.records()}
-    assert set(acked) <= ids
+    before = {r["id"]: r["state"] for r in log.records()}
+    assert set(acked) <= set(before)
+    # the kill may land between a decision's insert and its act_started event: that one never
+    # started acting and stays proposed (at most one, the last)
+    ids = {i for i, state in before.items() if state == "acting"}
+    assert set(acked) <= ids and len(before) - len(ids) <= 1
+    assert all(state in ("acting", "proposed") for state in before.values())
     # every started action without a result is marked interrupted, once, and never re-run
     m = model()
     calls: list[Any] = []
@@ -487,7 +492,7 @@ def test_kill_minus_9_loses_nothing_acknowledged_and_never_acts_twice(tmp_path):
     a = Adapter(conf, RestartOnErrors(m), m, log, Observer(m, conf.source, DictSource(m)),
                 actuators={"restart_serve": Resilient(act, conf.actuators[0])})
     assert set(a.interrupted) == ids and calls == []
-    assert {r["state"] for r in log.records()} == {"interrupted"}
+    assert {r["id"] for r in log.records() if r["state"] == "interrupted"} == ids
     assert DecisionLog(url).recover() == []  # a second restart finds nothing new
 
 
