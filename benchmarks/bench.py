@@ -508,7 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     # mostly its cheap beginning (the first 100 steps ran ~8 % faster than the cycle's mean).
     cycle = 361
     for n, steps in ((4096, cycle), (65536, cycle)):
-        fig = vector_figures(n, steps, max(2, args.repeats // 2))
+        # a cycle at N=4096 takes ~0.2 s: more repeats there, for a steadier median
+        fig = vector_figures(n, steps, max(5, args.repeats) if n <= 4096 else
+                             max(2, args.repeats // 2))
         result[f"vector_n{n}"] = fig
         print(f"vector N={n:>6}: healgym {fig['vector_env_steps_per_s']:>12,.0f}  CartPoleVector "
               f"{fig['cartpole_vector_steps_per_s']:>14,.0f} sub-env steps/s  ratio "
