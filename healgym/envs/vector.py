@@ -53,15 +53,11 @@ from healgym.sim.episode import (
 from healgym.sim.faults import (
     ALL_SPECS,
     COMPILED,
-    COST,
-    CPU,
     FAULT_NAMES,
     INF,
     LAT,
-    MAX_HOPS,
     METRICS,
     ML_SIGNALS,
-    SHIFT,
     SPEC_INDEX,
 )
 from healgym.sim.model import (
@@ -184,8 +180,8 @@ class PipelineHealVectorEnv(VectorEnv):
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
         self._scratch = (np.zeros((workers, S * M)), np.zeros((workers, S * M)),
                          np.zeros((workers, len(ML_SIGNALS))), np.zeros((workers, S * M)))
-        self._scratch0 = tuple(a[0] for a in self._scratch)
-        self._n_obs = m.n_obs  # the one range's rows
+        self._scratch0 = tuple(a[0] for a in self._scratch)  # the one range's rows
+        self._n_obs = m.n_obs
         self._state_cache: tuple[int, tuple] | None = None
         self._entry: dict[Any, tuple[int, Any, tuple]] = {}
         self._layout = 0
@@ -631,12 +627,10 @@ KERNEL_CONST_FIELDS = (
     "cost_weight", "slo_per_s", "infra_weight", "has_budget", "budget", "dt", "step_seconds",
     "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
     "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
-    "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "max_hops", "hops", "cpu", "lat", "thr",
-    "n_stages", "n_metrics", "episode_steps", "carrier_kind", "src_replay",
-    "err", "acc", "null", "schema", "stale", "shift", "cost", "base_accuracy", "base_null",
-    "base_stale", "acc_noise_sd", "drift_every", "inv_drift_every", "pool_size", "healthy_ks",
-    "healthy_psi",
-    "pool_windows", "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
+    "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "hops", "lat", "thr", "err", "n_stages",
+    "n_metrics", "episode_steps", "carrier_kind", "src_replay", "base_accuracy", "acc_noise_sd",
+    "drift_every", "inv_drift_every", "pool_size", "healthy_ks", "healthy_psi", "pool_windows",
+    "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z",
 )
@@ -646,7 +640,6 @@ KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[m
 def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:
     """The model's constants as a namedtuple the compiled kernels take."""
     from healgym.sim import faults as flt
-    from healgym.sim import model as mdl
 
     T = COMPILED
     r, slo = m.reward, m.slo
@@ -684,13 +677,10 @@ def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) 
         "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
         "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
         "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,
-        "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow, "max_hops": MAX_HOPS,
+        "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow,
         "hops": np.ascontiguousarray(m.hops, dtype=np.int64),
-        "cpu": CPU, "lat": LAT, "thr": flt.THR, "err": flt.ERR,
-        "acc": flt.ACC, "null": flt.NULL, "schema": flt.SCHEMA, "stale": flt.STALE,
-        "shift": SHIFT, "cost": COST,
-        "base_accuracy": BASE_ACCURACY, "base_null": mdl.BASE_NULL_RATE,
-        "base_stale": mdl.BASE_STALENESS_S, "acc_noise_sd": ACC_NOISE_SD,
+        "lat": LAT, "thr": flt.THR, "err": flt.ERR,
+        "base_accuracy": BASE_ACCURACY, "acc_noise_sd": ACC_NOISE_SD,
         "drift_every": m.drift_every, "inv_drift_every": 1.0 / m.drift_every,
         "pool_size": len(m.drift.windows),
         "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
