@@ -261,11 +261,13 @@ def test_cached_kernel_entry_points_follow_the_state_layout():
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
         assert options is None or env._layout > layout  # noqa: SLF001
-    rows = env.rows
-    env.rows = rows.astype(np.int32)  # replaced behind the caches' back
-    with pytest.raises(AssertionError, match="replaced without a new _layout"):
+    from healgym.envs.state import replace
+
+    state = env.state
+    env.state = replace(state, "clock.rows", state.clock.rows.astype(np.int32))  # behind the
+    with pytest.raises(AssertionError, match="replaced without a new _layout"):  # caches' back
         env.step(a)
-    env.rows = rows
+    env.state = state
     env._entry = {k: (lay, ep, sig[:-1]) for k, (lay, ep, sig) in env._entry.items()}  # noqa: SLF001
     env._calls = 15  # noqa: SLF001 (the next call is a checked one)
     with pytest.raises(AssertionError, match="argument types changed"):

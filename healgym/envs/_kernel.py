@@ -4,8 +4,9 @@ The model's dynamics, written once: each function loops over the envs of a batch
 is a batch of one) and runs one env's step: float64, no fast-math, so results do not depend on
 the batch size or the thread split. Fault effects (:func:`healgym.sim.faults.accumulate`), ML
 health (:func:`healgym.sim.model.ml_health`), drift scores and the episode draws are compiled
-functions shared with the analysis tools. The state is the vector env's arrays (see
-:mod:`healgym.envs.vector`); constants come packed in :class:`KernelConsts`.
+functions shared with the analysis tools. The state is one :class:`healgym.envs.state.State`
+record of named group records, read and written by name; constants come packed in
+:class:`healgym.envs.vector.KernelConsts`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from healgym.envs.state import INF, NATURAL, UNRESOLVED, State
 from healgym.sim.drift import shifted_scores
 from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
 from healgym.sim.faults import accumulate, capacity, factor
@@ -21,88 +23,74 @@ from healgym.sim.model import ml_health
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
-INF = np.inf
-NATURAL = -1
-UNRESOLVED = -2
 
 # --------------------------------------------------------------------------- slots, incidents
 @compiled(inline="always")
-def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, st):
+def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, sl):
     """Append a slot (the caller checked there is room), in creation order."""
-    s_n, uid = st[0], st[10]
-    f = s_n[i]
-    s_n[i] += 1
-    uid[i] += 1
-    st[9][i, f] = uid[i]
-    st[1][i, f] = kind
-    st[2][i, f] = col
-    st[3][i, f] = stage
-    st[4][i, f] = sev
-    st[5][i, f] = onset
-    st[8][i, f] = inc
-    st[6][i, f] = end
-    st[7][i, f] = cascade
-    st[24][i] = True  # effects changed
+    f = sl.n[i]
+    sl.n[i] += 1
+    sl.next_uid[i] += 1
+    sl.uid[i, f] = sl.next_uid[i]
+    sl.kind[i, f] = kind
+    sl.fault[i, f] = col
+    sl.stage[i, f] = stage
+    sl.sev[i, f] = sev
+    sl.onset[i, f] = onset
+    sl.inc[i, f] = inc
+    sl.end[i, f] = end
+    sl.cascade[i, f] = cascade
+    sl.dirty[i] = True  # effects changed
 
 
 @compiled(inline="always")
-def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, st, c):
+def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, s, c):
     """Append a fault instance (opening an incident unless ``parent`` >= 0); False if dropped."""
-    s_n, s_kind = st[0], st[1]
-    i_n, i_fault, i_stage, i_src, i_onset = st[11], st[12], st[13], st[14], st[15]
-    i_detected, i_active, i_faults, i_nf, dropped, watch = (st[16], st[19], st[20], st[21],
-                                                           st[22], st[23])
-    if s_n[i] >= s_kind.shape[1] or (parent < 0 and i_n[i] >= i_fault.shape[1]):
-        dropped[i] += 1
+    sl, ic = s.slots, s.incidents
+    if sl.n[i] >= sl.kind.shape[1] or (parent < 0 and ic.n[i] >= ic.fault.shape[1]):
+        ic.dropped[i] += 1
         return False
     if parent < 0:
-        inc = i_n[i]
-        i_n[i] += 1
-        i_fault[i, inc] = col
-        i_stage[i, inc] = stage
-        i_src[i, inc] = src
-        i_onset[i, inc] = onset
+        inc = ic.n[i]
+        ic.n[i] += 1
+        ic.fault[i, inc] = col
+        ic.stage[i, inc] = stage
+        ic.src[i, inc] = src
+        ic.onset[i, inc] = onset
     else:
         inc = parent
-    if i_nf[i, inc] < i_faults.shape[2]:
-        i_faults[i, inc, i_nf[i, inc]] = col
-    i_nf[i, inc] += 1
-    i_active[i, inc] += 1
-    if np.isnan(i_detected[i, inc]):
-        watch[i] = True
+    if ic.nf[i, inc] < ic.faults.shape[2]:
+        ic.faults[i, inc, ic.nf[i, inc]] = col
+    ic.nf[i, inc] += 1
+    ic.active[i, inc] += 1
+    if np.isnan(ic.detected[i, inc]):
+        ic.watch[i] = True
     write_slot(i, kind, col, stage, sev, onset, inc,
                onset + c.end_after[kind] if np.isnan(end) else end,
-               INF if carrier else onset + c.cascade_after[kind], st)
+               INF if carrier else onset + c.cascade_after[kind], sl)
     return True
 
 
 @compiled(inline="always")
-def add_side(i, kind, stage, onset, until, st):
+def add_side(i, kind, stage, onset, until, s):
     """Append an action's side effect (no incident)."""
-    if st[0][i] >= st[1].shape[1]:
-        st[22][i] += 1
+    sl = s.slots
+    if sl.n[i] >= sl.kind.shape[1]:
+        s.incidents.dropped[i] += 1
         return
-    write_slot(i, kind, -1, stage, 1.0, onset, -1, until, INF, st)
+    write_slot(i, kind, -1, stage, 1.0, onset, -1, until, INF, sl)
 
 
 @compiled(inline="always")
-def compact(i, rm, st):
+def compact(i, rm, sl):
     """Remove the slots whose bits are set in ``rm``, keeping the rest in creation order."""
-    s_n = st[0]
-    s_kind = st[1]
-    s_fault = st[2]
-    s_stage = st[3]
-    s_sev = st[4]
-    s_onset = st[5]
-    s_end = st[6]
-    s_cascade = st[7]
-    s_inc = st[8]
-    s_uid = st[9]
     if rm == 0:
         return
-    st[24][i] = True  # effects changed
+    s_kind, s_fault, s_stage, s_sev, s_onset = sl.kind, sl.fault, sl.stage, sl.sev, sl.onset
+    s_end, s_cascade, s_inc, s_uid = sl.end, sl.cascade, sl.inc, sl.uid
+    sl.dirty[i] = True  # effects changed
     w = 0
-    for f in range(s_n[i]):
+    for f in range(sl.n[i]):
         if (rm >> f) & 1:
             continue
         if w != f:
@@ -116,149 +104,132 @@ def compact(i, rm, st):
             s_inc[i, w] = s_inc[i, f]
             s_uid[i, w] = s_uid[i, f]
         w += 1
-    for f in range(w, s_n[i]):
+    for f in range(w, sl.n[i]):
         s_end[i, f] = INF
         s_cascade[i, f] = INF
         s_sev[i, f] = 0.0
         s_inc[i, f] = -1
         s_fault[i, f] = -1
-    s_n[i] = w
+    sl.n[i] = w
 
 
 @compiled(inline="always")
-def clear(i, f, by, t, k, st, splice, replayed_uid, fast_s, fast_bonus):
+def clear(i, f, by, t, k, s, fast_s, fast_bonus):
     """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
-    s_inc = st[8]
-    s_uid = st[9]
-    i_onset = st[15]
-    i_detected = st[16]
-    i_resolved = st[17]
-    i_by = st[18]
-    i_active = st[19]
-    inc = s_inc[i, f]
+    sl, ic, pl = s.slots, s.incidents, s.pipeline
+    inc = sl.inc[i, f]
     if inc < 0:
         return 0.0
-    if by != NATURAL and s_uid[i, f] == replayed_uid[i]:
-        splice[i, 1] = k
-    i_active[i, inc] -= 1
-    if i_active[i, inc] > 0 or not np.isnan(i_resolved[i, inc]):
+    if by != NATURAL and sl.uid[i, f] == pl.replayed_uid[i]:
+        pl.splice[i, 1] = k
+    ic.active[i, inc] -= 1
+    if ic.active[i, inc] > 0 or not np.isnan(ic.resolved[i, inc]):
         return 0.0
-    i_resolved[i, inc] = t
-    i_by[i, inc] = by
-    if np.isnan(i_detected[i, inc]) and by != NATURAL:
-        i_detected[i, inc] = t
-    if t - i_onset[i, inc] <= fast_s:
+    ic.resolved[i, inc] = t
+    ic.by[i, inc] = by
+    if np.isnan(ic.detected[i, inc]) and by != NATURAL:
+        ic.detected[i, inc] = t
+    if t - ic.onset[i, inc] <= fast_s:
         return fast_bonus
     return 0.0
 
 
 # --------------------------------------------------------------------------- actions, events
 @compiled(inline="always")
-def complete(i, a, issued, stream, t, k, key, st, rs, c):
+def complete(i, a, issued, stream, t, k, key, s, c):
     """An action takes effect: it may heal the faults that were active when it was issued."""
-    s_n = st[0]
-    s_kind = st[1]
-    s_fault = st[2]
-    s_stage = st[3]
-    s_onset = st[5]
-    s_inc = st[8]
-    replicas, version, light, splice, replayed_uid = rs[0], rs[1], rs[2], rs[3], rs[4]
+    sl, pl = s.slots, s.pipeline
     kind = c.a_kind[a]
     astage = c.a_stage[a]
     rm = 0
     bonus = 0.0
     healed_release = False
     j = 0
-    for f in range(s_n[i]):
-        if s_inc[i, f] < 0 or s_onset[i, f] > issued or (astage >= 0 and s_stage[i, f] != astage):
+    for f in range(sl.n[i]):
+        if sl.inc[i, f] < 0 or sl.onset[i, f] > issued or (astage >= 0
+                                                          and sl.stage[i, f] != astage):
             continue
-        p = c.healing[kind, s_fault[i, f]]
+        p = c.healing[kind, sl.fault[i, f]]
         u = uniform(key, k, stream + j)
         j += 1
         if u < p:
-            healed_release = healed_release or c.release[s_fault[i, f]]
-            bonus += clear(i, f, a, t, k, st, splice, replayed_uid, c.fast_s, c.fast_bonus)
+            healed_release = healed_release or c.release[sl.fault[i, f]]
+            bonus += clear(i, f, a, t, k, s, c.fast_s, c.fast_bonus)
             rm |= 1 << f
     if rm == 0:
-        rs[5][i] += 1  # ineffective: it fixed nothing
-    compact(i, rm, st)
+        s.actions.ineffective[i] += 1  # it fixed nothing
+    compact(i, rm, sl)
     if kind == c.k_scale_up:
-        replicas[i, astage] = min(replicas[i, astage] + 1, c.max_replicas)
-        st[24][i] = True  # capacity changed
+        pl.replicas[i, astage] = min(pl.replicas[i, astage] + 1, c.max_replicas)
+        sl.dirty[i] = True  # capacity changed
     elif kind == c.k_scale_down:
-        replicas[i, astage] = max(replicas[i, astage] - 1, c.min_replicas)
-        st[24][i] = True
+        pl.replicas[i, astage] = max(pl.replicas[i, astage] - 1, c.min_replicas)
+        sl.dirty[i] = True
     elif kind == c.k_rollback:
-        version[i] -= 1
+        pl.version[i] -= 1
         has_old = False
-        for f in range(s_n[i]):
-            if s_kind[i, f] == c.side_old and s_inc[i, f] < 0:
+        for f in range(sl.n[i]):
+            if sl.kind[i, f] == c.side_old and sl.inc[i, f] < 0:
                 has_old = True
         if not healed_release and not has_old:
-            add_side(i, c.side_old, c.model_stage, t, INF, st)
+            add_side(i, c.side_old, c.model_stage, t, INF, s)
     elif kind == c.k_retrain:
-        version[i] += 1
-        drop_side(i, c.side_old, st)
+        pl.version[i] += 1
+        drop_side(i, c.side_old, sl)
     elif kind == c.k_switch_light:
-        light[i] = True
-        add_side(i, c.side_light, c.model_stage, t, INF, st)
+        pl.light[i] = True
+        add_side(i, c.side_light, c.model_stage, t, INF, s)
     elif kind == c.k_switch_back:
-        light[i] = False
-        drop_side(i, c.side_light, st)
+        pl.light[i] = False
+        drop_side(i, c.side_light, sl)
     elif kind == c.k_shed_load:
-        add_side(i, c.side_shed, c.model_stage, t, t + c.shed_s, st)
+        add_side(i, c.side_shed, c.model_stage, t, t + c.shed_s, s)
     return bonus
 
 
 @compiled(inline="always")
-def drop_side(i, kind, st):
-    s_n, s_kind, s_inc = st[0], st[1], st[8]
+def drop_side(i, kind, sl):
     rm = 0
-    for f in range(s_n[i]):
-        if s_kind[i, f] == kind and s_inc[i, f] < 0:
+    for f in range(sl.n[i]):
+        if sl.kind[i, f] == kind and sl.inc[i, f] < 0:
             rm |= 1 << f
-    compact(i, rm, st)
+    compact(i, rm, sl)
 
 
 @compiled(nogil=True)
-def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
-                   lo, hi):
-    """Phase A for each live env: start the action, advance the clock, apply due events."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch, dirty) = st
-    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
-     last_action_t, invalid) = acts
-    splice, replayed_uid = rs[3], rs[4]
-    ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
+def act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi):
+    """Phase A for each live env: start the chosen action, advance the clock, apply due
+    events."""
+    sl, ac, ev, ck = s.slots, s.actions, s.events, s.clock
+    k, t, key, mask = ck.k, ck.t, ck.key, ac.mask
     for i in range(lo, hi):
         if not live[i]:
             continue
-        a = actions[i]
+        a = chosen[i]
         r = 0.0
-        n0, e0 = s_n[i], ev_ptr[i]
+        n0, e0 = sl.n[i], ev.ptr[i]
         touched = False  # an action started or completed
         if mask[i, a] == 0:
-            invalid[i] += 1
+            ac.invalid[i] += 1
             invalid_out[i] = True
             r -= c.invalid_penalty
         elif a != 0:
             touched = True
             cost = c.a_cost[a]
-            spent[i] += cost
-            counts[i, a] += 1
-            last_action[i] = a
-            last_action_t[i] = t[i]
+            ac.spent[i] += cost
+            ac.counts[i, a] += 1
+            ac.last[i] = a
+            ac.last_t[i] = t[i]
             done = t[i] + c.a_dur[a]
             if a == c.escalate:
-                esc_done[i] = done
-                esc_issued[i] = t[i]
+                ac.esc_done[i] = done
+                ac.esc_issued[i] = t[i]
             else:
-                fl_action[i] = a
-                fl_done[i] = done
-                fl_issued[i] = t[i]
+                ac.in_flight[i] = a
+                ac.done[i] = done
+                ac.issued[i] = t[i]
             if c.a_kind[a] == c.k_restart:
-                add_side(i, c.side_restart, c.a_stage[a], t[i], done, st)
+                add_side(i, c.side_restart, c.a_stage[a], t[i], done, s)
             r -= c.cost_weight * cost
         k[i] += 1
         t[i] = k[i] * c.dt
@@ -266,79 +237,77 @@ def act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, 
         bonus = 0.0
         # natural ends
         rm = 0
-        for f in range(s_n[i]):
-            if s_end[i, f] <= now:
-                bonus += clear(i, f, NATURAL, now, k[i], st, splice, replayed_uid, c.fast_s,
-                               c.fast_bonus)
+        for f in range(sl.n[i]):
+            if sl.end[i, f] <= now:
+                bonus += clear(i, f, NATURAL, now, k[i], s, c.fast_s, c.fast_bonus)
                 rm |= 1 << f
         if rm:
-            compact(i, rm, st)
-        if fl_done[i] <= now and fl_action[i] >= 0:
-            aa, issued = fl_action[i], fl_issued[i]
-            fl_action[i] = -1
-            fl_done[i] = INF
+            compact(i, rm, sl)
+        if ac.done[i] <= now and ac.in_flight[i] >= 0:
+            aa, issued = ac.in_flight[i], ac.issued[i]
+            ac.in_flight[i] = -1
+            ac.done[i] = INF
             touched = True
-            bonus += complete(i, aa, issued, c.heal_stream, now, k[i], key[i], st, rs, c)
-        if esc_done[i] <= now:
-            issued = esc_issued[i]
-            esc_done[i] = INF
+            bonus += complete(i, aa, issued, c.heal_stream, now, k[i], key[i], s, c)
+        if ac.esc_done[i] <= now:
+            issued = ac.esc_issued[i]
+            ac.esc_done[i] = INF
             touched = True
-            bonus += complete(i, c.escalate, issued, c.escalate_stream, now, k[i], key[i], st,
-                              rs, c)
-        n_now = s_n[i]
+            bonus += complete(i, c.escalate, issued, c.escalate_stream, now, k[i], key[i], s, c)
+        n_now = sl.n[i]
         for f in range(n_now):
-            if s_cascade[i, f] <= now:
-                s_cascade[i, f] = INF
-                kd = s_kind[i, f]
+            if sl.cascade[i, f] <= now:
+                sl.cascade[i, f] = INF
+                kd = sl.kind[i, f]
                 child = c.cascade_child[kd]
-                add_instance(i, child, s_stage[i, f], s_sev[i, f], now, c.src_cascade,
-                             s_inc[i, f], np.nan, c.spec_fault_col[child], False, st, c)
-        while ev_ptr[i] < ev_t.shape[1] and ev_t[i, ev_ptr[i]] <= now:
-            p = ev_ptr[i]
-            ev_ptr[i] += 1
-            kd = ev_kind[i, p]
-            add_instance(i, kd, ev_stage[i, p], ev_sev[i, p], now, ev_src[i, p], -1, np.nan,
-                         c.spec_fault_col[kd], False, st, c)
+                add_instance(i, child, sl.stage[i, f], sl.sev[i, f], now, c.src_cascade,
+                             sl.inc[i, f], np.nan, c.spec_fault_col[child], False, s, c)
+        while ev.ptr[i] < ev.t.shape[1] and ev.t[i, ev.ptr[i]] <= now:
+            p = ev.ptr[i]
+            ev.ptr[i] += 1
+            kd = ev.kind[i, p]
+            add_instance(i, kd, ev.stage[i, p], ev.sev[i, p], now, ev.src[i, p], -1, np.nan,
+                         c.spec_fault_col[kd], False, s, c)
         reward[i] = r + bonus
-        if touched or s_n[i] != n0 or ev_ptr[i] != e0 or rm:
-            rs[6][i] = True  # the mask and the fault count may have changed
+        if touched or sl.n[i] != n0 or ev.ptr[i] != e0 or rm:
+            ac.mask_dirty[i] = True  # the mask and the fault count may have changed
 
 
 # --------------------------------------------------------------------------- effects, observe
 @compiled(nogil=True)
-def effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi):
+def effects(s, c, mult, add, ml, lo, hi):
     """Fault and capacity effects of every env at its current time (:func:`accumulate`,
     :func:`factor`, :func:`ml_health`), folded into the affine map ``z = base * za + zb``. An
-    env's effects are recomputed only when its faults or replicas changed (``dirty``) or a
-    ramp, fade or onset makes them move (``stable``, the time until which they hold).
+    env's effects are recomputed only when its faults or replicas changed (``slots.dirty``) or a
+    ramp, fade or onset makes them move (``effects.stable``, the time until which they hold).
 
-    ``za``, ``zb``: (N, S*M); ``mult``, ``add`` (S*M,) and ``ml`` (K,): the calling thread's
-    scratch."""
-    s_n, s_kind, s_stage, s_sev, s_onset = st[0], st[1], st[3], st[4], st[5]
-    dirty = st[24]
+    ``mult``, ``add`` (S*M,) and ``ml`` (K,): the calling thread's scratch."""
+    sl, ef, t, replicas = s.slots, s.effects, s.clock.t, s.pipeline.replicas
+    dirty, stable = sl.dirty, ef.stable
     S, M = c.n_stages, c.n_metrics
     for i in range(lo, hi):
         now = t[i]
         if not dirty[i] and now < stable[i]:
             continue
         dirty[i] = False
-        stable[i] = accumulate(s_kind[i], s_stage[i], s_sev[i], s_onset[i], s_n[i], now, c.hops,
-                               c.t_mult, c.t_add, c.t_pmult, c.t_padd, c.t_ml, c.t_ramp,
+        stable[i] = accumulate(sl.kind[i], sl.stage[i], sl.sev[i], sl.onset[i], sl.n[i], now,
+                               c.hops, c.t_mult, c.t_add, c.t_pmult, c.t_padd, c.t_ml, c.t_ramp,
                                c.t_dur, c.t_fade, c.t_lag, c.atten_pow, mult, add, ml)
-        zai, zbi = za[i], zb[i]
+        zai, zbi = ef.za[i], ef.zb[i]
         for d in range(S):
             cap = capacity(c.default_replicas, replicas[i, d])
             for m in range(M):
                 j = d * M + m
                 zai[j] = factor(mult[j], m, cap) * c.inv[j]
                 zbi[j] = (add[j] - c.median[j]) * c.inv[j]
-        ml_health(ml, ml_now[i])
+        ml_health(ml, ef.ml_now[i])
 
 
 @compiled(nogil=True)
-def drift_checks(k, key, ml_now, c, drift, lo, hi):
+def drift_checks(s, c, lo, hi):
     """Drift-monitor scores at check steps: the pool's healthy scores, or the shifted window
     scored by :func:`healgym.sim.drift.shifted_scores`."""
+    k, key, ml_now, drift = s.clock.k, s.clock.key, s.effects.ml_now, s.pipeline.drift
     for i in range(lo, hi):
         j = np.int64(k[i] * c.inv_drift_every + 0.5)  # k / drift_every, if it divides
         if j * c.drift_every != k[i]:
@@ -356,19 +325,17 @@ def drift_checks(k, key, ml_now, c, drift, lo, hi):
 
 
 @compiled(nogil=True)
-def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs,
-            c, obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi):
+def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
     """Phase B: observation, SLO, reward, detection and action mask of every env.
 
-    ``values``: the replay table (T, S*M); ``za``, ``zb``: (N, S*M); ``zf``: the calling
-    thread's (S*M,) scratch; ``obs`` comes zeroed (only the last action's one-hot entry is
-    written)."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch, dirty) = st
-    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
-     last_action_t, invalid) = acts
-    version, light, splice, mask_dirty = rs[1], rs[2], rs[3], rs[6]
+    ``values``: the replay table (T, S*M); ``zf``: the calling thread's (S*M,) scratch; ``obs``
+    comes zeroed (only the last action's one-hot entry is written)."""
+    ck, sl, ic, ac, pl, ef = s.clock, s.slots, s.incidents, s.actions, s.pipeline, s.effects
+    k, k0, t, key, rows = ck.k, ck.k0, ck.t, ck.key, ck.rows
+    za, zb, ml_now, drift, replicas = ef.za, ef.zb, ef.ml_now, pl.drift, pl.replicas
+    version, light, splice = pl.version, pl.light, pl.splice
+    mask_dirty, mask = ac.mask_dirty, ac.mask
+    i_detected, i_resolved, i_onset, watch = ic.detected, ic.resolved, ic.onset, ic.watch
     S, M = c.n_stages, c.n_metrics
     SM = S * M
     R = rows.shape[1]
@@ -431,27 +398,27 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         out[b + 4] = schema
         out[b + 5] = min(stale / 3600.0, 24.0)
         out[b + 6] = min(cost_factor, 10.0)
-        out[b + 7] = min((t[i] - last_action_t[i]) / 3600.0, 1.0)
-        out[b + 8] = 1.0 if fl_action[i] >= 0 else 0.0
+        out[b + 7] = min((t[i] - ac.last_t[i]) / 3600.0, 1.0)
+        out[b + 8] = 1.0 if ac.in_flight[i] >= 0 else 0.0
         out[b + 9] = 1.0 if light[i] else 0.0
         out[b + 10] = 1.0 if version[i] > 1 else 0.0
-        out[b + 11 + last_action[i]] = 1.0
+        out[b + 11 + ac.last[i]] = 1.0
         if live[i]:
             r = reward[i]
             if violated:
-                downtime[i] += c.dt
+                pl.downtime[i] += c.dt
                 r -= c.slo_per_s * c.dt
             if cost != c.base_cost:
                 r -= c.infra_weight * (cost - c.base_cost) * c.dt / 3600.0
             reward[i] = r
-            total_reward[i] += r
+            pl.total_reward[i] += r
             violated_out[i] = violated
             # detection: an incident is open and undetected, and the monitors alarm
             # ``watch``: an incident may be open and undetected (set where incidents gain a
             # fault, cleared here when the scan finds none)
             wt = False
             if watch[i]:
-                for q in range(i_n[i]):
+                for q in range(ic.n[i]):
                     if np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q]):
                         wt = True
                         break
@@ -464,7 +431,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
                             alarm = True
                             break
                 if alarm:
-                    for q in range(i_n[i]):
+                    for q in range(ic.n[i]):
                         if (np.isnan(i_detected[i, q]) and np.isnan(i_resolved[i, q])
                                 and i_onset[i, q] <= t[i]):
                             i_detected[i, q] = t[i]
@@ -473,7 +440,7 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         if not mask_dirty[i]:
             continue
         mask_dirty[i] = False
-        free = fl_action[i] < 0
+        free = ac.in_flight[i] < 0
         mask[i, 0] = 1
         for d in range(S):
             mask[i, 1 + d] = 1 if free else 0
@@ -482,21 +449,21 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
         bb = 1 + 3 * S
         shedding = False
         nf = 0
-        for f in range(s_n[i]):
-            if s_inc[i, f] >= 0:
+        for f in range(sl.n[i]):
+            if sl.inc[i, f] >= 0:
                 nf += 1
-            elif s_kind[i, f] == c.side_shed:
+            elif sl.kind[i, f] == c.side_shed:
                 shedding = True
-        n_faults[i] = nf
+        pl.n_faults[i] = nf
         mask[i, bb] = 1 if free and version[i] > 1 else 0
         mask[i, bb + 1] = 1 if free else 0
         mask[i, bb + 2] = 1 if free else 0
         mask[i, bb + 3] = 1 if free and not light[i] else 0
         mask[i, bb + 4] = 1 if free and light[i] else 0
         mask[i, bb + 5] = 1 if free and not shedding else 0
-        mask[i, n_act - 1] = 1 if esc_done[i] == INF else 0
+        mask[i, n_act - 1] = 1 if ac.esc_done[i] == INF else 0
         if c.has_budget:
-            remaining = c.budget - spent[i]
+            remaining = c.budget - ac.spent[i]
             for q in range(1, n_act):
                 if c.a_cost[q] > remaining:
                     mask[i, q] = 0
@@ -504,18 +471,14 @@ def observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, 
 
 # --------------------------------------------------------------------------- reset
 @compiled(nogil=True)
-def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable, drift,
-                downtime, total_reward, ec, c, lo, hi):
+def reset_range(todo, advance, s, ec, c, lo, hi):
     """Start a new episode in every env ``i`` of [lo, hi) with ``todo[i]``: its key (the next
-    one if ``advance``), the set-up draws of :mod:`healgym.sim.episode`, a clean state, and the
-    replayed incident if the model replays them."""
-    (s_n, s_kind, s_fault, s_stage, s_sev, s_onset, s_end, s_cascade, s_inc, s_uid, uid,
-     i_n, i_fault, i_stage, i_src, i_onset, i_detected, i_resolved, i_by, i_active, i_faults,
-     i_nf, dropped, watch, dirty) = st
-    (fl_action, fl_done, fl_issued, esc_done, esc_issued, spent, counts, last_action,
-     last_action_t, invalid) = acts
-    replicas, version, light, splice, replayed_uid, ineffective, mask_dirty = rs
-    ev_t, ev_kind, ev_stage, ev_sev, ev_src, ev_ptr = ev
+    one if ``advance``), the set-up draws of :mod:`healgym.sim.episode`, the start values of
+    :data:`healgym.envs.state.FIELDS` (tested against the table), and the replayed incident if
+    the model replays them."""
+    ck, ev, sl, ic, ac, pl, ef = (s.clock, s.events, s.slots, s.incidents, s.actions,
+                                  s.pipeline, s.effects)
+    key, rows = ck.key, ck.rows
     n_ev = ec.n_events
     R = rows.shape[1]
     for i in range(lo, hi):
@@ -533,130 +496,121 @@ def reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, st
         fill_rows(kk, 0, ec.seg_start, ec.seg_end, ec.rows_needed, start_row, row)
         for r in range(ec.rows_needed, R):
             row[r] = row[ec.rows_needed - 1]
-        k0[i] = 0
-        n_plan[i] = c.episode_steps
+        ck.k0[i] = 0
+        ck.n_plan[i] = c.episode_steps
         n, lost = fill_events(kk, 0, ec.random_chaos, ec.rates, ec.choices, ec.n_choices,
                               ec.sev_lo, ec.sev_hi, ec.lo_s, ec.horizon_s, ec.sc_t, ec.sc_kind,
-                              ec.sc_stage, ec.sc_sev, ec.rank, ev_t[i, :n_ev], ev_kind[i, :n_ev],
-                              ev_stage[i, :n_ev], ev_sev[i, :n_ev], ev_src[i, :n_ev])
-        for j in range(n, ev_t.shape[1]):
-            ev_t[i, j] = INF
-        ev_ptr[i] = 0
-        k[i] = 0
-        t[i] = 0.0
-        for f in range(s_kind.shape[1]):
-            s_end[i, f] = INF
-            s_cascade[i, f] = INF
-            s_inc[i, f] = -1
-            s_fault[i, f] = -1
-            s_sev[i, f] = 0.0
-        s_n[i] = 0
-        uid[i] = 0
-        for q in range(i_n[i]):
-            i_detected[i, q] = np.nan
-            i_resolved[i, q] = np.nan
-            i_by[i, q] = UNRESOLVED
-            i_active[i, q] = 0
-            i_nf[i, q] = 0
-            for x in range(i_faults.shape[2]):
-                i_faults[i, q, x] = -1
-        i_n[i] = 0
-        dropped[i] = lost
-        fl_action[i] = -1
-        fl_done[i] = INF
-        fl_issued[i] = 0.0
-        esc_done[i] = INF
-        esc_issued[i] = 0.0
-        for d in range(replicas.shape[1]):
-            replicas[i, d] = c.default_replicas
-        version[i] = 2
-        light[i] = False
-        last_action[i] = 0
-        last_action_t[i] = 0.0
-        spent[i] = 0.0
-        downtime[i] = 0.0
-        total_reward[i] = 0.0
-        for a in range(counts.shape[1]):
-            counts[i, a] = 0
-        invalid[i] = 0
-        ineffective[i] = 0
-        watch[i] = False
-        drift[i, 0] = 0.0
-        drift[i, 1] = 0.0
-        dirty[i] = True
-        stable[i] = -INF
+                              ec.sc_stage, ec.sc_sev, ec.rank, ev.t[i, :n_ev], ev.kind[i, :n_ev],
+                              ev.stage[i, :n_ev], ev.sev[i, :n_ev], ev.src[i, :n_ev])
+        for j in range(n, ev.t.shape[1]):
+            ev.t[i, j] = INF
+        ev.ptr[i] = 0
+        ck.k[i] = 0
+        ck.t[i] = 0.0
+        for f in range(sl.kind.shape[1]):
+            sl.end[i, f] = INF
+            sl.cascade[i, f] = INF
+            sl.inc[i, f] = -1
+            sl.fault[i, f] = -1
+            sl.sev[i, f] = 0.0
+        sl.n[i] = 0
+        sl.next_uid[i] = 0
+        for q in range(ic.n[i]):
+            ic.detected[i, q] = np.nan
+            ic.resolved[i, q] = np.nan
+            ic.by[i, q] = UNRESOLVED
+            ic.active[i, q] = 0
+            ic.nf[i, q] = 0
+            for x in range(ic.faults.shape[2]):
+                ic.faults[i, q, x] = -1
+        ic.n[i] = 0
+        ic.dropped[i] = lost
+        ac.in_flight[i] = -1
+        ac.done[i] = INF
+        ac.issued[i] = 0.0
+        ac.esc_done[i] = INF
+        ac.esc_issued[i] = 0.0
+        for d in range(pl.replicas.shape[1]):
+            pl.replicas[i, d] = c.default_replicas
+        pl.version[i] = 2
+        pl.light[i] = False
+        ac.last[i] = 0
+        ac.last_t[i] = 0.0
+        ac.spent[i] = 0.0
+        pl.downtime[i] = 0.0
+        pl.total_reward[i] = 0.0
+        for a in range(ac.counts.shape[1]):
+            ac.counts[i, a] = 0
+        ac.invalid[i] = 0
+        ac.ineffective[i] = 0
+        ic.watch[i] = False
+        pl.drift[i, 0] = 0.0
+        pl.drift[i, 1] = 0.0
+        sl.dirty[i] = True
+        ef.stable[i] = -INF
         for x in range(4):
-            splice[i, x] = -1
-        replayed_uid[i] = -1
-        mask_dirty[i] = True
+            pl.splice[i, x] = -1
+        pl.replayed_uid[i] = -1
+        ac.mask_dirty[i] = True
         if ec.replay_on:  # the labelled window's fault: no synthetic effect, healed by its type
             onset = (ec.win[w, 1] - ec.win[w, 0]) * ec.replay_step
             end = (ec.win[w, 2] - ec.win[w, 0]) * ec.replay_step
             if add_instance(i, c.carrier_kind, ec.win[w, 3], 0.0, onset, c.src_replay, -1, end,
-                            ec.win[w, 4], True, st, c):
-                splice[i, 0] = ec.win[w, 3]
-                splice[i, 2] = np.int64(np.rint(end / c.dt))
-                splice[i, 3] = np.int64(np.rint(onset / c.dt))
-                replayed_uid[i] = uid[i]
+                            ec.win[w, 4], True, s, c):
+                pl.splice[i, 0] = ec.win[w, 3]
+                pl.splice[i, 2] = np.int64(np.rint(end / c.dt))
+                pl.splice[i, 3] = np.int64(np.rint(onset / c.dt))
+                pl.replayed_uid[i] = sl.next_uid[i]
 
 
 # --------------------------------------------------------------------------- one call per step
 @compiled(nogil=True)
-def observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
-                  drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
-                  mult, add, ml, zf, lo, hi):
+def observe_range(live, s, values, c, obs, reward, violated_out, mult, add, ml, zf, lo, hi):
     """Effects, drift checks and phase B for envs [lo, hi): one compiled call (argument
     unboxing costs a call as much as a thousand envs' arithmetic)."""
-    replicas = rs[0]
-    effects(st, replicas, t, c, za, zb, ml_now, stable, mult, add, ml, lo, hi)
-    drift_checks(k, key, ml_now, c, drift, lo, hi)
-    observe(live, k, k0, t, key, rows, values, za, zb, ml_now, drift, replicas, st, acts, rs, c,
-            obs, reward, violated_out, downtime, total_reward, mask, n_faults, zf, lo, hi)
+    effects(s, c, mult, add, ml, lo, hi)
+    drift_checks(s, c, lo, hi)
+    observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi)
 
 
 @compiled(nogil=True)
-def step_range(restart, live, actions, invalid_out, ev, n_plan, ec, k, k0, t, key, rows, values, st,
-               acts, rs, c, za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime,
-               total_reward, mask, n_faults, mult, add, ml, zf, lo, hi):
+def step_range(restart, live, chosen, invalid_out, ec, s, values, c, obs, reward, violated_out,
+               mult, add, ml, zf, lo, hi):
     """A whole step for envs [lo, hi): the autoreset of the envs that are not ``live`` (their
     episode ended at the previous step), phase A, then :func:`observe_range`."""
-    reset_range(restart, True, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable, drift,
-                downtime, total_reward, ec, c, lo, hi)
-    act_and_events(live, actions, mask, k, t, key, st, acts, rs, ev, c, reward, invalid_out,
-                   lo, hi)
-    observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable,
-                  drift, obs, reward, violated_out, downtime, total_reward, mask, n_faults,
-                  mult, add, ml, zf, lo, hi)
+    reset_range(restart, True, s, ec, c, lo, hi)
+    act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi)
+    observe_range(live, s, values, c, obs, reward, violated_out, mult, add, ml, zf, lo, hi)
 
 
 # --------------------------------------------------------------------------- the threads
 # One range per thread, scheduled by numba's threading layer (OpenMP where the system has
 # libgomp: a hand-off costs microseconds, a ThreadPoolExecutor's tens). Each range has its
-# own scratch rows, and envs are independent: the split never changes a result.
+# own scratch rows, and envs are independent: the split never changes a result. A parallel
+# loop's arguments cannot be records of records (numba's gufunc wrapper takes one level of
+# tuples), so these take the state's groups and rebuild the State inside the loop.
 @njit(cache=True, parallel=True)
-def step_threads(bounds, mult, add, ml, zf, restart, live, actions, invalid_out, ev, n_plan, ec,
-                 k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now, stable, drift,
-                 obs, reward, violated_out, downtime, total_reward, mask, n_faults):
+def step_threads(bounds, mult, add, ml, zf, restart, live, chosen, invalid_out, ec, clock, events,
+                 slots, incidents, actions, pipeline, effects_, values, c, obs, reward,
+                 violated_out):
     for r in prange(bounds.size - 1):
-        step_range(restart, live, actions, invalid_out, ev, n_plan, ec, k, k0, t, key, rows,
-                   values, st, acts, rs, c, za, zb, ml_now, stable, drift, obs, reward,
-                   violated_out, downtime, total_reward, mask, n_faults, mult[r], add[r], ml[r],
-                   zf[r], bounds[r], bounds[r + 1])
-
-
-@njit(cache=True, parallel=True)
-def observe_threads(bounds, mult, add, ml, zf, live, k, k0, t, key, rows, values, st, acts, rs,
-                    c, za, zb, ml_now, stable, drift, obs, reward, violated_out, downtime,
-                    total_reward, mask, n_faults):
-    for r in prange(bounds.size - 1):
-        observe_range(live, k, k0, t, key, rows, values, st, acts, rs, c, za, zb, ml_now,
-                      stable, drift, obs, reward, violated_out, downtime, total_reward, mask,
-                      n_faults, mult[r], add[r], ml[r], zf[r], bounds[r], bounds[r + 1])
+        s = State(clock, events, slots, incidents, actions, pipeline, effects_)
+        step_range(restart, live, chosen, invalid_out, ec, s, values, c, obs, reward,
+                   violated_out, mult[r], add[r], ml[r], zf[r], bounds[r], bounds[r + 1])
 
 
 @njit(cache=True, parallel=True)
-def reset_threads(bounds, todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable,
-                  drift, downtime, total_reward, ec, c):
+def observe_threads(bounds, mult, add, ml, zf, live, clock, events, slots, incidents, actions,
+                    pipeline, effects_, values, c, obs, reward, violated_out):
     for r in prange(bounds.size - 1):
-        reset_range(todo, advance, key, rows, k0, n_plan, k, t, ev, st, acts, rs, stable,
-                    drift, downtime, total_reward, ec, c, bounds[r], bounds[r + 1])
+        s = State(clock, events, slots, incidents, actions, pipeline, effects_)
+        observe_range(live, s, values, c, obs, reward, violated_out, mult[r], add[r], ml[r],
+                      zf[r], bounds[r], bounds[r + 1])
+
+
+@njit(cache=True, parallel=True)
+def reset_threads(bounds, todo, advance, clock, events, slots, incidents, actions, pipeline,
+                  effects_, ec, c):
+    for r in prange(bounds.size - 1):
+        s = State(clock, events, slots, incidents, actions, pipeline, effects_)
+        reset_range(todo, advance, s, ec, c, bounds[r], bounds[r + 1])

@@ -15,7 +15,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from healgym.envs.vector import FAULT_LABEL, PipelineHealVectorEnv
+from healgym.envs.vector import PipelineHealVectorEnv
 from healgym.errors import ConfigError
 from healgym.sim import rng as crng
 from healgym.sim.chaos import ChaosConfig, Scenario
@@ -171,7 +171,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         else:
             key = crng.draw_key(self.np_random)
         self._key = key
-        obs, _ = self._core._start(np.array([key], dtype=np.uint64), options)
+        obs, _ = self._core.start(np.array([key], dtype=np.uint64), options)
         self._started = True
         return obs[0], self._info(final=False)
 
@@ -182,7 +182,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if not 0 <= a < len(self.model.actions):
             raise gym.error.InvalidAction(
                 f"action {action!r} is outside Discrete({len(self.model.actions)})")
-        obs, reward, violated, invalid, truncated = self._core._advance(
+        obs, reward, violated, invalid, truncated = self._core.advance(
             np.array([a], dtype=np.int64))
         # The episode's replayed window ends: truncation (the registration's TimeLimit, at the
         # same default length, agrees; change both with episode_steps=N, max_episode_steps=N).
@@ -197,10 +197,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     # ------------------------------------------------------------------ reporting
     def _info(self, final: bool) -> dict[str, Any]:
-        c = self._core
-        mask = c.mask[0].copy()
+        c = self._core.state
+        mask = c.actions.mask[0].copy()
         mask.flags.writeable = False  # a snapshot: later steps do not change it
-        info: dict[str, Any] = {"action_mask": mask, "time_s": float(c.t[0]),
+        info: dict[str, Any] = {"action_mask": mask, "time_s": float(c.clock.t[0]),
                                 "faults": self.faults}
         if final:
             info["episode_metrics"] = self.episode_metrics()
@@ -209,18 +209,16 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     @property
     def faults(self) -> list[tuple[str, str]]:
         """The active faults (type, stage) in onset order: the ground truth, for analysis."""
-        c = self._core
-        sig = (int(c.uid[0]), int(c.s_n[0]))  # slots change only by adding (uid) or removing
+        sl = self._core.state.slots
+        sig = (int(sl.next_uid[0]), int(sl.n[0]))  # slots change only by adding or removing
         if sig != self._fault_sig:
             self._fault_sig = sig
-            self._fault_list = [(FAULT_LABEL[f], self.model.stages[s]) for f, s, inc in zip(
-                c.s_fault[0, : sig[1]].tolist(), c.s_stage[0, : sig[1]].tolist(),
-                c.s_inc[0, : sig[1]].tolist(), strict=True) if inc >= 0]
+            self._fault_list = self._core.faults(0)
         return list(self._fault_list)
 
     def action_masks(self) -> np.ndarray:
         """The current action mask (for maskable-policy libraries)."""
-        return self._core.mask[0].copy()
+        return self._core.state.actions.mask[0].copy()
 
     def episode_metrics(self) -> dict[str, Any]:
         """Metrics of the episode so far: incidents with MTTR, downtime, uptime, actions."""
@@ -234,20 +232,21 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         return dashboard(self)
 
     # ------------------------------------------------------------------ state, read-only
-    time_s = property(lambda self: float(self._core.t[0]), doc="The simulated clock, seconds.")
-    downtime_s = property(lambda self: float(self._core.downtime[0]),
+    time_s = property(lambda self: float(self._core.state.clock.t[0]),
+                      doc="The simulated clock, seconds.")
+    downtime_s = property(lambda self: float(self._core.state.pipeline.downtime[0]),
                           doc="Seconds of SLO violation this episode.")
-    total_reward = property(lambda self: float(self._core.total_reward[0]))
-    replicas = property(lambda self: self._core.replicas[0].astype(np.int64),
+    total_reward = property(lambda self: float(self._core.state.pipeline.total_reward[0]))
+    replicas = property(lambda self: self._core.state.pipeline.replicas[0].astype(np.int64),
                         doc="Replicas per stage (a copy).")
-    model_version = property(lambda self: int(self._core.version[0]))
-    light_model = property(lambda self: bool(self._core.light[0]))
-    last_action = property(lambda self: int(self._core.last_action[0]))
+    model_version = property(lambda self: int(self._core.state.pipeline.version[0]))
+    light_model = property(lambda self: bool(self._core.state.pipeline.light[0]))
+    last_action = property(lambda self: int(self._core.state.actions.last[0]))
 
     @property
     def in_flight(self) -> str | None:
         """The action in flight (escalation aside), or None."""
-        a = int(self._core.fl_action[0])
+        a = int(self._core.state.actions.in_flight[0])
         return None if a < 0 else self.model.action_names[a]
 
     @property
@@ -255,20 +254,21 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """Current raw metrics (S, M), from the last observation's unclipped z-scores (the
         step works in z-space: raw = z * scale + median)."""
         m = self.model
-        z = self._core._scratch[3][0].reshape(m.n_stages, len(METRICS))
+        z = self._core.last_z().reshape(m.n_stages, len(METRICS))
         return np.clip(z / m.inv_scale + m.median, LO, HI)
 
     @property
     def ml_health(self) -> dict[str, float]:
         """Current true ML health signals (the observation holds their estimates)."""
-        c = self._core
-        accuracy, null_rate, schema, stale, shift, cost_mult = c.ml_now[0].tolist()
-        cost = float(c.replicas[0].sum()) * REPLICA_COST_PER_H * cost_mult
+        c = self._core.state
+        accuracy, null_rate, schema, stale, shift, cost_mult = c.effects.ml_now[0].tolist()
+        cost = float(c.pipeline.replicas[0].sum()) * REPLICA_COST_PER_H * cost_mult
         return {
             "accuracy": accuracy, "covariate_shift": shift, "null_rate": null_rate,
             "schema_error_rate": schema, "staleness_s": stale,
             "cost_factor": cost / self.model.base_cost,
-            "drift_ks": float(c.drift[0, 0]), "drift_psi": float(c.drift[0, 1]),
+            "drift_ks": float(c.pipeline.drift[0, 0]),
+            "drift_psi": float(c.pipeline.drift[0, 1]),
         }
 
     @property

@@ -39,6 +39,17 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from healgym.envs import _kernel as K
+from healgym.envs.state import (
+    FIELDS,
+    METRIC_FIELDS,
+    NATURAL,
+    UNRESOLVED,
+    State,
+    allocate,
+    dims,
+)
+from healgym.envs.state import get as get_field
+from healgym.envs.state import replace as replace_field
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
 from healgym.sim.chaos import ChaosConfig, Scenario
@@ -67,9 +78,7 @@ from healgym.sim.model import (
     DEFAULT_REPLICAS,
     DETECT_Z,
     ESCALATE_STREAM,
-    F_MAX,
     HEAL_STREAM,
-    I_MAX,
     MAX_REPLICAS,
     MIN_REPLICAS,
     RELEASE_FAULTS,
@@ -84,14 +93,12 @@ from healgym.telemetry.dataset import TelemetryDataset
 
 FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
 FAULT_LABEL = (*FAULT_NAMES, "unknown")
-NATURAL, UNRESOLVED = -1, -2
 SPEC_FAULT_COL = np.array([FAULT_CODE.get(s.name, -1) for s in ALL_SPECS])
 CASCADE_AFTER = np.array([s.cascade[1] if s.cascade else INF for s in ALL_SPECS])
 CASCADE_CHILD = np.array([SPEC_INDEX[s.cascade[0]] if s.cascade else -1 for s in ALL_SPECS])
 END_AFTER = np.array([s.duration_s + s.fade_s for s in ALL_SPECS])
 RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding", "_light_model",
                                                      "_old_model"))
-N_FAULT_PER_INCIDENT = 4
 #: Check the argument types of every kernel call against the cached entry point (tests).
 CHECK_DISPATCH = os.environ.get("HEALGYM_CHECK_DISPATCH", "") not in ("", "0")
 
@@ -191,76 +198,27 @@ class PipelineHealVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ storage
     def _alloc(self, N: int, S: int, M: int, A: int) -> None:
-        z = np.zeros
-        self.k = z(N, np.int64)
-        self.t = z(N)
-        self.n_plan = z(N, np.int64)
-        self.k0 = z(N, np.int64)
-        self.rows = z((N, 2), np.int32)
-        self.key = z(N, np.uint64)
+        """The state, from :data:`healgym.envs.state.FIELDS`."""
+        self.state = allocate(dims(N, S, M, A))
+        ef = self.state.effects
+        ef.za[:] = self._clean_za.ravel()
+        ef.zb[:] = self._clean_zb.ravel()
         self._keyed = False
-        self.ev_t = np.full((N, 1), INF)
-        self.ev_kind = z((N, 1), np.int8)
-        self.ev_stage = z((N, 1), np.int8)
-        self.ev_sev = z((N, 1))
-        self.ev_src = z((N, 1), np.int8)
-        self.ev_ptr = z(N, np.int64)
-        # fault and side-effect slots, in creation order
-        self.s_n = z(N, np.int64)
-        self.s_kind = z((N, F_MAX), np.int8)
-        self.s_fault = np.full((N, F_MAX), -1, np.int8)  # healing column (-1: side effect)
-        self.s_stage = z((N, F_MAX), np.int8)
-        self.s_sev = z((N, F_MAX))
-        self.s_onset = z((N, F_MAX))
-        self.s_end = np.full((N, F_MAX), INF)
-        self.s_cascade = np.full((N, F_MAX), INF)
-        self.s_inc = np.full((N, F_MAX), -1, np.int8)
-        self.s_uid = z((N, F_MAX), np.int32)
-        self.uid = z(N, np.int32)
-        # incidents
-        self.i_n = z(N, np.int64)
-        self.i_fault = z((N, I_MAX), np.int8)
-        self.i_stage = z((N, I_MAX), np.int8)
-        self.i_src = z((N, I_MAX), np.int8)
-        self.i_onset = z((N, I_MAX))
-        self.i_detected = np.full((N, I_MAX), np.nan)
-        self.i_resolved = np.full((N, I_MAX), np.nan)
-        self.i_by = np.full((N, I_MAX), UNRESOLVED, np.int8)
-        self.i_active = z((N, I_MAX), np.int16)
-        self.i_faults = np.full((N, I_MAX, N_FAULT_PER_INCIDENT), -1, np.int8)
-        self.i_nf = z((N, I_MAX), np.int16)
-        self.dropped = z(N, np.int64)
-        self.ineffective = z(N, np.int64)
-        # actions and pipeline state
-        self.fl_action = np.full(N, -1, np.int64)
-        self.fl_done = np.full(N, INF)
-        self.fl_issued = z(N)
-        self.esc_done = np.full(N, INF)
-        self.esc_issued = z(N)
-        self.replicas = np.full((N, S), DEFAULT_REPLICAS, np.int8)
-        self.version = np.full(N, 2, np.int64)
-        self.light = z(N, dtype=bool)
-        self.last_action = z(N, np.int64)
-        self.last_action_t = z(N)
-        self.spent = z(N)
-        self.downtime = z(N)
-        self.counts = z((N, A), np.int32)
-        self.invalid = z(N, np.int64)
-        self.total_reward = z(N)
-        self.watch = z(N, dtype=bool)
-        self.drift = z((N, 2))
-        # effects cache
-        self.dirty = np.ones(N, dtype=bool)
-        self.stable = np.full(N, -INF)
-        self.za = np.broadcast_to(self._clean_za, (N, S, M)).copy()
-        self.zb = np.broadcast_to(self._clean_zb, (N, S, M)).copy()
-        self.ml_now = z((N, 6))
-        self.n_faults = z(N, np.int64)
-        self.splice = np.full((N, 4), -1, np.int64)  # stage, from_k, to_k, onset_k
-        self._replayed_uid = np.full(N, -1, np.int64)
-        self.mask = z((N, A), np.int8)
-        self.mask_dirty = np.ones(N, dtype=bool)
-        self.prev_done = z(N, dtype=bool)
+        self.prev_done = np.zeros(N, dtype=bool)
+
+    def _replace(self, path: str, array: np.ndarray) -> None:
+        """Replace a state field (a wider plan): a new dispatch layout."""
+        self._layout += 1
+        self.state = replace_field(self.state, path, array)
+
+    def last_z(self) -> np.ndarray:
+        """The unclipped z-scores (S*M,) the last step computed for the batch's last env (a
+        batch of one: its only env; the scalar env's raw metrics come from them)."""
+        return self._scratch0[3]
+
+    # read-only views of the state most callers want (the whole state: ``state``)
+    mask = property(lambda self: self.state.actions.mask, doc="Action masks (N, A), live.")
+    time_s = property(lambda self: self.state.clock.t, doc="Each env's clock, s (live).")
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int] | None = None,
@@ -277,16 +235,16 @@ class PipelineHealVectorEnv(VectorEnv):
             if len(seed) != N:
                 raise ConfigError(f"reset(seed=...): {len(seed)} seeds for {N} envs")
             keys = seed_key(np.asarray(seed, dtype=np.int64))
-        obs, violated = self._start(keys, options)
+        obs, violated = self.start(keys, options)
         return obs, self._infos(np.zeros(N, dtype=bool), violated, np.zeros(N, dtype=bool))
 
-    def _start(self, keys: np.ndarray | None, options: dict[str, Any] | None
+    def start(self, keys: np.ndarray | None, options: dict[str, Any] | None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Start every env's episode: from ``keys``, or (None) each env's next key. Returns the
         first observations and SLO flags."""
         N = self.num_envs
         if keys is not None:
-            self.key[:] = keys
+            self.state.clock.key[:] = keys
         advance = keys is None
         self._keyed = True
         scenario = self.model.scenario_for(options)
@@ -297,10 +255,8 @@ class PipelineHealVectorEnv(VectorEnv):
         else:
             self._ec = self._default_ec
         self._fit_plan_arrays()
-        self._run(K.reset_range, K.reset_threads, np.ones(N, dtype=bool), advance, self.key,
-                  self.rows, self.k0, self.n_plan, self.k, self.t, self._ev, self._st,
-                  self._acts, self._rs, self.stable, self.drift, self.downtime,
-                  self.total_reward, self._ec, self._c, scratch=False)
+        self._run(K.reset_range, K.reset_threads, np.ones(N, dtype=bool), advance, self.state,
+                  self._ec, self._c, scratch=False)
         self.prev_done[:] = False
         self._started = True
         return self._observe(np.zeros(N, dtype=bool), np.zeros(N))
@@ -311,79 +267,59 @@ class PipelineHealVectorEnv(VectorEnv):
         if ec is not self._layout_ec:  # new episode constants (a scenario in the options)
             self._layout += 1
             self._layout_ec = ec
-        if ec.rows_needed > self.rows.shape[1]:
-            self._layout += 1
-            self.rows = np.zeros((self.num_envs, ec.rows_needed), np.int64)
+        if ec.rows_needed > self.state.clock.rows.shape[1]:
+            self._replace("clock.rows", np.zeros((self.num_envs, ec.rows_needed), np.int64))
         self._widen_events(ec.n_events + 1)
 
     def _widen_events(self, width: int) -> None:
-        if width > self.ev_t.shape[1]:
-            self._layout += 1
-            grow = width - self.ev_t.shape[1]
-            self.ev_t = np.pad(self.ev_t, ((0, 0), (0, grow)), constant_values=INF)
-            for name in ("ev_kind", "ev_stage", "ev_sev", "ev_src"):
-                setattr(self, name, np.pad(getattr(self, name), ((0, 0), (0, grow))))
-
-    @property
-    def _ev(self) -> tuple:
-        return (self.ev_t, self.ev_kind, self.ev_stage, self.ev_sev, self.ev_src, self.ev_ptr)
+        ev = self.state.events
+        if width > ev.t.shape[1]:
+            grow = width - ev.t.shape[1]
+            for f in FIELDS:
+                if f.group == "events" and len(f.shape) == 2:
+                    self._replace(f"events.{f.name}", np.pad(
+                        getattr(ev, f.name), ((0, 0), (0, grow)), constant_values=f.init))
 
     def _grow_plan(self, idx: np.ndarray) -> None:
         """Past the plan (only without a time limit, or one longer than ``episode_steps``): the
         next chunk of replay rows and chaos arrivals, drawn from the episode key."""
         m, ec = self.model, self._ec
         for i in idx:
-            plan = int(self.n_plan[i] // m.episode_steps)
-            start = self.n_plan[i] * m.dt
+            ck = self.state.clock
+            plan = int(ck.n_plan[i] // m.episode_steps)
+            start = ck.n_plan[i] * m.dt
             rows = np.empty(ec.rows_needed, np.int64)
-            fill_rows(self.key[i], plan, ec.seg_start, ec.seg_end, ec.rows_needed, -1, rows)
-            if rows.size > self.rows.shape[1]:
-                self._layout += 1
-                self.rows = np.pad(self.rows, ((0, 0), (0, rows.size - self.rows.shape[1])),
-                                   "edge")
-            self.rows[i, : rows.size] = rows
-            self.rows[i, rows.size:] = rows[-1]
-            self.k0[i] = self.n_plan[i]
-            self.n_plan[i] += m.episode_steps
+            fill_rows(ck.key[i], plan, ec.seg_start, ec.seg_end, ec.rows_needed, -1, rows)
+            if rows.size > ck.rows.shape[1]:
+                self._replace("clock.rows", np.pad(
+                    ck.rows, ((0, 0), (0, rows.size - ck.rows.shape[1])), "edge"))
+                ck = self.state.clock
+            ck.rows[i, : rows.size] = rows
+            ck.rows[i, rows.size:] = rows[-1]
+            ck.k0[i] = ck.n_plan[i]
+            ck.n_plan[i] += m.episode_steps
             if not ec.random_chaos:
                 continue
-            new, lost = draw_schedule(ec, int(self.key[i]), plan=plan,
+            new, lost = draw_schedule(ec, int(ck.key[i]), plan=plan,
                                       lo_s=max(m.chaos.warmup_s, start),
-                                      horizon_s=self.n_plan[i] * m.dt, scenario=False)
-            self.dropped[i] += lost
-            p = int(self.ev_ptr[i])
-            pending = [(self.ev_t[i, c], int(self.ev_kind[i, c]), int(self.ev_stage[i, c]),
-                        self.ev_sev[i, c], int(self.ev_src[i, c]))
-                       for c in range(p, self.ev_t.shape[1]) if self.ev_t[i, c] < INF]
+                                      horizon_s=ck.n_plan[i] * m.dt, scenario=False)
+            self.state.incidents.dropped[i] += lost
+            ev = self.state.events
+            p = int(ev.ptr[i])
+            pending = [(ev.t[i, c], int(ev.kind[i, c]), int(ev.stage[i, c]), ev.sev[i, c],
+                        int(ev.src[i, c])) for c in range(p, ev.t.shape[1]) if ev.t[i, c] < INF]
             merged = sorted(pending + [(e.at_s, SPEC_INDEX[e.fault], e.stage, e.severity,
                                         SOURCES.index(e.source)) for e in new],
                             key=lambda e: (e[0], NAME_RANK[e[1]], e[2]))
             self._widen_events(p + len(merged) + 1)
-            self.ev_t[i, p:] = INF
+            ev = self.state.events
+            ev.t[i, p:] = INF
             for j, (at, kd, st, sv, sc) in enumerate(merged):
                 c = p + j
-                self.ev_t[i, c], self.ev_kind[i, c], self.ev_stage[i, c] = at, kd, st
-                self.ev_sev[i, c], self.ev_src[i, c] = sv, sc
+                ev.t[i, c], ev.kind[i, c], ev.stage[i, c] = at, kd, st
+                ev.sev[i, c], ev.src[i, c] = sv, sc
 
     # ------------------------------------------------------------------ step
-    @property
-    def _st(self) -> tuple:
-        return (self.s_n, self.s_kind, self.s_fault, self.s_stage, self.s_sev, self.s_onset,
-                self.s_end, self.s_cascade, self.s_inc, self.s_uid, self.uid, self.i_n,
-                self.i_fault, self.i_stage, self.i_src, self.i_onset, self.i_detected,
-                self.i_resolved, self.i_by, self.i_active, self.i_faults, self.i_nf,
-                self.dropped, self.watch, self.dirty)
-
-    @property
-    def _acts(self) -> tuple:
-        return (self.fl_action, self.fl_done, self.fl_issued, self.esc_done, self.esc_issued,
-                self.spent, self.counts, self.last_action, self.last_action_t, self.invalid)
-
-    @property
-    def _rs(self) -> tuple:
-        return (self.replicas, self.version, self.light, self.splice, self._replayed_uid,
-                self.ineffective, self.mask_dirty)
-
     def _run(self, serial: Any, threaded: Any, *args: Any, scratch: bool = True) -> None:
         """Run a kernel over all envs: ``serial`` on this thread for one range, else
         ``threaded``, which runs ``serial`` on each range on numba's threads (each range with
@@ -391,8 +327,9 @@ class PipelineHealVectorEnv(VectorEnv):
         if len(self._bounds) == 2:
             extra = self._scratch0 if scratch else ()
             self._call(serial, (*args, *extra, 0, self.num_envs))
-        else:
-            self._call(threaded, (self._bounds, *(self._scratch if scratch else ()), *args))
+        else:  # the parallel kernels take the state's groups (see _kernel's threads)
+            flat = [x for a in args for x in (a if isinstance(a, State) else (a,))]
+            self._call(threaded, (self._bounds, *(self._scratch if scratch else ()), *flat))
 
     def _call(self, kernel: Any, args: tuple) -> None:
         """``kernel(*args)`` without numba's per-call type resolution of ~150 arguments (half
@@ -422,15 +359,12 @@ class PipelineHealVectorEnv(VectorEnv):
         return state
 
     def _kernel_state(self) -> tuple:
-        """The state and constants every step kernel takes, built once per layout (a tuple of
-        ~150 arrays, rebuilt only when ``_layout`` says an array was replaced)."""
+        """The state and constants every step kernel takes, built once per layout (rebuilt
+        only when ``_layout`` says an array was replaced)."""
         hit = self._state_cache
         if hit is not None and hit[0] == self._layout and not CHECK_DISPATCH:
             return hit[1]
-        N = self.num_envs
-        state = (self.k, self.k0, self.t, self.key, self.rows, self._values, self._st,
-                 self._acts, self._rs, self._c, self.za.reshape(N, -1), self.zb.reshape(N, -1),
-                 self.ml_now, self.stable, self.drift)
+        state = (self.state, self._values, self._c)
         if hit is not None and hit[0] == self._layout:  # CHECK_DISPATCH: the cache is current
             assert _same_arrays(hit[1], state), "a state array was replaced without a new _layout"
             return hit[1]
@@ -441,7 +375,7 @@ class PipelineHealVectorEnv(VectorEnv):
         obs = np.zeros((self.num_envs, self._n_obs), dtype=np.float32)
         violated = np.zeros(self.num_envs, dtype=bool)
         self._run(K.observe_range, K.observe_threads, live, *self._kernel_state(), obs, reward,
-                  violated, self.downtime, self.total_reward, self.mask, self.n_faults)
+                  violated)
         return obs, violated
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -454,30 +388,30 @@ class PipelineHealVectorEnv(VectorEnv):
         if (a < 0).any() or (a >= n_act).any():
             bad = a[(a < 0) | (a >= n_act)][0]
             raise gym.error.InvalidAction(f"action {bad} is outside Discrete({n_act})")
-        obs, reward, violated, invalid, truncated = self._advance(a)
+        obs, reward, violated, invalid, truncated = self.advance(a)
         return obs, reward, np.zeros(N, dtype=bool), truncated, self._infos(truncated, violated,
                                                                             invalid)
 
-    def _advance(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+    def advance(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                                 np.ndarray]:
         """One step of every env with valid int64 actions ``a``: (observations, rewards, SLO
         flags, invalid-action flags, truncations)."""
         N = self.num_envs
         restart = self.prev_done
         live = ~restart
+        ck = self.state.clock
         if not self.max_episode_steps:  # with a limit, the plan covers the episode
-            grow = np.flatnonzero(live & (self.k >= self.n_plan))
+            grow = np.flatnonzero(live & (ck.k >= ck.n_plan))
             if grow.size:
                 self._grow_plan(grow)
         reward = np.zeros(N)
         invalid = np.zeros(N, dtype=bool)
         obs = np.zeros((N, self._n_obs), dtype=np.float32)
         violated = np.zeros(N, dtype=bool)
-        self._run(K.step_range, K.step_threads, restart, live, a, invalid, self._ev, self.n_plan,
-                  self._ec, *self._kernel_state(), obs, reward, violated, self.downtime,
-                  self.total_reward, self.mask, self.n_faults)
+        self._run(K.step_range, K.step_threads, restart, live, a, invalid, self._ec,
+                  *self._kernel_state(), obs, reward, violated)
         if self.max_episode_steps:
-            truncated = live & (self.k >= self.max_episode_steps)
+            truncated = live & (ck.k >= self.max_episode_steps)
         else:
             truncated = np.zeros(N, dtype=bool)
         self.prev_done = truncated.copy()
@@ -489,15 +423,15 @@ class PipelineHealVectorEnv(VectorEnv):
         N = self.num_envs
         ones = np.ones(N, dtype=bool)
         infos: dict[str, Any] = {
-            "action_mask": self.mask, "_action_mask": ones,
-            "time_s": self.t.copy(), "_time_s": ones,
+            "action_mask": self.state.actions.mask, "_action_mask": ones,
+            "time_s": self.state.clock.t.copy(), "_time_s": ones,
             "slo_violated": violated, "_slo_violated": ones,
             "invalid_action": invalid, "_invalid_action": ones,
-            "n_faults": self.n_faults.copy(), "_n_faults": ones,
+            "n_faults": self.state.pipeline.n_faults.copy(), "_n_faults": ones,
         }
         if final.any():
             idx = np.flatnonzero(final)
-            snap = {name: getattr(self, name)[idx] for name in METRIC_FIELDS}
+            snap = {path: get_field(self.state, path)[idx] for path in METRIC_FIELDS}
             em = np.empty(N, dtype=object)
             for j, i in enumerate(idx.tolist()):  # one by one: a list would be read as rows
                 em[i] = EpisodeMetrics(self.model, snap, j)
@@ -506,32 +440,27 @@ class PipelineHealVectorEnv(VectorEnv):
 
     def episode_metrics(self, i: int) -> dict[str, Any]:
         """Sub-env ``i``'s episode metrics so far (the scalar env's dictionary)."""
-        return metrics_dict(self.model, {name: getattr(self, name) for name in METRIC_FIELDS},
+        return metrics_dict(self.model, {p: get_field(self.state, p) for p in METRIC_FIELDS},
                             int(i))
 
     def faults(self, i: int) -> list[tuple[str, str]]:
         """Sub-env ``i``'s active faults (type, stage): the ground truth, for analysis."""
-        out = []
-        for f in range(int(self.s_n[i])):
-            if self.s_inc[i, f] >= 0:
-                out.append((FAULT_LABEL[self.s_fault[i, f]], self.model.stages[self.s_stage[i, f]]))
-        return out
-
-
-#: The per-env arrays an episode's metrics are made from (copied for finished envs).
-METRIC_FIELDS = ("t", "i_n", "i_fault", "i_stage", "i_src", "i_onset", "i_detected",
-                 "i_resolved", "i_by", "i_faults", "i_nf", "counts", "downtime", "spent",
-                 "invalid", "total_reward", "dropped", "ineffective")
+        sl = self.state.slots
+        n = int(sl.n[i])
+        return [(FAULT_LABEL[f], self.model.stages[s]) for f, s, inc in zip(
+            sl.fault[i, :n].tolist(), sl.stage[i, :n].tolist(), sl.inc[i, :n].tolist(),
+            strict=True) if inc >= 0]
 
 
 def metrics_dict(m: PipelineModel, a: dict[str, np.ndarray], i: int) -> dict[str, Any]:
     """The scalar env's episode-metrics dictionary from row ``i`` of the arrays ``a``."""
     names = m.action_names
     incidents = []
-    n_inc = int(a["i_n"][i])
-    fault, stage, src = (a[k][i, :n_inc].tolist() for k in ("i_fault", "i_stage", "i_src"))
-    onset, det, res = (a[k][i, :n_inc].tolist() for k in ("i_onset", "i_detected", "i_resolved"))
-    by, nf, faults = a["i_by"][i, :n_inc].tolist(), a["i_nf"][i].tolist(), a["i_faults"][i]
+    n_inc = int(a["incidents.n"][i])
+    fault, stage, src, onset, det, res, by = (
+        a[f"incidents.{k}"][i, :n_inc].tolist()
+        for k in ("fault", "stage", "src", "onset", "detected", "resolved", "by"))
+    nf, faults = a["incidents.nf"][i].tolist(), a["incidents.faults"][i]
     for c in range(n_inc):
         d, r, o, b = det[c], res[c], onset[c], by[c]
         incidents.append({
@@ -545,11 +474,11 @@ def metrics_dict(m: PipelineModel, a: dict[str, np.ndarray], i: int) -> dict[str
             "mttr_s": None if r != r else r - o,
             "time_to_detect_s": None if d != d else d - o,
         })
-    taken = {names[j]: c for j, c in enumerate(a["counts"][i].tolist()) if c}
-    return episode_metrics(float(a["t"][i]), incidents, float(a["downtime"][i]), taken,
-                           float(a["spent"][i]), int(a["invalid"][i]),
-                           float(a["total_reward"][i]), int(a["dropped"][i]),
-                           int(a["ineffective"][i]))
+    taken = {names[j]: c for j, c in enumerate(a["actions.counts"][i].tolist()) if c}
+    return episode_metrics(float(a["clock.t"][i]), incidents, float(a["pipeline.downtime"][i]),
+                           taken, float(a["actions.spent"][i]), int(a["actions.invalid"][i]),
+                           float(a["pipeline.total_reward"][i]),
+                           int(a["incidents.dropped"][i]), int(a["actions.ineffective"][i]))
 
 
 def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s: float,
