@@ -15,13 +15,35 @@ import numpy as np
 from numba import njit, prange
 
 from healgym.envs.state import INF, NATURAL, UNRESOLVED, State
+from healgym.sim.actions import (
+    ADD_REPLICA,
+    LIGHT_OFF,
+    LIGHT_ON,
+    NEW_VERSION,
+    PAGE,
+    PREVIOUS_VERSION,
+    REMOVE_REPLICA,
+    RESTARTING,
+    SHED,
+    mask_row,
+)
 from healgym.sim.drift import shifted_scores
 from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
 from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
+from healgym.sim.layout import CONTEXT_INDEX
 from healgym.sim.model import ml_health
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
+
+# the context block's entries (healgym.sim.layout.CONTEXT); numba folds globals as constants
+CX_ACCURACY, CX_KS, CX_PSI = (CONTEXT_INDEX[k] for k in ("accuracy", "drift_ks", "drift_psi"))
+CX_NULL, CX_SCHEMA, CX_STALE = (CONTEXT_INDEX[k] for k in ("null_rate", "schema_error_rate",
+                                                           "staleness_h"))
+CX_COST, CX_SINCE, CX_IN_FLIGHT = (CONTEXT_INDEX[k] for k in ("cost_factor",
+                                                              "since_last_action_h",
+                                                              "action_in_flight"))
+CX_LIGHT, CX_ROLLBACK = CONTEXT_INDEX["light_model"], CONTEXT_INDEX["can_rollback"]
 
 
 # --------------------------------------------------------------------------- slots, incidents
@@ -159,13 +181,14 @@ def complete(i, a, issued, stream, t, k, key, s, c):
     if rm == 0:
         s.actions.ineffective[i] += 1  # it fixed nothing
     compact(i, rm, sl)
-    if kind == c.k_scale_up:
+    eff = c.a_effect[a]
+    if eff == ADD_REPLICA:
         pl.replicas[i, astage] = min(pl.replicas[i, astage] + 1, c.max_replicas)
         sl.dirty[i] = True  # capacity changed
-    elif kind == c.k_scale_down:
+    elif eff == REMOVE_REPLICA:
         pl.replicas[i, astage] = max(pl.replicas[i, astage] - 1, c.min_replicas)
         sl.dirty[i] = True
-    elif kind == c.k_rollback:
+    elif eff == PREVIOUS_VERSION:
         pl.version[i] -= 1
         has_old = False
         for f in range(sl.n[i]):
@@ -173,16 +196,16 @@ def complete(i, a, issued, stream, t, k, key, s, c):
                 has_old = True
         if not healed_release and not has_old:
             add_side(i, c.side_old, c.model_stage, t, INF, s)
-    elif kind == c.k_retrain:
+    elif eff == NEW_VERSION:
         pl.version[i] += 1
         drop_side(i, c.side_old, sl)
-    elif kind == c.k_switch_light:
+    elif eff == LIGHT_ON:
         pl.light[i] = True
         add_side(i, c.side_light, c.model_stage, t, INF, s)
-    elif kind == c.k_switch_back:
+    elif eff == LIGHT_OFF:
         pl.light[i] = False
         drop_side(i, c.side_light, sl)
-    elif kind == c.k_shed_load:
+    elif eff == SHED:
         add_side(i, c.side_shed, c.model_stage, t, t + c.shed_s, s)
     return bonus
 
@@ -221,14 +244,14 @@ def act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi):
             ac.last[i] = a
             ac.last_t[i] = t[i]
             done = t[i] + c.a_dur[a]
-            if a == c.escalate:
+            if c.a_effect[a] == PAGE:  # a human works beside the action in flight
                 ac.esc_done[i] = done
                 ac.esc_issued[i] = t[i]
             else:
                 ac.in_flight[i] = a
                 ac.done[i] = done
                 ac.issued[i] = t[i]
-            if c.a_kind[a] == c.k_restart:
+            if c.a_effect[a] == RESTARTING:
                 add_side(i, c.side_restart, c.a_stage[a], t[i], done, s)
             r -= c.cost_weight * cost
         k[i] += 1
@@ -339,8 +362,7 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
     S, M = c.n_stages, c.n_metrics
     SM = S * M
     R = rows.shape[1]
-    n_act = mask.shape[1]
-    nz = 6 * S
+    o_rep, b = c.o_replicas, c.o_context
     z_lo, z_hi = c.z_lo, c.z_hi
     for i in range(lo, hi):
         zai, zbi, out = za[i], zb[i], obs[i]
@@ -389,20 +411,19 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         violated = (metric_violation or acc < c.slo_acc or stale > c.slo_stale
                     or null > c.slo_null or schema > c.slo_schema or cost_factor > c.slo_cost)
         for d in range(S):
-            out[nz + d] = replicas[i, d] / c.max_replicas
-        b = 7 * S
-        out[b] = acc_est
-        out[b + 1] = ks_v
-        out[b + 2] = min(psi_v, 10.0)
-        out[b + 3] = null
-        out[b + 4] = schema
-        out[b + 5] = min(stale / 3600.0, 24.0)
-        out[b + 6] = min(cost_factor, 10.0)
-        out[b + 7] = min((t[i] - ac.last_t[i]) / 3600.0, 1.0)
-        out[b + 8] = 1.0 if ac.in_flight[i] >= 0 else 0.0
-        out[b + 9] = 1.0 if light[i] else 0.0
-        out[b + 10] = 1.0 if version[i] > 1 else 0.0
-        out[b + 11 + ac.last[i]] = 1.0
+            out[o_rep + d] = replicas[i, d] / c.max_replicas
+        out[b + CX_ACCURACY] = acc_est
+        out[b + CX_KS] = ks_v
+        out[b + CX_PSI] = min(psi_v, 10.0)
+        out[b + CX_NULL] = null
+        out[b + CX_SCHEMA] = schema
+        out[b + CX_STALE] = min(stale / 3600.0, 24.0)
+        out[b + CX_COST] = min(cost_factor, 10.0)
+        out[b + CX_SINCE] = min((t[i] - ac.last_t[i]) / 3600.0, 1.0)
+        out[b + CX_IN_FLIGHT] = 1.0 if ac.in_flight[i] >= 0 else 0.0
+        out[b + CX_LIGHT] = 1.0 if light[i] else 0.0
+        out[b + CX_ROLLBACK] = 1.0 if version[i] > 1 else 0.0
+        out[c.o_last + ac.last[i]] = 1.0
         if live[i]:
             r = reward[i]
             if violated:
@@ -440,13 +461,6 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         if not mask_dirty[i]:
             continue
         mask_dirty[i] = False
-        free = ac.in_flight[i] < 0
-        mask[i, 0] = 1
-        for d in range(S):
-            mask[i, 1 + d] = 1 if free else 0
-            mask[i, 1 + S + d] = 1 if free and replicas[i, d] < c.max_replicas else 0
-            mask[i, 1 + 2 * S + d] = 1 if free and replicas[i, d] > c.min_replicas else 0
-        bb = 1 + 3 * S
         shedding = False
         nf = 0
         for f in range(sl.n[i]):
@@ -455,18 +469,10 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
             elif sl.kind[i, f] == c.side_shed:
                 shedding = True
         pl.n_faults[i] = nf
-        mask[i, bb] = 1 if free and version[i] > 1 else 0
-        mask[i, bb + 1] = 1 if free else 0
-        mask[i, bb + 2] = 1 if free else 0
-        mask[i, bb + 3] = 1 if free and not light[i] else 0
-        mask[i, bb + 4] = 1 if free and light[i] else 0
-        mask[i, bb + 5] = 1 if free and not shedding else 0
-        mask[i, n_act - 1] = 1 if ac.esc_done[i] == INF else 0
-        if c.has_budget:
-            remaining = c.budget - ac.spent[i]
-            for q in range(1, n_act):
-                if c.a_cost[q] > remaining:
-                    mask[i, q] = 0
+        mask_row(mask[i], c.a_rule, c.a_stage, c.a_cost, ac.in_flight[i] < 0,
+                 ac.esc_done[i] != INF, replicas[i], version[i] > 1, light[i], shedding,
+                 c.budget - ac.spent[i] if c.has_budget else INF, c.max_replicas,
+                 c.min_replicas)
 
 
 # --------------------------------------------------------------------------- reset

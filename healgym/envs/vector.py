@@ -164,18 +164,11 @@ class PipelineHealVectorEnv(VectorEnv):
         self._started = False
         S, M = m.n_stages, len(METRICS)
         A = len(m.actions)
-        self._kinds = np.array([a.kind for a in m.actions])
-        self._astage = np.array([a.stage for a in m.actions])
-        self._acost = np.array([act.KINDS[a.kind].cost for a in m.actions])
-        self._adur = np.array([act.KINDS[a.kind].duration_s for a in m.actions])
-        self._escalate = A - 1
-        kinds = [k.name for k in act.KINDS]
-        self._k_idx = {name: kinds.index(name) for name in kinds}
         self._release = np.zeros(len(FAULT_CODE), dtype=bool)
         for name in RELEASE_FAULTS:
             self._release[FAULT_CODE[name]] = True
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
-        self._c = kernel_consts(m, self._k_idx, self._release)
+        self._c = kernel_consts(m, self._release)
         self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
         # One env range per thread (ranges of at least 256 envs: below, a hand-off costs more
         # than it saves); num_threads=None: numba's thread count (NUMBA_NUM_THREADS).
@@ -549,8 +542,8 @@ __all__ = ["EpisodeMetrics", "PipelineHealVectorEnv"]
 #: The kernels' constants, in order. A module-level namedtuple, so numba's on-disk cache
 #: recognises its type in every process (a class made per call recompiles every kernel).
 KERNEL_CONST_FIELDS = (
-    "a_kind", "a_stage", "a_cost", "a_dur", "escalate", "k_restart", "k_scale_up", "k_scale_down",
-    "k_rollback", "k_retrain", "k_switch_light", "k_switch_back", "k_shed_load", "side_restart",
+    "a_kind", "a_stage", "a_cost", "a_dur", "a_rule", "a_effect", "escalate", "o_replicas",
+    "o_context", "o_last", "side_restart",
     "side_old", "side_light", "side_shed", "model_stage", "shed_s", "max_replicas", "min_replicas",
     "default_replicas", "healing", "release", "fast_s", "fast_bonus", "invalid_penalty",
     "cost_weight", "slo_per_s", "infra_weight", "has_budget", "budget", "dt", "step_seconds",
@@ -566,22 +559,27 @@ KERNEL_CONST_FIELDS = (
 KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
 
-def kernel_consts(m: PipelineModel, k_idx: dict[str, int], release: np.ndarray) -> Any:
+def escalate_index(m: PipelineModel) -> int:
+    """The paging action's index: it runs beside the action in flight, in its own slot."""
+    pages = [a.index for a in m.actions if act.KINDS[a.kind].effect == act.PAGE]
+    if len(pages) != 1:
+        raise ConfigError(f"the action table needs exactly one paging action, has {len(pages)}")
+    return pages[0]
+
+
+def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
     """The model's constants as a namedtuple the compiled kernels take."""
     from healgym.sim import faults as flt
 
     T = COMPILED
     r, slo = m.reward, m.slo
+    arrays = act.action_arrays(m.actions)
     fields: dict[str, Any] = {
-        "a_kind": np.array([a.kind for a in m.actions], np.int64),
-        "a_stage": np.array([a.stage for a in m.actions], np.int64),
-        "a_cost": np.array([act.KINDS[a.kind].cost for a in m.actions], np.float64),
-        "a_dur": np.array([act.KINDS[a.kind].duration_s for a in m.actions], np.float64),
-        "escalate": len(m.actions) - 1,
-        "k_restart": k_idx["restart"], "k_scale_up": k_idx["scale_up"],
-        "k_scale_down": k_idx["scale_down"], "k_rollback": k_idx["rollback"],
-        "k_retrain": k_idx["retrain"], "k_switch_light": k_idx["switch_light"],
-        "k_switch_back": k_idx["switch_back"], "k_shed_load": k_idx["shed_load"],
+        "a_kind": arrays["kind"], "a_stage": arrays["stage"], "a_cost": arrays["cost"],
+        "a_dur": arrays["duration"], "a_rule": arrays["rule"], "a_effect": arrays["effect"],
+        "escalate": escalate_index(m),
+        "o_replicas": m.layout.replicas.start, "o_context": m.layout.context.start,
+        "o_last": m.layout.last.start,
         "side_restart": RESTART, "side_old": OLD, "side_light": LIGHT, "side_shed": SHED,
         "model_stage": m.model_stage, "shed_s": float(act.SHED_SECONDS),
         "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,

@@ -17,37 +17,83 @@ with the matrix probability, drawn from the episode's seeded uniforms.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from healgym.errors import ConfigError, did_you_mean
 from healgym.sim.faults import FAULT_NAMES
+from healgym.sim.jit import compiled
+
+# Mask rules: when an action may be taken (one compiled function, :func:`mask_row`, for the
+# env, serving and the offline tools).
+ALWAYS = 0  # noop
+FREE = 1  # no other action in flight
+BELOW_MAX = 2  # free, and its stage has fewer than MAX_REPLICAS replicas
+ABOVE_MIN = 3  # free, and its stage has more than MIN_REPLICAS replicas
+CAN_ROLLBACK = 4  # free, and an older model version exists
+NOT_LIGHT = 5  # free, and the full model serves
+LIGHT = 6  # free, and the light model serves
+NOT_SHEDDING = 7  # free, and load is not being shed
+NOT_PAGED = 8  # no escalation with a human (escalation runs beside other actions)
+MASK_RULES = ("always", "free", "below_max", "above_min", "can_rollback", "not_light", "light",
+              "not_shedding", "not_paged")
+
+# Effects on the pipeline when an action completes (beside healing its targets' faults); the
+# compiled step dispatches on them (:func:`healgym.envs._kernel.complete`).
+NO_EFFECT = 0
+RESTARTING = 1  # the stage is down while the action runs (a side-effect slot)
+ADD_REPLICA = 2
+REMOVE_REPLICA = 3
+PREVIOUS_VERSION = 4  # the model version goes back; an old model serves unless it healed
+NEW_VERSION = 5  # a new version; the old model's effect ends
+LIGHT_ON = 6
+LIGHT_OFF = 7
+SHED = 8  # sheds load for SHED_SECONDS
+PAGE = 9  # a human works on it: runs beside the action in flight
+EFFECTS = ("none", "restarting", "add_replica", "remove_replica", "previous_version",
+           "new_version", "light_on", "light_off", "shed", "page")
 
 
 @dataclass(frozen=True)
 class ActionKind:
+    """One kind of action: a row of :data:`KINDS`. ``target``: "stage" (one action per stage,
+    healing that stage's faults) or "pipeline" (one action, healing any stage's)."""
+
     name: str
-    per_stage: bool
+    target: str
     duration_s: float
     cost: float
+    mask: int
+    effect: int
     description: str
+
+    @property
+    def per_stage(self) -> bool:
+        return self.target == "stage"
 
 
 KINDS: tuple[ActionKind, ...] = (
-    ActionKind("noop", False, 0.0, 0.0, "Do nothing; watch."),
-    ActionKind("restart", True, 30.0, 1.0,
+    ActionKind("noop", "pipeline", 0.0, 0.0, ALWAYS, NO_EFFECT, "Do nothing; watch."),
+    ActionKind("restart", "stage", 30.0, 1.0, FREE, RESTARTING,
                "Restart the stage's processes; the stage is down while it restarts."),
-    ActionKind("scale_up", True, 60.0, 5.0, "Add a replica (more capacity, more running cost)."),
-    ActionKind("scale_down", True, 30.0, 0.0, "Remove a replica (less cost, less capacity)."),
-    ActionKind("rollback", False, 60.0, 2.0,
+    ActionKind("scale_up", "stage", 60.0, 5.0, BELOW_MAX, ADD_REPLICA,
+               "Add a replica (more capacity, more running cost)."),
+    ActionKind("scale_down", "stage", 30.0, 0.0, ABOVE_MIN, REMOVE_REPLICA,
+               "Remove a replica (less cost, less capacity)."),
+    ActionKind("rollback", "pipeline", 60.0, 2.0, CAN_ROLLBACK, PREVIOUS_VERSION,
                "Roll the model and its release back to the previous version."),
-    ActionKind("retrain", False, 1200.0, 50.0, "Retrain the model on fresh data and deploy it."),
-    ActionKind("backfill", False, 600.0, 20.0, "Reprocess / backfill the data of the window."),
-    ActionKind("switch_light", False, 30.0, 1.0, "Switch serving to the lighter model."),
-    ActionKind("switch_back", False, 30.0, 1.0, "Switch serving back to the full model."),
-    ActionKind("shed_load", False, 10.0, 5.0,
+    ActionKind("retrain", "pipeline", 1200.0, 50.0, FREE, NEW_VERSION,
+               "Retrain the model on fresh data and deploy it."),
+    ActionKind("backfill", "pipeline", 600.0, 20.0, FREE, NO_EFFECT,
+               "Reprocess / backfill the data of the window."),
+    ActionKind("switch_light", "pipeline", 30.0, 1.0, NOT_LIGHT, LIGHT_ON,
+               "Switch serving to the lighter model."),
+    ActionKind("switch_back", "pipeline", 30.0, 1.0, LIGHT, LIGHT_OFF,
+               "Switch serving back to the full model."),
+    ActionKind("shed_load", "pipeline", 10.0, 5.0, NOT_SHEDDING, SHED,
                "Open the circuit breaker: shed 30 % of traffic for 10 minutes."),
-    ActionKind("escalate", False, 900.0, 100.0,
+    ActionKind("escalate", "pipeline", 900.0, 100.0, NOT_PAGED, PAGE,
                "Page a human, who diagnoses and fixes most faults, slowly and expensively."),
 )
 KIND_INDEX = {k.name: i for i, k in enumerate(KINDS)}
@@ -117,18 +163,90 @@ class Action:
     stage: int  # stage index for per-stage actions, -1 otherwise
 
 
-def action_table(stages: list[str]) -> list[Action]:
-    """All actions for a pipeline of ``stages``, in action-space order."""
-    out = [Action(0, "noop", KIND_INDEX["noop"], -1)]
-    for kind in ("restart", "scale_up", "scale_down"):
-        for s, name in enumerate(stages):
-            out.append(Action(len(out), f"{kind}_{name}", KIND_INDEX[kind], s))
-    for kind in ("rollback", "retrain", "backfill", "switch_light", "switch_back", "shed_load",
-                 "escalate"):
-        out.append(Action(len(out), kind, KIND_INDEX[kind], -1))
+def action_table(stages: list[str], kinds: tuple[ActionKind, ...] = KINDS) -> list[Action]:
+    """All actions for a pipeline of ``stages``, in action-space order: the kinds in order, a
+    stage-targeted kind once per stage. A kind that pages (escalation) must come last."""
+    out: list[Action] = []
+    for i, k in enumerate(kinds):
+        if k.per_stage:
+            out += [Action(len(out), f"{k.name}_{name}", i, s) for s, name in enumerate(stages)]
+        else:
+            out.append(Action(len(out), k.name, i, -1))
     return out
 
 
-def heal_outcome(u: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Which heal attempts succeed: uniform draws ``u`` against probabilities ``p``."""
-    return u < p
+@compiled(inline="always")
+def mask_row(out, rule, stage, cost, free, paged, replicas, can_rollback, light, shedding,
+             remaining, max_replicas, min_replicas):
+    """The action mask of one pipeline into ``out`` (A,) int8: each action's rule (``rule``,
+    ``stage`` (-1: pipeline) and ``cost`` per action); ``remaining``: the cost budget left
+    (``inf``: none), above which no action but noop is allowed."""
+    for q in range(out.size):
+        r = rule[q]
+        if r == ALWAYS:
+            out[q] = 1
+            continue
+        if r == NOT_PAGED:
+            ok = not paged
+        else:
+            ok = free
+            if r == BELOW_MAX:
+                ok = ok and replicas[stage[q]] < max_replicas
+            elif r == ABOVE_MIN:
+                ok = ok and replicas[stage[q]] > min_replicas
+            elif r == CAN_ROLLBACK:
+                ok = ok and can_rollback
+            elif r == NOT_LIGHT:
+                ok = ok and not light
+            elif r == LIGHT:
+                ok = ok and light
+            elif r == NOT_SHEDDING:
+                ok = ok and not shedding
+        if cost[q] > remaining:
+            ok = False
+        out[q] = 1 if ok else 0
+
+
+@compiled()
+def _mask_rows(out, rule, stage, cost, free, paged, replicas, can_rollback, light, shedding,
+               remaining, max_replicas, min_replicas):
+    for i in range(out.shape[0]):
+        mask_row(out[i], rule, stage, cost, free[i], paged[i], replicas[i], can_rollback[i],
+                 light[i], shedding[i], remaining[i], max_replicas, min_replicas)
+
+
+def action_arrays(actions: list[Action], kinds: tuple[ActionKind, ...] = KINDS
+                  ) -> dict[str, np.ndarray]:
+    """Per-action arrays the compiled code reads: kind, stage, cost, duration, rule, effect."""
+    return {
+        "kind": np.array([a.kind for a in actions], np.int64),
+        "stage": np.array([a.stage for a in actions], np.int64),
+        "cost": np.array([kinds[a.kind].cost for a in actions], np.float64),
+        "duration": np.array([kinds[a.kind].duration_s for a in actions], np.float64),
+        "rule": np.array([kinds[a.kind].mask for a in actions], np.int64),
+        "effect": np.array([kinds[a.kind].effect for a in actions], np.int64),
+    }
+
+
+def action_mask(actions: list[Action], *, in_flight: Any, replicas: Any, can_rollback: Any,
+                light: Any, shedding: Any = False, paged: Any = False,
+                remaining: Any = np.inf) -> np.ndarray:
+    """:func:`mask_row` for numpy callers (serving, the offline tools): each argument a scalar
+    (one pipeline) or an (N,) array (``replicas``: (S,) or (N, S)); returns (A,) or (N, A)."""
+    from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS
+
+    reps = np.asarray(replicas, dtype=np.float64)
+    one = reps.ndim == 1
+    reps = np.atleast_2d(reps)
+    n = len(reps)
+
+    def col(x: Any, dtype: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)))
+
+    arr = action_arrays(actions)
+    out = np.zeros((n, len(actions)), dtype=np.int8)
+    _mask_rows(out, arr["rule"], arr["stage"], arr["cost"], col(~np.asarray(in_flight, bool),
+               np.bool_), col(paged, np.bool_), np.ascontiguousarray(reps),
+               col(can_rollback, np.bool_), col(light, np.bool_), col(shedding, np.bool_),
+               col(remaining, np.float64), float(MAX_REPLICAS), float(MIN_REPLICAS))
+    return out[0] if one else out

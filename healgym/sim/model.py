@@ -27,6 +27,7 @@ from healgym.sim.faults import (
     ERR,
     FAULT_NAMES,
     LAT,
+    METRICS,
     NULL,
     SCHEMA,
     SHIFT,
@@ -35,6 +36,7 @@ from healgym.sim.faults import (
     THR,
 )
 from healgym.sim.jit import compiled
+from healgym.sim.layout import ObsLayout
 from healgym.sim.replay import HI, LO, ReplaySource
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset, load_dataset
@@ -145,6 +147,7 @@ class PipelineModel:
     z_hi: np.ndarray
     base_cost: float
     fault_cols: dict[str, int]
+    layout: ObsLayout
     observation_space: spaces.Box
     action_space: spaces.Discrete
 
@@ -217,11 +220,8 @@ def build_model(
     actions = act.action_table(names)
     S = len(names)
     model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
-    n_obs = 7 * S + 11 + len(actions)
-    low = np.zeros(n_obs, dtype=np.float32)
-    high = np.ones(n_obs, dtype=np.float32)
-    low[: 6 * S], high[: 6 * S] = -Z_CLIP, Z_CLIP
-    high[7 * S + 2], high[7 * S + 5], high[7 * S + 6] = 10.0, 24.0, 10.0
+    layout = ObsLayout(tuple(names), tuple(METRICS), tuple(a.name for a in actions))
+    low, high = layout.bounds(Z_CLIP)
     med, inv = replay.median, 1.0 / replay.scale
     lat_limit = max(slo_cfg.latency_factor * med[model_stage, LAT], replay.q_hi[model_stage, LAT])
     thr_limit = min(slo_cfg.throughput_min_factor * med[-1, THR], replay.q_lo[-1, THR])
@@ -239,7 +239,7 @@ def build_model(
         z_lo=np.maximum((LO - med) * inv, -Z_CLIP), z_hi=np.minimum((HI - med) * inv, Z_CLIP),
         base_cost=S * DEFAULT_REPLICAS * REPLICA_COST_PER_H,
         fault_cols={name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))},
-        observation_space=spaces.Box(low, high, dtype=np.float32),
+        layout=layout, observation_space=spaces.Box(low, high, dtype=np.float32),
         action_space=spaces.Discrete(len(actions)),
     )
 
