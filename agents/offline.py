@@ -42,8 +42,7 @@ import pandas as pd
 from agents.policy import read_versioned_json
 from healgym.errors import HealgymError
 from healgym.sim import actions as act
-from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS, PipelineModel
-from healgym.sim.observation import CONTEXT_INDEX as CTX
+from healgym.sim.model import MAX_REPLICAS, PipelineModel
 from healgym.sim.observation import obs_violates_slo
 from healgym.sim.signals import observation_names
 
@@ -54,32 +53,16 @@ DATASET_VERSION = 1
 def mask_from_obs(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     """The env's action-mask rules on observations (N, n_obs) -> (N, n_actions) int8: scale
     limits from the replica fractions, rollback only when possible, light model switches, and
-    only noop / escalate while an action is in flight (load shedding's state is not observed:
-    allowed)."""
+    only noop / escalate while an action is in flight: the env's compiled mask
+    (:func:`healgym.sim.actions.action_mask`). Load shedding, a paged human and the budget are
+    not observed: not applied."""
     obs = np.atleast_2d(np.asarray(obs, dtype=float))
-    S = model.n_stages
-    base = 7 * S
-    reps = np.rint(obs[:, 6 * S: 7 * S] * MAX_REPLICAS)
-    in_flight = obs[:, base + CTX["action_in_flight"]] > 0.5
-    light = obs[:, base + CTX["light_model"]] > 0.5
-    m = np.ones((len(obs), len(model.actions)), dtype=np.int8)
-    for a in model.actions:
-        kind = act.KINDS[a.kind].name
-        ok = np.ones(len(obs), dtype=bool)
-        if kind == "scale_up":
-            ok = reps[:, a.stage] < MAX_REPLICAS
-        elif kind == "scale_down":
-            ok = reps[:, a.stage] > MIN_REPLICAS
-        elif kind == "rollback":
-            ok = obs[:, base + CTX["can_rollback"]] > 0.5
-        elif kind == "switch_light":
-            ok = ~light
-        elif kind == "switch_back":
-            ok = light
-        if kind not in ("noop", "escalate"):
-            ok = ok & ~in_flight
-        m[:, a.index] = ok
-    return m
+    lay = model.layout
+    return act.action_mask(
+        model.actions, in_flight=obs[:, lay.ctx("action_in_flight")] > 0.5,
+        replicas=np.rint(obs[:, lay.replicas.slice] * MAX_REPLICAS),
+        can_rollback=obs[:, lay.ctx("can_rollback")] > 0.5,
+        light=obs[:, lay.ctx("light_model")] > 0.5)
 
 
 @dataclass
@@ -113,10 +96,10 @@ def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
     when a violation clears that started within ``fast_resolution_s`` (``violation_start`` is
     its start time there, NaN elsewhere)."""
     r = model.reward
-    cost = np.array([act.KINDS[model.actions[a].kind].cost if a else 0.0 for a in actions])
+    cost = np.array([model.kinds[model.actions[a].kind].cost if a else 0.0 for a in actions])
     nxt = obs_violates_slo(model, next_obs)
     now = obs_violates_slo(model, obs)
-    cf = np.asarray(next_obs, dtype=float)[:, 7 * model.n_stages + CTX["cost_factor"]]
+    cf = np.asarray(next_obs, dtype=float)[:, model.layout.ctx("cost_factor")]
     reward = -r.action_cost_weight * cost - r.slo_violation_per_s * dt_s * nxt
     reward -= r.infra_cost_weight * model.base_cost * np.maximum(cf - 1.0, 0.0) * dt_s / 3600.0
     fast = now & ~nxt & np.isfinite(violation_start)

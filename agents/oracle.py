@@ -24,8 +24,9 @@ class OracleAgent:
         self.stages = list(model.stages)
         self.actions = list(model.actions)
         self.healing = model.healing
+        self.kinds = model.kinds
         self.cols = dict(model.fault_cols)
-        self.in_flight_index = 7 * len(self.stages) + 8
+        self.in_flight_index = model.layout.ctx("action_in_flight")
 
     def reset(self) -> None:
         pass
@@ -33,7 +34,7 @@ class OracleAgent:
     def score(self, action: act.Action, fault: str, stage: str) -> float:
         if action.stage >= 0 and self.stages[action.stage] != stage:
             return 0.0
-        kind = act.KINDS[action.kind]
+        kind = self.kinds[action.kind]
         p = float(self.healing[action.kind, self.cols.get(fault, self.cols["unknown"])])
         return p / (kind.duration_s + 10.0) - 1e-6 * kind.cost
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from agents.policy import Decision, read_versioned_json
-from healgym.errors import ConfigError, HealgymError
+from healgym.errors import ConfigError, HealgymError, did_you_mean
 from healgym.sim.faults import METRICS
+from healgym.sim.layout import CONTEXT, CONTEXT_INDEX, ObsLayout
 from healgym.sim.model import PipelineModel
 
 FORMAT = "healgym-qtable"
@@ -58,37 +59,46 @@ DEFAULT_FEATURES: tuple[Feature, ...] = (
     Feature("error_z", "max_z:error", (4.0,)),
     Feature("throughput_z", "min_z:throughput", (-4.0,)),
     Feature("resource_z", "max_z:resource", (6.0,)),
-    Feature("accuracy", "ctx:0", (0.85,)),
-    Feature("drift_psi", "ctx:2", (0.2,)),
-    Feature("data_quality", "max_ctx:3,4", (0.02,)),
-    Feature("staleness_h", "ctx:5", (0.25,)),
-    Feature("cost_factor", "ctx:6", (1.3,)),
+    Feature("accuracy", "ctx:accuracy", (0.85,)),
+    Feature("drift_psi", "ctx:drift_psi", (0.2,)),
+    Feature("data_quality", "max_ctx:null_rate,schema_error_rate", (0.02,)),
+    Feature("staleness_h", "ctx:staleness_h", (0.25,)),
+    Feature("cost_factor", "ctx:cost_factor", (1.3,)),
     Feature("in_flight", "inflight_action", ()),  # which action is in flight (0: none)
-    Feature("light_model", "ctx:9", (0.5,)),
+    Feature("light_model", "ctx:light_model", (0.5,)),
 )
 
 
 def feature_values(model: PipelineModel, obs: np.ndarray, source: str) -> np.ndarray:
-    """The raw value of a feature for a batch of observations (N, obs)."""
-    S = model.n_stages
-    z = obs[:, : S * M].reshape(len(obs), S, M)
-    ctx = obs[:, 7 * S:]
+    """The raw value of a feature for a batch of observations (N, obs). Context signals are
+    named (``ctx:accuracy``, :data:`healgym.sim.layout.CONTEXT`); Q-tables saved before
+    names gave their position (``ctx:0``), which still loads."""
+    lay = model.layout
+    z = lay.z_block(obs)
     if source == "worst_stage":
         return np.abs(z).max(axis=2).argmax(axis=1).astype(float)
     if source == "inflight_action":  # the last action while it is in flight, else 0 (noop)
-        last = ctx[:, 11:].argmax(axis=1)
-        return np.where(ctx[:, 8] > 0.5, last, 0).astype(float)
+        last = obs[:, lay.last.slice].argmax(axis=1)
+        return np.where(obs[:, lay.ctx("action_in_flight")] > 0.5, last, 0).astype(float)
     kind, _, arg = source.partition(":")
     groups = {"latency": [LAT], "error": [ERR], "throughput": [THR], "resource": [CPU, MEM]}
     if kind == "max_z":
         return z[:, :, groups[arg]].max(axis=(1, 2))
     if kind == "min_z":
         return z[:, :, groups[arg]].min(axis=(1, 2))
-    if kind == "ctx":
-        return ctx[:, int(arg)]
-    if kind == "max_ctx":
-        return ctx[:, [int(i) for i in arg.split(",")]].max(axis=1)
+    if kind in ("ctx", "max_ctx"):
+        cols = [_ctx_index(lay, name, source) for name in arg.split(",")]
+        return obs[:, cols].max(axis=1) if kind == "max_ctx" else obs[:, cols[0]]
     raise ConfigError(f"unknown feature source {source!r}")
+
+
+def _ctx_index(lay: ObsLayout, name: str, source: str) -> int:
+    if name.isdigit():  # a position (Q-tables saved before context signals had names)
+        return lay.context.start + int(name)
+    if name not in CONTEXT_INDEX:
+        raise ConfigError(f"feature source {source!r}: {name!r} is not a context signal."
+                          f"{did_you_mean(name, CONTEXT)} Known: {list(CONTEXT)}")
+    return lay.ctx(name)
 
 
 @dataclass

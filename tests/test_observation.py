@@ -7,26 +7,26 @@ import pytest
 
 from healgym.envs.pipeline_heal import PipelineHealEnv
 from healgym.sim.faults import METRICS
-from healgym.sim.model import MAX_REPLICAS
+from healgym.sim.model import MAX_REPLICAS, PipelineModel
 from healgym.sim.observation import CONTEXT, Signals, encode
 from healgym.sim.signals import decode, observation_names
 
 
-def signals_from(env: PipelineHealEnv, obs: np.ndarray) -> Signals:
+def signals_from(env: PipelineHealEnv | PipelineModel, obs: np.ndarray) -> Signals:
     """What a monitoring system would report for this observation, in dashboard units."""
-    m = env.model
+    m = env if isinstance(env, PipelineModel) else env.model
     d = decode(m, obs)
     raw = np.array([[d[f"{s}.{k}"] for k in METRICS] for s in m.stages])
-    S = m.n_stages
-    ctx = obs[7 * S: 7 * S + len(CONTEXT)]
+    ctx = dict(zip(CONTEXT, obs[m.layout.context.slice].tolist(), strict=True))
     return Signals(
         raw=raw, replicas=np.array([d[f"{s}.replicas"] for s in m.stages]),
-        accuracy=float(ctx[0]), drift_ks=float(ctx[1]), drift_psi=float(ctx[2]),
-        null_rate=float(ctx[3]), schema_error_rate=float(ctx[4]),
-        staleness_s=float(ctx[5]) * 3600, cost_factor=float(ctx[6]),
-        since_last_action_s=float(ctx[7]) * 3600, action_in_flight=bool(ctx[8]),
-        light_model=bool(ctx[9]), can_rollback=bool(ctx[10]),
-        last_action=int(obs[7 * S + len(CONTEXT):].argmax()))
+        accuracy=ctx["accuracy"], drift_ks=ctx["drift_ks"], drift_psi=ctx["drift_psi"],
+        null_rate=ctx["null_rate"], schema_error_rate=ctx["schema_error_rate"],
+        staleness_s=ctx["staleness_h"] * 3600, cost_factor=ctx["cost_factor"],
+        since_last_action_s=ctx["since_last_action_h"] * 3600,
+        action_in_flight=bool(ctx["action_in_flight"]), light_model=bool(ctx["light_model"]),
+        can_rollback=bool(ctx["can_rollback"]),
+        last_action=int(obs[m.layout.last.slice].argmax()))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -32,14 +32,13 @@ from healgym.sim.faults import (
     COMPILED,
     COST,
     LIBRARY,
-    METRICS,
     SHIFT,
     effect_factor,
     effects_at,
 )
+from healgym.sim.layout import CONTEXT_INDEX as CTX
 from healgym.sim.model import PipelineModel, ml_signals
-from healgym.sim.observation import CONTEXT, clip_z
-from healgym.sim.observation import CONTEXT_INDEX as CTX
+from healgym.sim.observation import clip_z
 
 FAULT_INDEX = {f.name: i for i, f in enumerate(LIBRARY)}
 NOISE_Z = 3.0  # |z| below this is healthy noise
@@ -61,10 +60,9 @@ def _ml_features(acc: float, psi: float, null: float, schema: float, stale_s: fl
 def observed_features(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     """The deviation from healthy an observation shows, in the space signatures live in."""
     obs = np.asarray(obs, dtype=float)
-    S, M = model.n_stages, len(METRICS)
-    z = obs[: S * M].copy()
+    z = obs[model.layout.z.slice].copy()
     z[np.abs(z) < NOISE_Z] = 0.0
-    c = obs[7 * S: 7 * S + len(CONTEXT)]
+    c = obs[model.layout.context.slice]
     acc = float(c[CTX["accuracy"]])
     if abs(acc - float(BASE[0])) < 0.03:  # the accuracy estimate's own noise
         acc = float(BASE[0])

@@ -14,7 +14,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from healgym.envs.state import INF, NATURAL, UNRESOLVED, State
+from healgym.envs.state import (
+    DRIFT_KS,
+    DRIFT_PSI,
+    INF,
+    NATURAL,
+    SP_FROM,
+    SP_ONSET,
+    SP_STAGE,
+    SP_TO,
+    UNRESOLVED,
+    State,
+)
 from healgym.sim.actions import (
     ADD_REPLICA,
     LIGHT_OFF,
@@ -32,7 +43,7 @@ from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
 from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT_INDEX
-from healgym.sim.model import ml_health
+from healgym.sim.model import H_ACC, H_COST, H_NULL, H_SCHEMA, H_SHIFT, H_STALE, ml_health
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -143,7 +154,7 @@ def clear(i, f, by, t, k, s, fast_s, fast_bonus):
     if inc < 0:
         return 0.0
     if by != NATURAL and sl.uid[i, f] == pl.replayed_uid[i]:
-        pl.splice[i, 1] = k
+        pl.splice[i, SP_FROM] = k
     ic.active[i, inc] -= 1
     if ic.active[i, inc] > 0 or not np.isnan(ic.resolved[i, inc]):
         return 0.0
@@ -336,15 +347,15 @@ def drift_checks(s, c, lo, hi):
         if j * c.drift_every != k[i]:
             continue
         w = np.int64(uniform(key[i], j, 3) * c.pool_size)
-        shift = ml_now[i, 4]
+        shift = ml_now[i, H_SHIFT]
         if shift != 0.0:
             ks, psi = shifted_scores(c.ref_sorted, c.ref_edges, c.ref_frac, c.pool_windows[w],
                                      shift)
-            drift[i, 0] = ks
-            drift[i, 1] = psi
+            drift[i, DRIFT_KS] = ks
+            drift[i, DRIFT_PSI] = psi
         else:
-            drift[i, 0] = c.healthy_ks[w]
-            drift[i, 1] = c.healthy_psi[w]
+            drift[i, DRIFT_KS] = c.healthy_ks[w]
+            drift[i, DRIFT_PSI] = c.healthy_psi[w]
 
 
 @compiled(nogil=True)
@@ -382,8 +393,9 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 zf[j] = (v0[j] * (1.0 - w) + v1[j] * w) * zai[j] + zbi[j]
             for j in range(SM):
                 out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
-        if splice[i, 1] >= 0 and splice[i, 1] <= k[i] < splice[i, 2]:
-            sd, frm, to, onset_k = splice[i, 0], splice[i, 1], splice[i, 2], splice[i, 3]
+        if splice[i, SP_FROM] >= 0 and splice[i, SP_FROM] <= k[i] < splice[i, SP_TO]:
+            sd, frm, to = splice[i, SP_STAGE], splice[i, SP_FROM], splice[i, SP_TO]
+            onset_k = splice[i, SP_ONSET]
             first = max(onset_k - (to - frm), 0)
             src = min(first + (k[i] - frm), max(onset_k - 1, 0))
             pos2 = (src - k0[i]) * c.dt / c.step_seconds
@@ -399,15 +411,15 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         for d in range(S):
             if zf[d * M + c.err] > c.err_limit_z[d]:
                 metric_violation = True
-        acc, null, schema, stale, cost_mult = (ml_now[i, 0], ml_now[i, 1], ml_now[i, 2],
-                                               ml_now[i, 3], ml_now[i, 5])
+        acc, null, schema = ml_now[i, H_ACC], ml_now[i, H_NULL], ml_now[i, H_SCHEMA]
+        stale, cost_mult = ml_now[i, H_STALE], ml_now[i, H_COST]
         acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
         rsum = 0
         for d in range(S):
             rsum += replicas[i, d]
         cost = float(rsum) * c.replica_cost * cost_mult
         cost_factor = cost / c.base_cost
-        ks_v, psi_v = drift[i, 0], drift[i, 1]
+        ks_v, psi_v = drift[i, DRIFT_KS], drift[i, DRIFT_PSI]
         violated = (metric_violation or acc < c.slo_acc or stale > c.slo_stale
                     or null > c.slo_null or schema > c.slo_schema or cost_factor > c.slo_cost)
         for d in range(S):
@@ -550,11 +562,11 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
         ac.invalid[i] = 0
         ac.ineffective[i] = 0
         ic.watch[i] = False
-        pl.drift[i, 0] = 0.0
-        pl.drift[i, 1] = 0.0
+        for x in range(pl.drift.shape[1]):
+            pl.drift[i, x] = 0.0
         sl.dirty[i] = True
         ef.stable[i] = -INF
-        for x in range(4):
+        for x in range(pl.splice.shape[1]):
             pl.splice[i, x] = -1
         pl.replayed_uid[i] = -1
         ac.mask_dirty[i] = True
@@ -563,9 +575,9 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
             end = (ec.win[w, 2] - ec.win[w, 0]) * ec.replay_step
             if add_instance(i, c.carrier_kind, ec.win[w, 3], 0.0, onset, c.src_replay, -1, end,
                             ec.win[w, 4], True, s, c):
-                pl.splice[i, 0] = ec.win[w, 3]
-                pl.splice[i, 2] = np.int64(np.rint(end / c.dt))
-                pl.splice[i, 3] = np.int64(np.rint(onset / c.dt))
+                pl.splice[i, SP_STAGE] = ec.win[w, 3]
+                pl.splice[i, SP_TO] = np.int64(np.rint(end / c.dt))
+                pl.splice[i, SP_ONSET] = np.int64(np.rint(onset / c.dt))
                 pl.replayed_uid[i] = sl.next_uid[i]
 
 

@@ -15,13 +15,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from healgym.envs.state import DRIFT_KS, DRIFT_PSI
 from healgym.envs.vector import PipelineHealVectorEnv
 from healgym.errors import ConfigError
 from healgym.sim import rng as crng
 from healgym.sim.chaos import ChaosConfig, Scenario
 from healgym.sim.episode import next_key, seed_key
 from healgym.sim.faults import METRICS
-from healgym.sim.model import REPLICA_COST_PER_H, default_dataset, hops_from_edges
+from healgym.sim.model import HEALTH, REPLICA_COST_PER_H, default_dataset, hops_from_edges
 from healgym.sim.replay import HI, LO
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset
@@ -52,7 +53,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     penalty.
 
     ## Observation Space
-    ``Box(float32)`` of size ``7 * S + 11 + n_actions``:
+    ``Box(float32)`` of size ``7 * S + 11 + n_actions`` (M = 6 metrics), laid out by
+    ``env.model.layout`` (:class:`healgym.sim.layout.ObsLayout`), the one place offsets are
+    computed:
 
     | index | meaning | min | max |
     |---|---|---|---|
@@ -102,6 +105,9 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     * ``replay_incidents``: start episodes around the dataset's labelled fault windows and track
       them as incidents (the fault is in the real data; healing it splices healthy data in).
     * ``episode_steps``: the episode length when the env is built without ``gymnasium.make``.
+    * ``action_kinds``: a table of :class:`healgym.sim.actions.ActionKind` in place of the
+      built-in one (each kind: target, duration, cost, mask rule, effect); heal with it through
+      ``healing_matrix``. The observation's layout follows (:class:`healgym.sim.layout.ObsLayout`).
 
     ## Version History
     * v0: initial release.
@@ -123,6 +129,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         episode_steps: int = 360,
         drift_period_s: float = 60.0,
         time_range: tuple[float, float] | list[float] = (0.0, 1.0),
+        action_kinds: tuple[Any, ...] | None = None,
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -134,7 +141,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             step_seconds=step_seconds, chaos=chaos, scenario=scenario,
             replay_incidents=replay_incidents, reward=reward, slo=slo,
             healing_matrix=healing_matrix, episode_steps=episode_steps,
-            drift_period_s=drift_period_s, time_range=time_range, num_threads=1)
+            drift_period_s=drift_period_s, time_range=time_range,
+            action_kinds=action_kinds, num_threads=1)
         self.model = m = self._core.model
         self.observation_space = m.observation_space
         self.action_space = m.action_space
@@ -261,14 +269,16 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     def ml_health(self) -> dict[str, float]:
         """Current true ML health signals (the observation holds their estimates)."""
         c = self._core.state
-        accuracy, null_rate, schema, stale, shift, cost_mult = c.effects.ml_now[0].tolist()
+        h = dict(zip(HEALTH, c.effects.ml_now[0].tolist(), strict=True))
+        accuracy, null_rate, schema = h["accuracy"], h["null_rate"], h["schema_error_rate"]
+        stale, shift, cost_mult = h["staleness_s"], h["covariate_shift"], h["cost_mult"]
         cost = float(c.pipeline.replicas[0].sum()) * REPLICA_COST_PER_H * cost_mult
         return {
             "accuracy": accuracy, "covariate_shift": shift, "null_rate": null_rate,
             "schema_error_rate": schema, "staleness_s": stale,
             "cost_factor": cost / self.model.base_cost,
-            "drift_ks": float(c.pipeline.drift[0, 0]),
-            "drift_psi": float(c.pipeline.drift[0, 1]),
+            "drift_ks": float(c.pipeline.drift[0, DRIFT_KS]),
+            "drift_psi": float(c.pipeline.drift[0, DRIFT_PSI]),
         }
 
     @property

@@ -23,12 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from healgym.sim.model import DEFAULT_REPLICAS, F_MAX, I_MAX
+from healgym.sim.model import DEFAULT_REPLICAS, F_MAX, HEALTH, I_MAX
 
 INF = np.inf
 NATURAL = -1  # an incident resolved by its natural end (``incidents.by``)
 UNRESOLVED = -2
 N_FAULT_PER_INCIDENT = 4
+# the columns of the small per-env tables
+DRIFT_KS, DRIFT_PSI = 0, 1  # pipeline.drift
+SP_STAGE, SP_FROM, SP_TO, SP_ONSET = range(4)  # pipeline.splice (steps)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ FIELDS: tuple[Field, ...] = (
     _F("pipeline", "n_faults", np.int64, ("N",), 0, "active faults (ground truth)"),
     _F("effects", "za", np.float64, ("N", "SM"), 1.0, "z = base * za + zb (set by the env)"),
     _F("effects", "zb", np.float64, ("N", "SM"), 0.0, "z = base * za + zb (set by the env)"),
-    _F("effects", "ml_now", np.float64, ("N", 6), 0.0, "ML health now (model.ml_health)"),
+    _F("effects", "ml_now", np.float64, ("N", len(HEALTH)), 0.0,
+       "ML health now (model.ml_health; columns model.HEALTH)"),
     _F("effects", "stable", np.float64, ("N",), -INF, "effects hold until, s", -INF),
 )
 

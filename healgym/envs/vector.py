@@ -136,6 +136,7 @@ class PipelineHealVectorEnv(VectorEnv):
         episode_steps: int = 360,
         drift_period_s: float = 60.0,
         time_range: tuple[float, float] | list[float] = (0.0, 1.0),
+        action_kinds: tuple[Any, ...] | None = None,
         render_mode: str | None = None,
         num_threads: int | None = None,
     ) -> None:
@@ -151,7 +152,8 @@ class PipelineHealVectorEnv(VectorEnv):
             scenario=scenario, replay_incidents=replay_incidents, reward=reward, slo=slo,
             healing_matrix=healing_matrix,
             episode_steps=int(max_episode_steps) if max_episode_steps else episode_steps,
-            drift_period_s=drift_period_s, time_range=time_range)
+            drift_period_s=drift_period_s, time_range=time_range,
+            action_kinds=action_kinds)
         self.num_envs = N = int(num_envs)
         self.max_episode_steps = max_episode_steps
         self.render_mode = None
@@ -561,7 +563,7 @@ KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[m
 
 def escalate_index(m: PipelineModel) -> int:
     """The paging action's index: it runs beside the action in flight, in its own slot."""
-    pages = [a.index for a in m.actions if act.KINDS[a.kind].effect == act.PAGE]
+    pages = [a.index for a in m.actions if m.kinds[a.kind].effect == act.PAGE]
     if len(pages) != 1:
         raise ConfigError(f"the action table needs exactly one paging action, has {len(pages)}")
     return pages[0]
@@ -573,7 +575,7 @@ def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
 
     T = COMPILED
     r, slo = m.reward, m.slo
-    arrays = act.action_arrays(m.actions)
+    arrays = act.action_arrays(m.actions, m.kinds)
     fields: dict[str, Any] = {
         "a_kind": arrays["kind"], "a_stage": arrays["stage"], "a_cost": arrays["cost"],
         "a_dur": arrays["duration"], "a_rule": arrays["rule"], "a_effect": arrays["effect"],

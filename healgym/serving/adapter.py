@@ -23,7 +23,6 @@ from healgym.serving.guardrails import Guard, action_infos
 from healgym.serving.metrics import AdapterMetrics
 from healgym.serving.observe import AdapterState, Observer
 from healgym.sim import actions as act
-from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS
 from healgym.sim.observation import Signals, encode, slo_violated
 
 
@@ -65,12 +64,13 @@ class Adapter:
             start = getattr(wrapped.actuator, "start", None)
             if callable(start):  # actuators that manage processes start them with the adapter
                 start()
-        unknown = set(conf.durations_s) - set(act.KIND_INDEX)
+        self.kinds = {k.name: k for k in model.kinds}
+        unknown = set(conf.durations_s) - set(self.kinds)
         if unknown:
             from healgym.errors import ConfigError
 
             raise ConfigError(f"durations_s: unknown action kinds {sorted(unknown)}; use "
-                              f"{list(act.KIND_INDEX)}")
+                              f"{list(self.kinds)}")
         if conf.human.on_timeout not in self.names:
             from healgym.errors import ConfigError
 
@@ -97,30 +97,21 @@ class Adapter:
         self.metrics.alerts.inc()
 
     def mask(self, s: Signals, now: float | None = None) -> np.ndarray:
-        """Actions possible now: the env's rules (scale limits, rollback, light model, nothing
-        but escalation while an action is in flight), and only actions an actuator can carry
-        out."""
-        m = np.zeros(len(self.infos), dtype=np.int8)
+        """Actions possible now: the env's own compiled mask (:func:`healgym.sim.actions.
+        mask_row`: scale limits, rollback, light model, load shedding, a paged human, the cost
+        budget, nothing but escalation while an action is in flight), and only actions an
+        actuator can carry out."""
+        st = self.state
+        budget = self.model.reward.cost_budget
+        m = act.action_mask(
+            self.model.actions, in_flight=s.action_in_flight, replicas=s.replicas,
+            can_rollback=s.can_rollback, light=s.light_model,
+            shedding=now is not None and now < st.shedding_until,
+            paged=now is not None and now < st.paged_until,
+            remaining=np.inf if budget is None else budget - st.spent, kinds=self.model.kinds)
         for a in self.infos:
             if a.kind != "noop" and a.name not in self.actuators:
-                continue
-            ok = True
-            if a.target != "pipeline":
-                reps = float(s.replicas[self.model.stages.index(a.target)])
-                ok = (a.kind != "scale_up" or reps < MAX_REPLICAS) and \
-                    (a.kind != "scale_down" or reps > MIN_REPLICAS)
-            elif a.kind == "rollback":
-                ok = s.can_rollback
-            elif a.kind == "switch_light":
-                ok = not s.light_model
-            elif a.kind == "switch_back":
-                ok = s.light_model
-            if s.action_in_flight and a.kind != "escalate":
-                ok = False  # as in the env: only noop or escalate while an action is in flight
-            if a.kind == "escalate" and now is not None and now < self.state.paged_until:
-                ok = False  # a human is already paged
-            m[a.index] = int(ok)
-        m[0] = 1
+                m[a.index] = 0
         return m
 
     # ------------------------------------------------------------------ the loop
@@ -216,12 +207,16 @@ class Adapter:
             return result
         self.guard.record(action, now)
         self.state.last_action, self.state.last_action_t = action, now
-        duration = self.conf.durations_s.get(
-            info.kind, act.KINDS[act.KIND_INDEX[info.kind]].duration_s)
-        if info.kind == "escalate":  # as in the env: a paged human works alongside actions
+        kind = self.kinds[info.kind]
+        duration = self.conf.durations_s.get(info.kind, kind.duration_s)
+        effect = kind.effect
+        self.state.spent += info.cost
+        if effect == act.PAGE:  # as in the env: a paged human works alongside actions
             self.state.paged_until = now + duration
         else:
             self.state.in_flight_until = now + duration
+        if effect == act.SHED:
+            self.state.shedding_until = now + act.SHED_SECONDS
         if info.kind in ("switch_light", "switch_back"):
             self.state.light_model = info.kind == "switch_light"
         if self.incident is not None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from healgym.serving.config import GuardConf
-from healgym.sim import actions as act
 
 RISK_ORDER = {"low": 0, "medium": 1, "high": 2, "never": 3}
 #: Default risk per action kind (guard.risk overrides, by action or kind name).
@@ -39,7 +38,7 @@ class ActionInfo:
 def action_infos(model: Any) -> list[ActionInfo]:
     out = []
     for a in model.actions:
-        kind = act.KINDS[a.kind]
+        kind = model.kinds[a.kind]
         out.append(ActionInfo(a.index, a.name, kind.name,
                               model.stages[a.stage] if a.stage >= 0 else "pipeline",
                               float(kind.cost)))

@@ -121,6 +121,8 @@ class AdapterState:
     last_action_t: float = -math.inf
     in_flight_until: float = -math.inf
     paged_until: float = -math.inf  # an escalation is with a human until then
+    shedding_until: float = -math.inf  # load is shed until then
+    spent: float = 0.0  # the cost of the actions taken (against the reward's cost_budget)
     light_model: bool = False
     can_rollback: bool = False
     replicas: dict[str, float] = field(default_factory=dict)

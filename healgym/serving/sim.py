@@ -28,7 +28,6 @@ from healgym.serving.config import ActuatorConf, ServeConf, SourceConf
 from healgym.serving.decision_log import DecisionLog
 from healgym.serving.observe import PIPELINE, Key, Observer, Sample
 from healgym.sim.faults import METRICS
-from healgym.sim.observation import CONTEXT
 from healgym.sim.signals import decode
 
 
@@ -63,7 +62,7 @@ class SimPipeline:
     def can_rollback(self) -> bool:
         if self.obs is None:
             raise RuntimeError("SimPipeline: reset() before reading it")
-        return bool(self.obs[7 * self.model.n_stages + CONTEXT.index("can_rollback")] > 0.5)
+        return bool(self.obs[self.model.layout.ctx("can_rollback")] > 0.5)
 
     # the Source protocol
     def read(self, stages: list[str]) -> dict[Key, Sample]:

@@ -122,13 +122,15 @@ DEFAULT_HEALING: dict[str, dict[str, float]] = {
 }
 
 
-def healing_matrix(overrides: dict[str, dict[str, float]] | None = None) -> np.ndarray:
+def healing_matrix(overrides: dict[str, dict[str, float]] | None = None,
+                   kinds: tuple[ActionKind, ...] = KINDS) -> np.ndarray:
     """The (kinds x faults) success-probability matrix; columns follow FAULT_NAMES + 'unknown'.
 
     ``overrides`` replaces rows of the default, e.g. ``{"process_crash": {"restart": 1.0}}``
-    (a fault's given row replaces its whole default row).
+    (a fault's given row replaces its whole default row). Rows follow ``kinds``.
     """
     faults = (*FAULT_NAMES, "unknown")
+    index = {k.name: i for i, k in enumerate(kinds)}
     table = dict(DEFAULT_HEALING)
     for fault, row in (overrides or {}).items():
         if fault not in faults:
@@ -137,10 +139,10 @@ def healing_matrix(overrides: dict[str, dict[str, float]] | None = None) -> np.n
                 f"Known faults: {list(faults)}"
             )
         for kind, p in row.items():
-            if kind not in KIND_INDEX:
+            if kind not in index:
                 raise ConfigError(
                     f"healing_matrix[{fault!r}]: unknown action {kind!r}."
-                    f"{did_you_mean(kind, KIND_INDEX)} Known actions: {list(KIND_INDEX)}"
+                    f"{did_you_mean(kind, index)} Known actions: {list(index)}"
                 )
             if not 0.0 <= float(p) <= 1.0:
                 raise ConfigError(
@@ -148,10 +150,11 @@ def healing_matrix(overrides: dict[str, dict[str, float]] | None = None) -> np.n
                     "[0, 1]"
                 )
         table[fault] = dict(row)
-    matrix = np.zeros((len(KINDS), len(faults)))
+    matrix = np.zeros((len(kinds), len(faults)))
     for j, fault in enumerate(faults):
         for kind, p in table.get(fault, {}).items():
-            matrix[KIND_INDEX[kind], j] = float(p)
+            if kind in index:  # a default row may name a kind this model leaves out
+                matrix[index[kind], j] = float(p)
     return matrix
 
 
@@ -168,10 +171,8 @@ def action_table(stages: list[str], kinds: tuple[ActionKind, ...] = KINDS) -> li
     stage-targeted kind once per stage. A kind that pages (escalation) must come last."""
     out: list[Action] = []
     for i, k in enumerate(kinds):
-        if k.per_stage:
-            out += [Action(len(out), f"{k.name}_{name}", i, s) for s, name in enumerate(stages)]
-        else:
-            out.append(Action(len(out), k.name, i, -1))
+        for s, name in enumerate(stages) if k.per_stage else [(-1, "")]:
+            out.append(Action(len(out), f"{k.name}_{name}" if s >= 0 else k.name, i, s))
     return out
 
 
@@ -215,6 +216,30 @@ def _mask_rows(out, rule, stage, cost, free, paged, replicas, can_rollback, ligh
                  light[i], shedding[i], remaining[i], max_replicas, min_replicas)
 
 
+def validate_kinds(kinds: tuple[ActionKind, ...]) -> tuple[ActionKind, ...]:
+    """Check an action-kind table: noop first, one paging kind, last, known rules and effects."""
+    kinds = tuple(kinds)
+    names = [k.name for k in kinds]
+    problems = []
+    if not kinds or kinds[0].mask != ALWAYS or kinds[0].effect != NO_EFFECT:
+        problems.append("the first kind must be noop (mask 'always', no effect)")
+    pages = [k.name for k in kinds if k.effect == PAGE]
+    if len(pages) != 1 or kinds[-1].effect != PAGE:
+        problems.append(f"exactly one kind, the last, must page a human (found {pages})")
+    if len(set(names)) != len(names):
+        problems.append(f"duplicate kind names in {names}")
+    for k in kinds:
+        if k.target not in ("stage", "pipeline"):
+            problems.append(f"{k.name}: target {k.target!r} is not 'stage' or 'pipeline'")
+        if not 0 <= k.mask < len(MASK_RULES) or not 0 <= k.effect < len(EFFECTS):
+            problems.append(f"{k.name}: mask {k.mask!r} / effect {k.effect!r} unknown")
+        if k.effect in (RESTARTING, ADD_REPLICA, REMOVE_REPLICA) and k.target != "stage":
+            problems.append(f"{k.name}: effect {EFFECTS[k.effect]!r} needs target 'stage'")
+    if problems:
+        raise ConfigError("action kinds: " + "; ".join(problems))
+    return kinds
+
+
 def action_arrays(actions: list[Action], kinds: tuple[ActionKind, ...] = KINDS
                   ) -> dict[str, np.ndarray]:
     """Per-action arrays the compiled code reads: kind, stage, cost, duration, rule, effect."""
@@ -230,7 +255,7 @@ def action_arrays(actions: list[Action], kinds: tuple[ActionKind, ...] = KINDS
 
 def action_mask(actions: list[Action], *, in_flight: Any, replicas: Any, can_rollback: Any,
                 light: Any, shedding: Any = False, paged: Any = False,
-                remaining: Any = np.inf) -> np.ndarray:
+                remaining: Any = np.inf, kinds: tuple[ActionKind, ...] = KINDS) -> np.ndarray:
     """:func:`mask_row` for numpy callers (serving, the offline tools): each argument a scalar
     (one pipeline) or an (N,) array (``replicas``: (S,) or (N, S)); returns (A,) or (N, A)."""
     from healgym.sim.model import MAX_REPLICAS, MIN_REPLICAS
@@ -243,7 +268,7 @@ def action_mask(actions: list[Action], *, in_flight: Any, replicas: Any, can_rol
     def col(x: Any, dtype: Any) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=dtype), (n,)))
 
-    arr = action_arrays(actions)
+    arr = action_arrays(actions, kinds)
     out = np.zeros((n, len(actions)), dtype=np.int8)
     _mask_rows(out, arr["rule"], arr["stage"], arr["cost"], col(~np.asarray(in_flight, bool),
                np.bool_), col(paged, np.bool_), np.ascontiguousarray(reps),

@@ -148,6 +148,7 @@ class PipelineModel:
     base_cost: float
     fault_cols: dict[str, int]
     layout: ObsLayout
+    kinds: tuple[act.ActionKind, ...]  # rows of the healing matrix; Action.kind indexes them
     observation_space: spaces.Box
     action_space: spaces.Discrete
 
@@ -182,6 +183,7 @@ def build_model(
     episode_steps: int = 360,
     drift_period_s: float = 60.0,
     time_range: tuple[float, float] | list[float] = (0.0, 1.0),
+    action_kinds: tuple[act.ActionKind, ...] | None = None,
 ) -> PipelineModel:
     if step_seconds <= 0:
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
@@ -217,7 +219,8 @@ def build_model(
         raise ConfigError(f"replay_incidents=True, but dataset {ds.metadata.get('name')!r} has no "
                           "labelled fault windows for the replayed stages")
     reward_cfg, slo_cfg = RewardConfig.from_value(reward), SLOConfig.from_value(slo)
-    actions = act.action_table(names)
+    kinds = act.KINDS if action_kinds is None else act.validate_kinds(tuple(action_kinds))
+    actions = act.action_table(names, kinds)
     S = len(names)
     model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
     layout = ObsLayout(tuple(names), tuple(METRICS), tuple(a.name for a in actions))
@@ -230,9 +233,9 @@ def build_model(
         hops=hops, dt=float(step_seconds), episode_steps=int(episode_steps),
         drift_every=max(1, int(round(drift_period_s / step_seconds))),
         chaos=ChaosConfig.from_value(chaos), scenario=scen, replay_incidents=bool(replay_incidents),
-        reward=reward_cfg, slo=slo_cfg, healing=act.healing_matrix(healing_matrix),
-        actions=actions, model_stage=model_stage, drift=default_drift_pool(), median=med,
-        inv_scale=inv,
+        reward=reward_cfg, slo=slo_cfg, healing=act.healing_matrix(healing_matrix, kinds),
+        kinds=kinds, actions=actions, model_stage=model_stage, drift=default_drift_pool(),
+        median=med, inv_scale=inv,
         lat_limit_z=float((lat_limit - med[model_stage, LAT]) * inv[model_stage, LAT]),
         thr_limit_z=float((thr_limit - med[-1, THR]) * inv[-1, THR]),
         err_limit_z=(slo_cfg.error_rate_max - med[:, ERR]) * inv[:, ERR],
@@ -250,16 +253,22 @@ def affine(model: PipelineModel, factor: np.ndarray, add: np.ndarray
     return factor * model.inv_scale, (add - model.median) * model.inv_scale
 
 
+#: The columns of the ML health :func:`ml_health` writes (``effects.ml_now`` in the env).
+HEALTH = ("accuracy", "null_rate", "schema_error_rate", "staleness_s", "covariate_shift",
+          "cost_mult")
+H_ACC, H_NULL, H_SCHEMA, H_STALE, H_SHIFT, H_COST = range(len(HEALTH))
+
+
 @compiled(inline="always")
 def ml_health(ml, out):
     """The true ML health from ML effects ``ml`` (K,) into ``out`` (6,): accuracy, null rate,
     schema error rate, staleness (s), covariate shift, cost multiplier."""
-    out[0] = min(max(BASE_ACCURACY + ml[ACC], 0.0), 1.0)
-    out[1] = min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0)
-    out[2] = min(max(ml[SCHEMA], 0.0), 1.0)
-    out[3] = max(BASE_STALENESS_S + ml[STALE], 0.0)
-    out[4] = ml[SHIFT]
-    out[5] = max(1.0 + ml[COST], 0.0)
+    out[H_ACC] = min(max(BASE_ACCURACY + ml[ACC], 0.0), 1.0)
+    out[H_NULL] = min(max(BASE_NULL_RATE + ml[NULL], 0.0), 1.0)
+    out[H_SCHEMA] = min(max(ml[SCHEMA], 0.0), 1.0)
+    out[H_STALE] = max(BASE_STALENESS_S + ml[STALE], 0.0)
+    out[H_SHIFT] = ml[SHIFT]
+    out[H_COST] = max(1.0 + ml[COST], 0.0)
 
 
 @compiled()
@@ -270,6 +279,6 @@ def _ml_health(ml, out):
 def ml_signals(ml: np.ndarray) -> tuple[float, float, float, float]:
     """(accuracy, null rate, schema error rate, staleness s) from ML effects (K,): the env's
     own :func:`ml_health`."""
-    out = np.empty(6)
+    out = np.empty(len(HEALTH))
     _ml_health(np.ascontiguousarray(ml, dtype=np.float64), out)
-    return float(out[0]), float(out[1]), float(out[2]), float(out[3])
+    return float(out[H_ACC]), float(out[H_NULL]), float(out[H_SCHEMA]), float(out[H_STALE])

@@ -6,9 +6,8 @@ serving adapter builds the same observation from real metrics with :func:`encode
 trained against. A test decodes the env's own observations to raw signals and encodes them
 again, and requires the same vector: training and serving cannot drift apart.
 
-Layout (see the env's Observation Space table and
-:func:`healgym.sim.signals.observation_names`): per-stage metric z-scores (stage-major), replicas
-/ MAX_REPLICAS, the 11 ML and context signals, the last action one-hot.
+Layout: :class:`healgym.sim.layout.ObsLayout` (``model.layout``): per-stage metric z-scores
+(stage-major), replicas / MAX_REPLICAS, the ML and context signals, the last action one-hot.
 """
 
 from __future__ import annotations
@@ -18,14 +17,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from healgym.sim.faults import METRICS
+from healgym.sim.layout import CONTEXT, CONTEXT_HIGH, CONTEXT_INDEX, ObsLayout
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 
-#: The ML and context signals, in observation order, with their ranges.
-CONTEXT = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
-           "staleness_h", "cost_factor", "since_last_action_h", "action_in_flight",
-           "light_model", "can_rollback")
-CONTEXT_INDEX = {name: i for i, name in enumerate(CONTEXT)}
-CONTEXT_HIGH = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0)
+__all__ = ["CONTEXT", "CONTEXT_INDEX", "Signals", "clip_z", "encode", "metric_z",
+           "obs_violates_slo", "pack_tail", "slo_violated"]
 
 
 def clip_z(model: PipelineModel, z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -39,15 +35,13 @@ def metric_z(model: PipelineModel, raw: np.ndarray) -> np.ndarray:
     return clip_z(model, (np.asarray(raw, dtype=float) - model.median) * model.inv_scale)
 
 
-def pack_tail(obs: np.ndarray, n_stages: int, replica_frac: np.ndarray,
+def pack_tail(obs: np.ndarray, layout: ObsLayout, replica_frac: np.ndarray,
               context: tuple[float, ...] | np.ndarray, last_action: int) -> None:
     """Write replicas, the context signals and the last action into ``obs`` (in place)."""
-    S = n_stages
-    i = 7 * S
-    obs[6 * S: i] = replica_frac
-    obs[i: i + len(CONTEXT)] = context
-    obs[i + len(CONTEXT):] = 0.0
-    obs[i + len(CONTEXT) + last_action] = 1.0
+    obs[layout.replicas.slice] = replica_frac
+    obs[layout.context.slice] = context
+    obs[layout.last.slice] = 0.0
+    obs[layout.last.start + last_action] = 1.0
 
 
 @dataclass
@@ -88,10 +82,9 @@ def encode(model: PipelineModel, s: Signals) -> np.ndarray:
         raise ValueError(f"raw metrics have shape {raw.shape}, this pipeline needs ({S}, {M}) "
                          f"(stages {model.stages}, metrics {list(METRICS)})")
     obs = np.zeros(model.n_obs, dtype=np.float32)
-    obs[: S * M] = metric_z(model, raw).ravel()
+    obs[model.layout.z.slice] = metric_z(model, raw).ravel()
     replica_frac = np.clip(np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, 0.0, 1.0)
-    pack_tail(obs, S, replica_frac, s.context(),
-              int(s.last_action))
+    pack_tail(obs, model.layout, replica_frac, s.context(), int(s.last_action))
     return obs
 
 
@@ -116,9 +109,8 @@ def obs_violates_slo(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     from healgym.sim.faults import ERR, LAT, THR
 
     obs = np.atleast_2d(np.asarray(obs, dtype=float))
-    S, M = model.n_stages, len(METRICS)
-    z = obs[:, : S * M].reshape(len(obs), S, M)
-    ctx = obs[:, 7 * S: 7 * S + len(CONTEXT)]
+    z = model.layout.z_block(obs)
+    ctx = obs[:, model.layout.context.slice]
     slo = model.slo
     c = {k: ctx[:, i] for k, i in CONTEXT_INDEX.items()}
     return ((z[:, model.model_stage, LAT] > model.lat_limit_z) | (z[:, -1, THR] < model.thr_limit_z)

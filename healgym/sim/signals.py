@@ -11,11 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from healgym.sim.faults import METRICS
+from healgym.sim.layout import CONTEXT as ML_NAMES
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
-
-ML_NAMES = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
-            "staleness_h", "cost_factor", "since_last_action_h", "action_in_flight",
-            "light_model", "can_rollback")
 
 
 def signal_names(model: PipelineModel) -> list[str]:
@@ -29,15 +26,13 @@ def observation_names(model: PipelineModel) -> list[str]:
     """The name of every observation index, in order: the observation's layout (see the
     env's Observation Space table). Exported policies record it, so a policy is never run on
     observations laid out differently from those it was trained on."""
-    names = [f"{s}.{m}_z" for s in model.stages for m in METRICS]
-    names += [f"{s}.replicas_frac" for s in model.stages]
-    return names + list(ML_NAMES) + [f"last_action={a}" for a in model.action_names]
+    return model.layout.names()
 
 
 def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
     """Named signals of one observation."""
-    S, M = model.n_stages, len(METRICS)
-    z = np.asarray(obs[: S * M], dtype=float).reshape(S, M)
+    lay = model.layout
+    z = lay.z_block(np.asarray(obs, dtype=float))
     raw = z * model.replay.scale + model.median
     ratio = raw / np.where(model.median != 0, model.median, 1.0)
     out: dict[str, float] = {}
@@ -45,8 +40,8 @@ def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
         for j, m in enumerate(METRICS):
             out[f"{s}.{m}"] = float(raw[i, j])
             out[f"{s}.{m}_ratio"] = float(ratio[i, j])
-        out[f"{s}.replicas"] = float(obs[6 * S + i] * MAX_REPLICAS)
-    for k, name in enumerate(ML_NAMES):
-        out[name] = float(obs[7 * S + k])
+        out[f"{s}.replicas"] = float(obs[lay.replicas.start + i] * MAX_REPLICAS)
+    for name in ML_NAMES:
+        out[name] = float(obs[lay.ctx(name)])
     out["staleness_s"] = out["staleness_h"] * 3600.0
     return out
