@@ -56,6 +56,47 @@ class ConfigError(HealgymError):
     """A mapping file, scenario file or environment argument is invalid."""
 
 
+class ServingError(HealgymError):
+    """A request to the serving adapter cannot be carried out (mapped to an HTTP status in one
+    place, :mod:`healgym.serving.api`)."""
+
+    status = 400
+
+
+class UnknownDecision(ServingError, KeyError):
+    """No decision has this id."""
+
+    status = 404
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NotPending(ServingError, LookupError):
+    """The decision is not waiting for a human (already approved, rejected or acted)."""
+
+    status = 409
+
+
+class InvalidAction(ServingError, ValueError):
+    """The action, operator or reason of a request is not acceptable."""
+
+    status = 422
+
+
+class ActuatorError(HealgymError):
+    """An actuator could not carry out an action."""
+
+
+class CannotAct(ActuatorError):
+    """The actuator cannot do this action on this target (a configuration fact, never retried):
+    no spec for the stage, an action kind it does not carry out, nothing older to roll back to."""
+
+
+class TransientActuatorError(ActuatorError):
+    """A failure worth retrying (the actuator says the outcome may differ next time)."""
+
+
 def reject_unknown_keys(keys: Iterable[str], known: Iterable[str], where: str) -> None:
     """Raise ConfigError for the first key not in ``known``: '<where>: unknown key 'x'. Did you
     mean "y"? Known keys: [...]'."""

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from healgym.errors import ConfigError
+from healgym.envs.pipeline_heal import PipelineHealEnv
+from healgym.errors import CannotAct, ConfigError, TransientActuatorError
 from healgym.serving.actuators import (
     ActuatorConf,
     KubernetesActuator,
@@ -229,7 +230,7 @@ def test_the_adapter_heals_a_crash_and_records_every_step(tmp_path):
     assert rec["actuator_result"]["ok"] and rec["explanation"]["rule"] == "errors"
     assert [v["check"] for v in rec["guard"]["verdicts"]][-1] == "risk"
     log_act = a.actuators["restart_serve"].actuator
-    assert log_act.calls == [("restart_serve", "serve", did)]
+    assert log_act.calls == [("restart", "serve", did)]
     # while the restart runs (30 s) the policy may only wait, as in the env
     mask = a.mask(a.observer.read(a.state, t + 20).signals, t + 20)
     assert [a.names[i] for i in np.flatnonzero(mask)] == ["noop", "escalate"]
@@ -348,14 +349,14 @@ def test_a_real_policy_loads_by_path(tmp_path):
 
 # ---------------------------------------------------------------- actuators
 class Flaky:
-    def __init__(self, fail: int, sleep: float = 0.0) -> None:
-        self.fail, self.sleep, self.calls = fail, sleep, 0
+    def __init__(self, fail: int, sleep: float = 0.0, error: type = ConnectionError) -> None:
+        self.fail, self.sleep, self.calls, self.error = fail, sleep, 0, error
 
-    def execute(self, action: str, target: str, key: str) -> str:
+    def execute(self, kind: str, target: str, key: str) -> str:
         self.calls += 1
         time.sleep(self.sleep)
         if self.calls <= self.fail:
-            raise RuntimeError(f"boom {self.calls}")
+            raise self.error(f"boom {self.calls}")
         return "done"
 
 
@@ -363,9 +364,9 @@ def test_retries_timeouts_breaker_and_idempotency():
     conf = ActuatorConf(type="log", actions=["noop"], retries=3, timeout_s=0.2,
                         breaker_failures=2, breaker_reset_s=60)
     r = Resilient(Flaky(2), conf, backoff_s=0.01)
-    res = r.execute("restart_serve", "serve", "k1")
+    res = r.execute("restart", "serve", "k1")
     assert res.ok and res.attempts == 3
-    again = r.execute("restart_serve", "serve", "k1")
+    again = r.execute("restart", "serve", "k1")
     assert again.duplicate and again.attempts == 0 and r.actuator.calls == 3
     slow = Resilient(Flaky(0, sleep=1.0), ActuatorConf(type="log", actions=["noop"], retries=1,
                                                        timeout_s=0.1, breaker_failures=2))
@@ -377,16 +378,83 @@ def test_retries_timeouts_breaker_and_idempotency():
     assert "circuit open" in res.error and res.attempts == 0
 
 
+@pytest.mark.parametrize(("error", "attempts"), [
+    (CannotAct, 1), (RuntimeError, 1), (ValueError, 1), (ConnectionError, 3), (TimeoutError, 3),
+    (TransientActuatorError, 3)])
+def test_only_transient_failures_are_retried(error, attempts):
+    conf = ActuatorConf(type="log", actions=["noop"], retries=3, timeout_s=5)
+    r = Resilient(Flaky(99, error=error), conf, backoff_s=0.001)
+    res = r.execute("restart", "serve", "k")
+    assert not res.ok and res.attempts == attempts == r.actuator.calls
+    assert res.error.startswith("cannot: ") == (error is CannotAct)
+
+
+def test_http_5xx_is_transient_4xx_is_not():
+    import requests
+
+    from healgym.serving.actuators import transient
+
+    def http(status: int) -> requests.HTTPError:
+        resp = requests.Response()
+        resp.status_code = status
+        return requests.HTTPError(response=resp)
+
+    assert transient(http(503)) and not transient(http(404)) and not transient(http(409))
+    assert transient(requests.ConnectionError()) and not transient(KeyError("x"))
+
+
+def test_actuator_params_are_validated_per_type(tmp_path):
+    p = tmp_path / "serve.yaml"
+    p.write_text("actuators:\n  - type: webhook\n    actions: [retrain]\n    params: {urll: x}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    msg = str(exc.value)
+    assert "actuators.0" in msg and "params.url: Field required" in msg
+    assert "params.urll: Extra inputs are not permitted" in msg
+    with pytest.raises(ConfigError, match="params.processes"):
+        load_config(None, actuators=[{"type": "process", "actions": ["restart_serve"]}])
+
+
+def test_a_pipeline_whose_stage_names_contain_underscores_is_served(tmp_path):
+    """Actions reach actuators as (kind, target): ``restart_feature_store`` restarts the
+    ``feature_store`` stage, ``scale_up_model_serve`` scales ``model_serve``."""
+    stages = {"raw_ingest": "ingest", "feature_store": "features", "train": "train",
+              "model_serve": "serve", "deliver": "deliver"}
+    m = PipelineHealEnv(stages=stages).model
+    assert m.stages == list(stages)
+    spec = {"cmd": [sys.executable, "-c", "import time; time.sleep(120)"], "workers": 1}
+    conf = ServeConf(actuators=[ActuatorConf(
+        type="process", actions=["restart_feature_store", "scale_up_model_serve"],
+        params={"processes": {"feature_store": spec, "model_serve": spec}})])
+    src = DictSource(m)
+    a = Adapter(conf, RestartOnErrors(m), m, DecisionLog(f"sqlite:///{tmp_path / 'l.db'}"),
+                Observer(m, conf.source, src), policy_version="t")
+    procs = a.actuators["restart_feature_store"].actuator
+    try:
+        first = procs.procs["feature_store"][0].pid
+        t = time.time()
+        a.step(t)
+        src.crash("feature_store")
+        rec = a.log.record(a.step(t + 10))
+        assert rec["executed_action"] == "restart_feature_store" and rec["state"] == "acted"
+        assert rec["actuator_result"]["ok"], rec["actuator_result"]
+        assert procs.procs["feature_store"][0].pid != first
+        res = a.actuators["scale_up_model_serve"].execute("scale_up", "model_serve", "k2")
+        assert res.ok and procs.workers("model_serve") == 2
+    finally:
+        procs.close()
+
+
 def test_process_actuator_restarts_and_scales_real_processes():
     p = ProcessActuator({"processes": {"serve": {
         "cmd": [sys.executable, "-c", "import time; time.sleep(120)"], "workers": 1}}})
     try:
         p.start()
         pid = p.procs["serve"][0].pid
-        assert "restarted 1" in p.execute("restart_serve", "serve", "k")
+        assert "restarted 1" in p.execute("restart", "serve", "k")
         assert p.procs["serve"][0].pid != pid and p.workers("serve") == 1
-        assert "1 -> 2" in p.execute("scale_up_serve", "serve", "k2") and p.workers("serve") == 2
-        p.execute("scale_down_serve", "serve", "k3")
+        assert "1 -> 2" in p.execute("scale_up", "serve", "k2") and p.workers("serve") == 2
+        p.execute("scale_down", "serve", "k3")
         assert p.workers("serve") == 1
     finally:
         p.close()
@@ -402,8 +470,8 @@ def test_webhook_sends_the_idempotency_key(stand_in):
                                                                     "dec-2")
     hook, dag = handler.seen
     assert hook["headers"]["Idempotency-Key"] == "dec-1"
-    assert json.loads(hook["body"]) == {"action": "retrain", "target": "pipeline",
-                                        "decision_id": "dec-1"}
+    assert json.loads(hook["body"]) == {"action": "retrain", "kind": "retrain",
+                                        "target": "pipeline", "decision_id": "dec-1"}
     assert json.loads(dag["body"])["dag_run_id"] == "healgym-dec-2"
 
 
@@ -421,8 +489,8 @@ def test_kubernetes_requests_match_the_api(stand_in):
         "spec": {"replicas": 4}})
     k = KubernetesActuator({"host": url, "namespace": "prod", "deployments": {"serve": "serve"},
                             "image": {"serve": "registry.local/serve:2"}})
-    assert "rollout restart" in k.execute("restart_serve", "serve", "d1")
-    assert "3 -> 4" in k.execute("scale_up_serve", "serve", "d2")
+    assert "rollout restart" in k.execute("restart", "serve", "d1")
+    assert "3 -> 4" in k.execute("scale_up", "serve", "d2")
     k.execute("set_image", "serve", "d3")
     restart, get_scale, scale, image = handler.seen
     assert restart["method"] == "PATCH" and restart["path"] == dep

@@ -308,6 +308,6 @@ def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
         time.sleep(1.0)
     assert states and states[0] == sim_state  # before any action was taken
     if rig["procs"].workers("serve") == 0 or ttr is None:  # leave the service up for others
-        rig["procs"].execute("restart_serve", "serve", "cleanup")
+        rig["procs"].execute("restart", "serve", "cleanup")
     print("\nQ-learning on a real crash: "
           + (f"restarted after {ttr:.1f} s" if ttr else "did not restart within 45 s"))

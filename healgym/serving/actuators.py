@@ -1,9 +1,16 @@
 """Act: actuators behind one interface, with timeouts, retries with backoff, a circuit breaker
 and idempotency keys.
 
-``Actuator.execute(action, target, key) -> ActResult``; ``key`` is the decision's id. Each
-actuator remembers the keys it has carried out (and webhooks and Kubernetes annotations carry
-it), so a retried or replayed decision never acts twice.
+``Actuator.execute(kind, target, key)``: the action's kind (``restart``, ``rollback``, ...), its
+target (a stage name, or ``pipeline``) and the decision's id, never an action name to split
+(stage names may contain ``_``). Each actuator remembers the keys it has carried out (and
+webhooks and Kubernetes annotations carry it), so a retried or replayed decision never acts
+twice. An actuator raises :class:`~healgym.errors.CannotAct` for what it cannot do (never
+retried); :class:`Resilient` retries only transient failures (:func:`transient`: timeouts,
+connection errors, HTTP 5xx, :class:`~healgym.errors.TransientActuatorError`).
+
+Each type is one class and one :data:`TYPES` entry, with its own validated params model
+(:data:`PARAMS`); :func:`build_actuators` is the one factory.
 
 - :class:`ProcessActuator`: local processes from ``params.processes`` ({stage: {cmd: [...],
   workers: N, env: {...}, log: FILE}}; ``log`` collects their output); ``restart_<stage>``
@@ -33,10 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from healgym.errors import ConfigError
-from healgym.serving.config import ActuatorConf
+from healgym.errors import CannotAct, ConfigError, TransientActuatorError
+from healgym.serving.config import PARAMS, ActuatorConf
 
 
 @dataclass
@@ -53,11 +60,36 @@ class ActResult:
 
 
 class Actuator(Protocol):
-    def execute(self, action: str, target: str, key: str) -> str: ...
+    def execute(self, kind: str, target: str, key: str) -> str: ...
 
 
-class CircuitOpen(Exception):
-    pass
+def typed(kind: str, params: Any) -> Any:
+    """An actuator's params as its validated model (a mapping is validated here)."""
+    if isinstance(params, dict):
+        return ActuatorConf(type=kind, actions=[], params=params).typed_params()
+    return params
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failure may go away on retry: timeouts, refused or dropped connections, HTTP
+    5xx (requests and the Kubernetes client), and what an actuator says is transient. Never
+    :class:`CannotAct`, a 4xx or a programming error."""
+    if isinstance(exc, CannotAct):
+        return False
+    if isinstance(exc, (TransientActuatorError, TimeoutError, ConnectionError,
+                        cf.TimeoutError)):
+        return True
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is None:
+        status = getattr(exc, "status", None)  # kubernetes.client.ApiException
+    if isinstance(status, int):
+        return status >= 500
+    try:
+        import requests
+
+        return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    except ImportError:  # pragma: no cover
+        return False
 
 
 @dataclass
@@ -103,7 +135,7 @@ class Resilient:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def execute(self, action: str, target: str, key: str) -> ActResult:
+    def execute(self, kind: str, target: str, key: str) -> ActResult:
         if key in self.done:
             r = self.done[key]
             return ActResult(r.ok, r.detail, r.error, 0, duplicate=True)
@@ -116,14 +148,16 @@ class Resilient:
         try:
             for attempt in Retrying(stop=stop_after_attempt(max(self.conf.retries, 1)),
                                     wait=wait_exponential(multiplier=self.backoff_s, max=30),
-                                    retry=retry_if_exception_type(Exception), reraise=True):
+                                    retry=retry_if_exception(transient), reraise=True):
                 with attempt:
                     attempts += 1
                     if self._pool is None:
                         self._pool = cf.ThreadPoolExecutor(max_workers=2,
                                                            thread_name_prefix="actuator")
-                    fut = self._pool.submit(self.actuator.execute, action, target, key)
+                    fut = self._pool.submit(self.actuator.execute, kind, target, key)
                     detail = fut.result(timeout=self.conf.timeout_s)
+        except CannotAct as exc:  # a fact about the configuration, not a failing target
+            return ActResult(False, "", f"cannot: {exc}", attempts)
         except cf.TimeoutError:
             self.breaker.failure(time.time())
             return ActResult(False, "", f"timed out after {self.conf.timeout_s:g} s "
@@ -138,22 +172,22 @@ class Resilient:
 
 
 class LogActuator:
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, params: Any) -> None:
+        params = typed("log", params)
         self.calls: list[tuple[str, str, str]] = []
 
-    def execute(self, action: str, target: str, key: str) -> str:
-        self.calls.append((action, target, key))
-        return f"logged {action} on {target}"
+    def execute(self, kind: str, target: str, key: str) -> str:
+        self.calls.append((kind, target, key))
+        return f"logged {kind} on {target}"
 
 
 class ProcessActuator:
     """Runs each stage as N local worker processes it started itself."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.specs: dict[str, dict[str, Any]] = dict(params.get("processes") or {})
-        if not self.specs:
-            raise ConfigError("actuators[process].params.processes: give {stage: {cmd: [...], "
-                              "workers: N}}")
+    def __init__(self, params: Any) -> None:
+        params = typed("process", params)
+        self.specs: dict[str, dict[str, Any]] = {
+            stage: spec.model_dump() for stage, spec in params.processes.items()}
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.lock = threading.Lock()
 
@@ -197,12 +231,12 @@ class ProcessActuator:
     def workers(self, stage: str) -> int:
         return sum(p.poll() is None for p in self.procs.get(stage, []))
 
-    def execute(self, action: str, target: str, key: str) -> str:
+    def execute(self, kind: str, target: str, key: str) -> str:
         if target not in self.specs:
-            raise ValueError(f"no process spec for stage {target!r}")
+            raise CannotAct(f"no process spec for stage {target!r} in params.processes "
+                            f"(has {sorted(self.specs)})")
         with self.lock:
             n = max(self.workers(target), 1)
-            kind = action.rsplit("_", 1)[0] if action.endswith(f"_{target}") else action
             if kind == "restart":
                 for p in self.procs.get(target, []):
                     self._stop(p)
@@ -213,7 +247,7 @@ class ProcessActuator:
                 new = n + 1 if kind == "scale_up" else max(n - 1, 1)
                 self._ensure(target, new)
                 return f"{target}: {n} -> {new} workers"
-        raise ValueError(f"the process actuator cannot {action!r}")
+        raise CannotAct(f"the process actuator cannot {kind!r} (restart, scale_up, scale_down)")
 
     def close(self) -> None:
         for procs in self.procs.values():
@@ -222,26 +256,23 @@ class ProcessActuator:
 
 
 class MlflowRegistryActuator:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.model = params.get("model")
-        if not self.model:
-            raise ConfigError("actuators[mlflow].params.model: the registered model's name")
-        self.alias = params.get("alias", "champion")
-        self.uri = params.get("tracking_uri")
+    def __init__(self, params: Any) -> None:
+        params = typed("mlflow", params)
+        self.model, self.alias, self.uri = params.model, params.alias, params.tracking_uri
 
     def client(self) -> Any:
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.uri) if self.uri else MlflowClient()
 
-    def execute(self, action: str, target: str, key: str) -> str:
+    def execute(self, kind: str, target: str, key: str) -> str:
         c = self.client()
         current = int(c.get_model_version_by_alias(self.model, self.alias).version)
         versions = sorted(int(v.version) for v in c.search_model_versions(f"name='{self.model}'"))
-        if action == "rollback":
+        if kind == "rollback":
             older = [v for v in versions if v < current]
             if not older:
-                raise ValueError(f"{self.model}@{self.alias} is version {current}: nothing older")
+                raise CannotAct(f"{self.model}@{self.alias} is version {current}: nothing older")
             new = older[-1]
         else:
             new = versions[-1]
@@ -251,21 +282,22 @@ class MlflowRegistryActuator:
 
 
 class WebhookActuator:
-    def __init__(self, params: dict[str, Any]) -> None:
-        url = params.get("url")
-        if not url:
-            raise ConfigError("actuators[webhook].params.url: where to POST")
-        self.url: str = str(url)
-        self.headers = dict(params.get("headers") or {})
-        if params.get("token_env"):
-            self.headers["Authorization"] = f"Bearer {os.environ.get(params['token_env'], '')}"
-        self.airflow = params.get("airflow_dag")
-        self.timeout = float(params.get("timeout_s", 10))
+    def __init__(self, params: Any) -> None:
+        params = typed("webhook", params)
+        self.url: str = str(params.url)
+        self.headers = dict(params.headers)
+        if params.token_env:
+            self.headers["Authorization"] = f"Bearer {os.environ.get(params.token_env, '')}"
+        self.airflow = params.airflow_dag
+        self.timeout = float(params.timeout_s)
 
-    def execute(self, action: str, target: str, key: str) -> str:
+    def execute(self, kind: str, target: str, key: str) -> str:
         import requests
 
-        body: dict[str, Any] = {"action": action, "target": target, "decision_id": key}
+        # ``action``: the env's action name, for receivers written against it
+        action = kind if target == "pipeline" else f"{kind}_{target}"
+        body: dict[str, Any] = {"action": action, "kind": kind, "target": target,
+                                "decision_id": key}
         url = self.url
         if self.airflow:  # Airflow REST API: a DAG run whose id is the idempotency key
             url = f"{self.url.rstrip('/')}/api/v1/dags/{self.airflow}/dagRuns"
@@ -279,14 +311,13 @@ class WebhookActuator:
 
 
 class KubernetesActuator:
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.namespace = params.get("namespace", "default")
-        self.deployments: dict[str, str] = dict(params.get("deployments") or {})
-        if not self.deployments:
-            raise ConfigError("actuators[kubernetes].params.deployments: {stage: deployment}")
-        self.host = params.get("host")  # an API server URL; else kubeconfig / in-cluster
-        self.token = params.get("token")
-        self.image = params.get("image")  # for set_image: {stage: image}
+    def __init__(self, params: Any) -> None:
+        params = typed("kubernetes", params)
+        self.namespace = params.namespace
+        self.deployments: dict[str, str] = dict(params.deployments)
+        self.host = params.host  # an API server URL; else kubeconfig / in-cluster
+        self.token = params.token
+        self.image = params.image  # for set_image: {stage: image}
         self._api: Any = None
 
     def api(self) -> Any:
@@ -308,12 +339,11 @@ class KubernetesActuator:
                 self._api = client.AppsV1Api()
         return self._api
 
-    def execute(self, action: str, target: str, key: str) -> str:
+    def execute(self, kind: str, target: str, key: str) -> str:
         name = self.deployments.get(target)
         if name is None:
-            raise ValueError(f"no deployment for stage {target!r} in params.deployments")
+            raise CannotAct(f"no deployment for stage {target!r} in params.deployments")
         api, ns = self.api(), self.namespace
-        kind = action.rsplit("_", 1)[0] if action.endswith(f"_{target}") else action
         if kind == "restart":
             now = dt.datetime.now(dt.UTC).isoformat()
             api.patch_namespaced_deployment(name, ns, {"spec": {"template": {"metadata": {
@@ -329,15 +359,19 @@ class KubernetesActuator:
         if kind == "set_image":
             image = (self.image or {}).get(target)
             if not image:
-                raise ValueError(f"params.image has no image for stage {target!r}")
+                raise CannotAct(f"params.image has no image for stage {target!r}")
             api.patch_namespaced_deployment(name, ns, {"spec": {"template": {"spec": {
                 "containers": [{"name": target, "image": image}]}}}})
             return f"deployment/{name}: image {image}"
-        raise ValueError(f"the kubernetes actuator cannot {action!r}")
+        raise CannotAct(f"the kubernetes actuator cannot {kind!r} (restart, scale_up, "
+                        "scale_down, set_image)")
 
 
+#: One entry per actuator type: its class (params: ``serving.config.PARAMS[type]``).
 TYPES: dict[str, Any] = {"process": ProcessActuator, "mlflow": MlflowRegistryActuator,
-         "webhook": WebhookActuator, "kubernetes": KubernetesActuator, "log": LogActuator}
+                         "webhook": WebhookActuator, "kubernetes": KubernetesActuator,
+                         "log": LogActuator}
+assert set(TYPES) == set(PARAMS), "each actuator type needs a params model and a class"
 
 
 def build_actuators(confs: list[ActuatorConf], action_names: list[str]
@@ -345,7 +379,7 @@ def build_actuators(confs: list[ActuatorConf], action_names: list[str]
     """action name -> its (resilient) actuator; an action named twice or unknown is an error."""
     out: dict[str, Resilient] = {}
     for i, c in enumerate(confs):
-        inner = TYPES[c.type](c.params)
+        inner = TYPES[c.type](c.typed_params())
         wrapped = Resilient(inner, c)
         for name in c.actions:
             if name not in action_names:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from healgym.errors import InvalidAction, NotPending, UnknownDecision
 from healgym.serving.actuators import ActResult, Resilient, build_actuators
 from healgym.serving.config import ServeConf
 from healgym.serving.decision_log import DecisionLog
@@ -197,7 +198,7 @@ class Adapter:
             result = ActResult(False, "", f"no actuator carries out {info.name!r}; add it to "
                                "an actuators[].actions list", attempts=0)
         else:
-            result = actuator.execute(info.name, info.target, key)
+            result = actuator.execute(info.kind, info.target, key)
         self.log.event(did, "act_result", result.as_dict())
         self.metrics.decisions.labels(action=info.name,
                                       status="acted" if result.ok else "act_failed").inc()
@@ -275,10 +276,10 @@ class Adapter:
     def _human(self, did: str, operator: str, verdict: str, reason: str,
                action: str | None = None, now: float | None = None) -> dict[str, Any]:
         if not operator or not reason:
-            raise ValueError("an operator identity and a reason are required")
+            raise InvalidAction("an operator identity and a reason are required")
         rec = self.log.record(did)
         if rec is None:
-            raise KeyError(did)
+            raise UnknownDecision(f"no decision {did}")
         self.log.event(did, "human", {"operator": operator, "verdict": verdict, "action": action,
                                       "reason": reason}, at=now)
         if verdict == "override":
@@ -291,7 +292,7 @@ class Adapter:
         with self.lock:
             p = self.pending.get(did)
             if p is None:
-                raise LookupError(f"decision {did} is not pending approval")
+                raise NotPending(f"decision {did} is not pending approval")
             self._human(did, operator, "approve", reason, now=now)
             del self.pending[did]
             self._act(did, p.action, time.time() if now is None else now,
@@ -303,7 +304,7 @@ class Adapter:
                ) -> dict[str, Any]:
         with self.lock:
             if did not in self.pending:
-                raise LookupError(f"decision {did} is not pending approval")
+                raise NotPending(f"decision {did} is not pending approval")
             self._human(did, operator, "reject", reason, now=now)
             del self.pending[did]
             self.metrics.pending.set(len(self.pending))
@@ -316,7 +317,8 @@ class Adapter:
             if action not in self.names:
                 from healgym.errors import did_you_mean
 
-                raise ValueError(f"unknown action {action!r}.{did_you_mean(action, self.names)}")
+                raise InvalidAction(
+                    f"unknown action {action!r}.{did_you_mean(action, self.names)}")
             self._human(did, operator, "override", reason, action, now=now)
             self.pending.pop(did, None)
             idx = self.names.index(action)

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
+from healgym.errors import ServingError
 from healgym.serving.adapter import Adapter
 
 
@@ -46,14 +47,11 @@ def create_app(adapter: Adapter, token: str) -> FastAPI:
                                 headers={"WWW-Authenticate": "Bearer"})
 
     def call(fn: Any, *args: Any) -> Any:
+        """The one place domain errors become HTTP statuses (``ServingError.status``)."""
         try:
             return fn(*args)
-        except KeyError as exc:
-            raise HTTPException(404, f"no decision {exc.args[0]}") from exc
-        except LookupError as exc:
-            raise HTTPException(409, str(exc)) from exc
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        except ServingError as exc:
+            raise HTTPException(exc.status, str(exc)) from exc
 
     @app.get("/healthz")
     def health() -> dict[str, Any]:

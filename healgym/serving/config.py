@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from healgym.errors import ConfigError
 
@@ -58,8 +58,52 @@ class HumanConf(Strict):
     on_timeout: str = "noop"  # the safe default taken when nobody answers
 
 
+class ProcessSpec(Strict):
+    cmd: list[str | int | float] = Field(min_length=1)  # the worker's command line
+    workers: int = Field(1, ge=1)
+    env: dict[str, Any] = Field(default_factory=dict)
+    log: str | None = None  # a file collecting the processes' stdout and stderr
+
+
+class ProcessParams(Strict):
+    processes: dict[str, ProcessSpec] = Field(min_length=1)  # {stage: spec}
+
+
+class MlflowParams(Strict):
+    model: str = Field(min_length=1)  # the registered model's name
+    alias: str = "champion"
+    tracking_uri: str | None = None
+
+
+class WebhookParams(Strict):
+    url: str = Field(min_length=1)  # where to POST
+    headers: dict[str, str] = Field(default_factory=dict)
+    token_env: str | None = None  # an environment variable holding a bearer token
+    airflow_dag: str | None = None  # POST a DAG run of this DAG (Airflow's REST API)
+    timeout_s: float = 10.0
+
+
+class KubernetesParams(Strict):
+    deployments: dict[str, str] = Field(min_length=1)  # {stage: deployment}
+    namespace: str = "default"
+    host: str | None = None  # an API server URL; else kubeconfig / in-cluster
+    token: str | None = None
+    image: dict[str, str] | None = None  # for set_image: {stage: image}
+
+
+class LogParams(Strict):
+    pass
+
+
+#: Each actuator type's params model (its class: ``serving.actuators.TYPES``).
+PARAMS: dict[str, type[Strict]] = {"process": ProcessParams, "mlflow": MlflowParams,
+                                   "webhook": WebhookParams, "kubernetes": KubernetesParams,
+                                   "log": LogParams}
+
+
 class ActuatorConf(Strict):
-    """One actuator. ``type``: process | mlflow | webhook | kubernetes | log."""
+    """One actuator. ``type``: process | mlflow | webhook | kubernetes | log; ``params`` are
+    validated against that type's model (:data:`PARAMS`)."""
 
     type: Literal["process", "mlflow", "webhook", "kubernetes", "log"]
     actions: list[str]  # the action names it carries out ("restart_serve", "rollback", ...)
@@ -68,6 +112,20 @@ class ActuatorConf(Strict):
     retries: int = 3
     breaker_failures: int = 5  # consecutive failures that open the circuit ...
     breaker_reset_s: float = 120.0  # ... for this long
+
+    @model_validator(mode="after")
+    def _params_fit_the_type(self) -> ActuatorConf:
+        self.typed_params()
+        return self
+
+    def typed_params(self) -> Any:
+        try:
+            return PARAMS[self.type].model_validate(self.params)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors())
+            raise ValueError(f"actuator type {self.type!r}: {problems}") from None
 
 
 class ApiConf(Strict):
