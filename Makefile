@@ -33,6 +33,7 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check healgym agents experiments tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml (also a test)
 
 # notebooks are kept in git without outputs (tests/test_notebooks.py checks)
 strip-notebooks: install

@@ -14,21 +14,11 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from agents.policy import Policy
+from healgym.policy import Policy, run_episode
+
+__all__ = ["evaluate", "run_episode", "summarize"]
 
 BOOTSTRAP = 2000
-
-
-def run_episode(env: Any, policy: Policy, seed: int,
-                options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One episode of ``policy`` on ``env``; returns its episode metrics."""
-    obs, info = env.reset(seed=seed, options=options)
-    policy.reset()
-    while True:
-        decision = policy.decide(obs, info)
-        obs, reward, terminated, truncated, info = env.step(decision.action)
-        if terminated or truncated:
-            return info["episode_metrics"]
 
 
 def evaluate(make_env: Callable[[], Any], policy_factory: Callable[[Any], Policy],

@@ -52,8 +52,9 @@ class RunbookAgent:
     """Static threshold rules over the decoded observation (:mod:`healgym.sim.signals`)."""
 
     def __init__(self, env: Any, runbook: str | Path | dict[str, Any]) -> None:
+        """``env``: the env the runbook runs on, or its :class:`PipelineModel`."""
         data = load_runbook(runbook)
-        self.model = env.unwrapped.model
+        self.model = env if hasattr(env, "layout") else env.unwrapped.model
         self.name = str(data.get("name", "runbook"))
         self.cooldown_s = float(data.get("cooldown_s", 300.0))
         known = set(signal_names(self.model)) | {"staleness_s"}
@@ -124,3 +125,8 @@ class RunbookAgent:
             return Decision(a, {"rule": rule.name, "signal": rule.signal, "value": value,
                                 "threshold": rule.threshold, "action": name})
         return Decision(0, {"rule": None})
+
+
+def load_runbook_policy(path: Path, model: Any) -> RunbookAgent:
+    """The ``runbook-yaml`` policy format (:mod:`healgym.policy`): a runbook file."""
+    return RunbookAgent(model, path)

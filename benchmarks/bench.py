@@ -137,7 +137,7 @@ def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
     from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
     env_runs, cart_runs, bare_runs = [], [], []
-    healgym_env = gym.make_vec(healgym.ENV_ID, num_envs=n)
+    healgym_env = gym.make_vec(healgym.ENV_ID, num_envs=n, num_threads=2)  # an idle machine
     cartpole = CartPoleVectorEnv(num_envs=n)
     bare = ContractOnlyVectorEnv(n)
     for e in (healgym_env, cartpole, bare):
@@ -166,6 +166,45 @@ def vector_figures(n: int, steps: int, repeats: int) -> dict[str, float]:
             "cartpole_vector_cpu_ns_per_step": 1e9 / cart_c,
             "vector_vs_cartpole_cpu_ratio_1thread": env_c / cart_c,
             "vector_env_bytes_per_env": array_bytes(healgym_env.unwrapped) / n}
+
+
+def _busy(seconds: float) -> None:  # a competing CPU-bound process (one core)
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        x += 1
+
+
+def thread_figures(n: int = 4096, steps: int = 361, repeats: int = 3) -> dict[str, Any]:
+    """The vector env's wall-clock steps/s with one and two threads, on an idle machine and
+    with one competing CPU-bound process (what an RLlib learner or torch does to env runners);
+    the versions alternate within each repeat. The default (one thread) is the case that is
+    never slow."""
+    import multiprocessing as mp
+
+    envs = {t: gym.make_vec(healgym.ENV_ID, num_envs=n, num_threads=t) for t in (1, 2)}
+    for e in envs.values():
+        vector_steps_per_s(e, 30)
+    out: dict[str, Any] = {}
+    for load in ("idle", "one_busy_process"):
+        runs: dict[int, list[float]] = {1: [], 2: []}
+        busy = None
+        if load != "idle":
+            busy = mp.get_context("spawn").Process(target=_busy, args=(600.0,), daemon=True)
+            busy.start()
+            time.sleep(0.5)
+        try:
+            for r in range(repeats):
+                for t in (1, 2) if r % 2 == 0 else (2, 1):
+                    runs[t].append(vector_steps_per_s(envs[t], steps, seed=r))
+        finally:
+            if busy is not None:
+                busy.terminate()
+                busy.join()
+        one, two = statistics.median(runs[1]), statistics.median(runs[2])
+        out[load] = {"one_thread_steps_per_s": one, "two_threads_steps_per_s": two,
+                     "two_vs_one_thread_ratio": two / one, "runs": runs}
+    return out
 
 
 def qlearning_figures(budget_chunks: int = 6, chunk: int = 5000, episodes: int = 48
@@ -507,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     # envs start together, and faults build up over an episode, so a shorter run would time
     # mostly its cheap beginning (the first 100 steps ran ~8 % faster than the cycle's mean).
     cycle = 361
+    thr = thread_figures(4096, cycle, max(3, args.repeats))
+    result["threads_n4096"] = thr
+    print("threads, N=4096: two threads vs one, idle "
+          f"{thr['idle']['two_vs_one_thread_ratio']:.2f}x, with one busy process "
+          f"{thr['one_busy_process']['two_vs_one_thread_ratio']:.2f}x (default: one thread)")
     for n, steps in ((4096, cycle), (65536, cycle)):
         # a cycle at N=4096 takes ~0.2 s: more repeats there, for a steadier median
         fig = vector_figures(n, steps, max(5, args.repeats) if n <= 4096 else

@@ -55,10 +55,10 @@ def _pipeline(args: argparse.Namespace) -> tuple[str | None, list[str] | None]:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from healgym.envs.pipeline_heal import PipelineHealEnv
+    from healgym.sim.model import build_model
 
     dataset, stages = _pipeline(args)
-    return PipelineHealEnv(dataset=dataset, stages=stages).model
+    return build_model(dataset=dataset, stages=stages)
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -69,8 +69,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def export_cmd(args: argparse.Namespace) -> int:
-    from agents.offline import export_offline_dataset, transitions_from_log
     from healgym.analysis.log import load_log
+    from healgym.analysis.offline import export_offline_dataset, transitions_from_log
 
     model = _model(args)
     filters = _filters(args)

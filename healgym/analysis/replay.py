@@ -225,7 +225,7 @@ def what_if(replayed: list[ReplayedIncident], policy: Any, make_env: Any,
             seeds: range | list[int]) -> pd.DataFrame:
     """Run ``policy`` on every replayed incident (``make_env(episode_steps)`` builds the env);
     the simulated outcome beside the recorded one."""
-    from agents.evaluation import run_episode
+    from healgym.policy import run_episode
 
     rows = []
     for r in replayed:

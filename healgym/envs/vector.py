@@ -7,11 +7,18 @@ with ``seed=s + i``, episode after episode: same observations, rewards, truncati
 metrics for the same actions (tested bit for bit: batch size and threads change nothing).
 
 A step is one compiled call (:mod:`healgym.envs._kernel`): autoresets, actions and events, fault
-effects, drift checks, observations, rewards and masks of a range of envs; with ``num_threads``
-> 1 (default: numba's thread count) and at least 256 envs a range, ranges run on numba's threads
-(OpenMP where the system has libgomp). Envs are independent, so threads never change a result.
+effects, drift checks, observations, rewards and masks of a range of envs. With
+``num_threads`` > 1 and at least 256 envs a range, ranges run on numba's threads (OpenMP where
+the system has libgomp). Envs are independent, so threads never change a result.
 
-State is one array per field, shape (N,) or (N, slots), rather than an (N, fields) matrix. Faults
+Threads are opt-in: ``num_threads=None`` means ``HEALGYM_NUM_THREADS`` if set, else 1. Measured
+on this project's 2-core machines, two threads step an idle machine's 4096 envs ~1.8x faster,
+but with one other busy process (an RLlib learner, torch, a second env) a two-thread step waits
+for the descheduled thread at every barrier and runs several times slower than one thread
+(``make bench``'s ``threads`` figures). One thread is never the bad case, so it is the default;
+ask for threads where the cores are free (``num_threads=2``, or ``HEALGYM_NUM_THREADS=2``).
+
+State is one array per field (:mod:`healgym.envs.state`), shape (N,) or (N, slots). Faults
 and action side effects live in ``F_MAX`` slots per env, kept in creation order, incidents in
 ``I_MAX`` slots.
 
@@ -103,6 +110,21 @@ RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding",
 CHECK_DISPATCH = os.environ.get("HEALGYM_CHECK_DISPATCH", "") not in ("", "0")
 
 
+def default_threads() -> int:
+    """``HEALGYM_NUM_THREADS`` if set (an int >= 1), else 1: see the module docstring."""
+    raw = os.environ.get("HEALGYM_NUM_THREADS", "").strip()
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"HEALGYM_NUM_THREADS={raw!r}: give a whole number of threads >= 1 "
+                          "(unset it for the default, one thread)")
+    return n
+
+
 def _same_arrays(a: Any, b: Any) -> bool:
     """Whether two (nested) argument tuples hold the same array buffers (views compare by
     their base)."""
@@ -173,10 +195,11 @@ class PipelineHealVectorEnv(VectorEnv):
         self._c = kernel_consts(m, self._release)
         self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
         # One env range per thread (ranges of at least 256 envs: below, a hand-off costs more
-        # than it saves); num_threads=None: numba's thread count (NUMBA_NUM_THREADS).
-        threads = numba.get_num_threads() if num_threads is None else int(num_threads)
+        # than it saves); num_threads=None: HEALGYM_NUM_THREADS, else 1 (module docstring).
+        threads = default_threads() if num_threads is None else int(num_threads)
         if threads < 1:
             raise ConfigError(f"num_threads={num_threads!r}: must be >= 1")
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         workers = max(1, min(threads, N // 256))
         self._bounds = np.linspace(0, N, workers + 1).round().astype(np.int64)
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)

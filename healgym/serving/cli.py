@@ -13,18 +13,18 @@ from healgym.errors import ConfigError
 
 
 def build(args: argparse.Namespace) -> Any:
-    from healgym.envs.pipeline_heal import PipelineHealEnv
     from healgym.serving.adapter import Adapter
     from healgym.serving.config import load_config
     from healgym.serving.decision_log import DecisionLog
     from healgym.serving.observe import Observer
     from healgym.serving.policies import load_policy
+    from healgym.sim.model import build_model
 
     conf = load_config(args.config, policy=args.policy)
     if not conf.policy:
         raise ConfigError("no policy: pass --policy <folder | runbook.yaml | models:/NAME@ALIAS>"
                           " or set `policy:` in the serve config")
-    model = PipelineHealEnv(dataset=conf.dataset, stages=conf.stages).model
+    model = build_model(dataset=conf.dataset, stages=conf.stages)
     policy, version = load_policy(conf.policy, model)
     log = DecisionLog(conf.decision_log)
     return Adapter(conf, policy, model, log, Observer(model, conf.source), policy_version=version)

@@ -1,16 +1,17 @@
 """Load the policy to serve: an exported folder, a runbook YAML, or ``models:/NAME@ALIAS``.
 
 Returns (policy, version string). The policy is checked against the pipeline it will run on
-(env version, actions, observation layout) by its own loader, which refuses a mismatch.
+(env version, actions, observation layout) by its own loader, which refuses a mismatch; loaders
+are found by format in :mod:`healgym.policy`'s registry.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from healgym.errors import HealgymError
+from healgym.policy import load_saved_policy
 
 
 def load_policy(spec: str, model: Any) -> tuple[Any, str]:
@@ -28,24 +29,8 @@ def load_policy(spec: str, model: Any) -> tuple[Any, str]:
         else:
             uri, version = spec, spec[len("models:/"):]
         path = Path(mlflow.artifacts.download_artifacts(f"{uri}/artifacts/policy"))
-    if path.is_file() and path.suffix in (".yaml", ".yml"):
-        from agents.runbook import RunbookAgent
-
-        class _Env:  # RunbookAgent reads env.unwrapped.model
-            unwrapped = type("U", (), {"model": model})()
-
-        return RunbookAgent(_Env(), path), version
-    meta_path = path / "policy.json"
-    if not meta_path.is_file():
+    if not (path.is_file() and path.suffix in (".yaml", ".yml")) and \
+            not (path / "policy.json").is_file():
         raise HealgymError(f"--policy {spec}: not a runbook YAML, an exported policy folder "
                            "(policy.json) or models:/NAME@ALIAS")
-    fmt = json.loads(meta_path.read_text()).get("format")
-    if fmt == "healgym-qtable":
-        from agents.qlearning import QLearningAgent
-
-        return QLearningAgent.load(path, model), version
-    if fmt == "healgym-rlmodule":
-        from agents.rllib.policy import RLlibPolicy
-
-        return RLlibPolicy.load(path, model), version
-    raise HealgymError(f"{meta_path}: unknown policy format {fmt!r}")
+    return load_saved_policy(path, model), version

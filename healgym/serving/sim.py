@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from healgym.errors import CannotAct
 from healgym.serving.actuators import Resilient
 from healgym.serving.adapter import Adapter
 from healgym.serving.config import ActuatorConf, ServeConf, SourceConf
@@ -77,13 +78,14 @@ class SimPipeline:
         return out
 
     # the Actuator protocol
-    def execute(self, action: str, target: str, key: str) -> str:
-        a = self.model.action_names.index(action)
+    def execute(self, kind: str, target: str, key: str) -> str:
+        a = self.model.action_index(kind, target)
+        action = self.model.action_names[a]
         mask = self.info.get("action_mask")
         if mask is not None and not mask[a]:
             # as a real actuator refuses (no older model version, an action still running)
-            raise RuntimeError(f"the simulator cannot {action} now (another action is in "
-                               "flight, or the action is impossible in this state)")
+            raise CannotAct(f"the simulator cannot {action} now (another action is in "
+                            "flight, or the action is impossible in this state)")
         self.queued = a
         return f"simulated {action} on {target}"
 
@@ -97,9 +99,9 @@ class OracleOperator:
     approvals the oracle agrees with are approved, others rejected."""
 
     def __init__(self, env: Any, name: str = "oracle-operator") -> None:
-        from agents.oracle import OracleAgent
+        from healgym.policy import baseline
 
-        self.oracle = OracleAgent(env)
+        self.oracle = baseline("oracle", env)
         self.name = name
         self.overrides = 0
 

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from healgym.errors import ConfigError, did_you_mean, reject_unknown_keys
-from healgym.sim.faults import BY_NAME, FAULT_NAMES, LIBRARY
+from healgym.sim.faults import BY_NAME, FAULT_NAMES
 
 
 @dataclass(frozen=True)
@@ -86,48 +86,6 @@ def stage_choices(fault: str, stages: list[str]) -> list[int]:
     """Stage indices a fault may land on: its preferred stages present, else every stage."""
     preferred = [i for i, s in enumerate(stages) if s in BY_NAME[fault].stages]
     return preferred or list(range(len(stages)))
-
-
-def draw_random_arrivals(rng: np.random.Generator, cfg: ChaosConfig, stages: list[str],
-                         horizon_s: float, start_s: float = 0.0) -> list[FaultEvent]:
-    """Poisson arrivals of every library fault in (max(start_s, warmup_s), horizon_s].
-
-    Drawn as a Poisson count per fault type, then uniform times, stages and severities: the
-    same distribution as exponential gaps, in four generator calls. Arrivals are memoryless, so
-    drawing (0, a] then (a, b] is a valid draw of (0, b].
-    """
-    if not cfg.enabled:
-        return []
-    lo = max(cfg.warmup_s, start_s)
-    span = horizon_s - lo
-    if span <= 0:
-        return []
-    rates, choices_by_fault = _arrival_tables(cfg, stages)
-    counts = rng.poisson(rates * span)
-    total = int(counts.sum())
-    times = rng.uniform(lo, horizon_s, total)
-    picks = rng.random(total)
-    sev = rng.uniform(cfg.severity[0], cfg.severity[1], total)
-    events: list[FaultEvent] = []
-    i = 0
-    for spec, c, choices in zip(LIBRARY, counts, choices_by_fault, strict=True):
-        for _ in range(int(c)):
-            stage = choices[min(int(picks[i] * len(choices)), len(choices) - 1)]
-            events.append(FaultEvent(float(times[i]), spec.name, stage, float(sev[i]), "chaos"))
-            i += 1
-    return events
-
-
-def _arrival_tables(cfg: ChaosConfig, stages: list[str]
-                    ) -> tuple[np.ndarray, list[list[int]]]:
-    """Per-second rates and stage choices of every library fault, cached on the config."""
-    cache: dict[tuple[str, ...], tuple[np.ndarray, list[list[int]]]]
-    cache = cfg.__dict__.setdefault("_tables", {})
-    key = tuple(stages)
-    if key not in cache:
-        cache[key] = (np.array([cfg.rate(f.name) / 3600.0 for f in LIBRARY]),
-                      [stage_choices(f.name, stages) for f in LIBRARY])
-    return cache[key]
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,16 @@ class PipelineModel:
     def n_obs(self) -> int:
         return int(self.observation_space.shape[0])
 
+    def action_index(self, kind: str, target: str) -> int:
+        """The action of ``kind`` on ``target`` (a stage, or "pipeline"); typed, so stage names
+        may contain ``_``."""
+        for a in self.actions:
+            if self.kinds[a.kind].name == kind and (
+                    self.stages[a.stage] if a.stage >= 0 else "pipeline") == target:
+                return a.index
+        raise ConfigError(f"this pipeline has no action {kind!r} on {target!r} (stages "
+                          f"{self.stages}, kinds {[k.name for k in self.kinds]})")
+
     def scenario_for(self, options: dict[str, Any] | None) -> Scenario | None:
         if options and "scenario" in options:
             return None if options["scenario"] is None else load_scenario(options["scenario"])
