@@ -37,6 +37,7 @@ from agents.random_agent import NoOpAgent, RandomAgent  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
+from healgym.errors import HealgymError, user_errors  # noqa: E402
 
 register()
 KNOWN = ("qlearning", "ppo", "dqn", "runbook_tuned", "runbook", "oracle", "random", "noop")
@@ -52,8 +53,8 @@ def resolve_policy_path(where: str, key: str) -> Path:
         return Path(local)
     path = Path(where) if Path(where).is_absolute() else ROOT / where
     if not path.is_dir():
-        raise SystemExit(f"{key}={where!r}: no such folder; give the 'policy' folder of a "
-                         "train run (results/train/<run>/policy) or models:/NAME@ALIAS")
+        raise HealgymError(f"{key}={where!r}: no such folder; give the 'policy' folder of a "
+                           "train run (results/train/<run>/policy) or models:/NAME@ALIAS")
     return path
 
 
@@ -173,6 +174,7 @@ def run(cfg: Any) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+@user_errors("evaluate")
 def main(cfg: Any) -> float:
     return run(cfg)
 

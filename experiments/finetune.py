@@ -37,7 +37,7 @@ from agents.qlearning import QLearningAgent  # noqa: E402
 from agents.registry import log_and_register  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
 from healgym.analysis.log import Filters, load_log, parse_time  # noqa: E402
-from healgym.errors import HealgymError  # noqa: E402
+from healgym.errors import HealgymError, user_errors  # noqa: E402
 
 register()
 
@@ -124,6 +124,7 @@ def finetune(cfg: Any) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="finetune")
+@user_errors("finetune")
 def main(cfg: Any) -> float:
     return finetune(cfg)
 

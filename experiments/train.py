@@ -39,6 +39,7 @@ from agents.registry import (  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
+from healgym.errors import user_errors  # noqa: E402
 
 register()
 
@@ -138,6 +139,7 @@ def train(cfg: Any) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@user_errors("train")
 def main(cfg: Any) -> float:
     return train(cfg)
 

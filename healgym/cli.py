@@ -1,10 +1,7 @@
-"""The ``healgym`` command.
+"""The ``healgym`` command: data, serving and analysis. ``healgym COMMAND --help`` for each.
 
-    healgym import FORMAT SRC --out DIR     import telemetry into a canonical dataset folder
-    healgym generate --out DIR [--seed N]   write seeded synthetic telemetry (canonical CSV)
-    healgym info DIR                        describe a dataset folder: stages, span, quirks
-    healgym faults                          print the fault library
-    healgym report --log DB --out FILE      an HTML report (and CSVs) from a decision log
+A user's mistake (a bad file, a missing token, an adapter that is not running) is one line on
+stderr and exit code 2; ``--debug`` (or ``HEALGYM_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,11 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-from healgym.errors import HealgymError
+from healgym.errors import user_errors
 from healgym.telemetry.importers.common import SOURCE_SIDECAR
 
 
@@ -89,7 +87,9 @@ def _faults(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="healgym", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error (also HEALGYM_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import telemetry into a canonical dataset folder")
     imp.add_argument("format", help="nezha, petshop, nab, canonical, prometheus, or a YAML path")
@@ -97,13 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--out", required=True, help="the dataset folder to write")
     imp.set_defaults(func=_import)
     gen = sub.add_parser("generate", help="write seeded synthetic telemetry as canonical CSV")
-    gen.add_argument("--out", required=True)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--days", type=float, default=2.0)
+    gen.add_argument("--out", required=True, help="the folder to write telemetry.csv into")
+    gen.add_argument("--seed", type=int, default=0, help="the generator's seed")
+    gen.add_argument("--days", type=float, default=2.0, help="how many days of telemetry")
     gen.add_argument("--step", type=int, default=60, help="seconds between samples")
     gen.set_defaults(func=_generate)
     info = sub.add_parser("info", help="describe a dataset folder")
-    info.add_argument("dir")
+    info.add_argument("dir", help="the dataset folder")
     info.set_defaults(func=_info)
     flt = sub.add_parser("faults", help="print the fault library")
     flt.add_argument("--markdown", action="store_true",
@@ -121,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        os.environ["HEALGYM_DEBUG"] = "1"
     try:
-        return int(args.func(args))
-    except HealgymError as exc:
-        print(f"healgym: error: {exc}", file=sys.stderr)
-        return 2
+        return int(user_errors("healgym")(args.func)(args))
+    except SystemExit as exc:  # a user's mistake, said in one line (user_errors)
+        return int(exc.code) if isinstance(exc.code, int) else 2
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ fix it. ``raise`` these for bad user input; never ``assert``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 
 class HealgymError(Exception):
@@ -111,3 +116,60 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f' Did you mean "{close[0]}"?' if close else ""
+
+
+# --------------------------------------------------------------------------- one error path
+def explain(exc: BaseException) -> str | None:
+    """One line for a user's mistake (a :class:`HealgymError`, or one of the common ones: a
+    missing file, an empty CSV, an unreachable adapter, a registry name or version that does
+    not exist, a pickled array in a policy file); None for anything else (a bug: traceback)."""
+    if isinstance(exc, HealgymError):
+        return str(exc)
+    name = type(exc).__name__
+    mod = type(exc).__module__
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file or folder: {exc.filename or exc}"
+    if isinstance(exc, IsADirectoryError):
+        return f"{exc.filename}: is a folder, a file was expected"
+    if name == "EmptyDataError" and mod.startswith("pandas"):
+        return f"an empty CSV file (no header or no rows): {exc}; export the data again"
+    if mod.startswith("requests") and name in ("ConnectionError", "ConnectTimeout"):
+        url = getattr(getattr(exc, "request", None), "url", None) or ""
+        return (f"cannot reach {url or 'the server'}: is `healgym serve` running there "
+                "(check --url and the serve config's api.host/api.port)?")
+    if mod.startswith("mlflow") and name in ("MlflowException", "RestException"):
+        code = getattr(exc, "error_code", "")
+        if "RESOURCE_DOES_NOT_EXIST" in str(code) or "not found" in str(exc).lower():
+            return (f"MLflow registry: {getattr(exc, 'message', exc)}; list what exists with "
+                    "`mlflow models` / the MLflow UI, or check the name@alias")
+    if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+        return ("a policy file holds pickled objects, which healgym never loads (they can run "
+                "code): re-export the policy with this version's experiments/train.py")
+    return None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(prog: str) -> Callable[[F], F]:
+    """Wrap an entry point (a CLI's main or a Hydra task function): a user's mistake
+    (:func:`explain`) prints one line ``<prog>: error: ...`` on stderr and exits with code 2,
+    no traceback; ``HEALGYM_DEBUG=1`` (or a CLI's ``--debug``) shows it."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - sorted below: user mistake or bug
+                message = explain(exc)
+                if message is None:
+                    raise
+                if os.environ.get("HEALGYM_DEBUG", "") not in ("", "0"):
+                    traceback.print_exc()
+                print(f"{prog}: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return run  # type: ignore[return-value]
+
+    return wrap

@@ -610,9 +610,17 @@ def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
         src.crash("serve")
         did = a.step()
         monkeypatch.delenv("HEALGYM_TOKEN", raising=False)
-        assert main(["override", "approve", did, "--url", url, "--reason", "x"]) == 1
-        assert "401" in capsys.readouterr().err
+        assert main(["override", "approve", did, "--url", url, "--reason", "x"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("healgym: error: no API token: set the environment variable "
+                              "$HEALGYM_TOKEN") and "Traceback" not in err
+        monkeypatch.setenv("HEALGYM_TOKEN", "w" * 20)
+        assert main(["override", "approve", did, "--url", url, "--reason", "x"]) == 2
+        err = capsys.readouterr().err
+        assert "answered 401" in err and "is $HEALGYM_TOKEN the adapter's token?" in err
         monkeypatch.setenv("HEALGYM_TOKEN", TOKEN)
+        assert main(["override", "approve", "nope", "--url", url, "--reason", "x"]) == 2
+        assert "answered 404: no decision nope" in capsys.readouterr().err
         assert main(["override", "list", "--pending", "--url", url]) == 0
         assert did in capsys.readouterr().out
         assert main(["override", "override", did, "--action", "restart_ingest", "--operator",

@@ -141,6 +141,7 @@ def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: boo
                      guard=GuardConf(cooldown_s=8, rate_limit=20, hourly_budget=100,
                                      approval_risk="never"),
                      actuators=[ActuatorConf(type="process", actions=["restart_serve"],
+                                             params={"processes": rig["procs"].specs},
                                              timeout_s=30, retries=1),
                                 ActuatorConf(type="mlflow", actions=["rollback"], params={
                                     "model": "demo-model", "tracking_uri": rig["mlflow_uri"]}),

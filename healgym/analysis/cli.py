@@ -168,15 +168,18 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--policy", required=True,
                    help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
     s.add_argument("--out", required=True, help="the decision log (SQLite file or URL)")
-    s.add_argument("--episodes", type=int, default=3)
-    s.add_argument("--episode-steps", type=int, default=360)
+    s.add_argument("--episodes", type=int, default=3, help="episodes to serve")
+    s.add_argument("--episode-steps", type=int, default=360,
+                   help="steps per episode (10 s each)")
     s.add_argument("--scenario", help="a scenario YAML (default: random chaos)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="the first episode's seed")
     s.add_argument("--start", help="unix time of the first decision (default: now)")
-    s.add_argument("--operator", choices=["oracle", "none"], default="oracle")
-    s.add_argument("--operator-name", default="oracle-operator")
-    s.add_argument("--dataset")
-    s.add_argument("--stages")
+    s.add_argument("--operator", choices=["oracle", "none"], default="oracle",
+                   help="a simulated human who overrides with the oracle's action, or none")
+    s.add_argument("--operator-name", default="oracle-operator",
+                   help="the operator name logged with its verdicts")
+    s.add_argument("--dataset", help="the telemetry dataset folder (default: embedded)")
+    s.add_argument("--stages", help="comma-separated stages, as in training")
     s.set_defaults(func=simulate_cmd)
     p = sub.add_parser("replay", help="replay a decision log's incidents as scenarios; with "
                        "--policy, what that policy does on each")
@@ -185,5 +188,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", default="replayed", help="folder for the scenario YAMLs")
     p.add_argument("--policy", help="a policy folder, a runbook YAML or models:/NAME@ALIAS")
     p.add_argument("--episodes", type=int, default=5, help="seeds per incident")
-    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=10_000, help="the first seed")
     p.set_defaults(func=replay_cmd)

@@ -60,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     c = sub.add_parser("chaos", help="inject a fault into the demo service, for real")
     c.add_argument("fault", choices=["kill", "latency", "leak", "errors", "drift", "bad-deploy",
-                                     "clear"])
-    c.add_argument("value", nargs="?", default="1")
-    c.add_argument("--url", default="http://127.0.0.1:8801")
-    c.add_argument("--pid")
-    c.add_argument("--model", default="demo-model")
+                                     "clear"], help="what to break (clear: heal everything)")
+    c.add_argument("value", nargs="?", default="1",
+                   help="how much: latency in ms, leak in MB/s, error share 0-1, drift shift")
+    c.add_argument("--url", default="http://127.0.0.1:8801", help="the demo service's URL")
+    c.add_argument("--pid", help="kill: the process id to kill (default: the service's)")
+    c.add_argument("--model", default="demo-model",
+                   help="bad-deploy: the registered model whose champion is replaced")
     c.set_defaults(func=run)

@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from healgym.errors import ConfigError
+from healgym.errors import ConfigError, HealgymError
 
 
 def build(args: argparse.Namespace) -> Any:
@@ -78,6 +78,9 @@ def override(args: argparse.Namespace) -> int:
 
     base = args.url.rstrip("/")
     token = os.environ.get(args.token_env, "")
+    if not token and args.verb not in ("list", "show"):
+        raise ConfigError(f"no API token: set the environment variable ${args.token_env} to the "
+                          "adapter's token (the serve config's api.token_env names it)")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     body: dict[str, Any] = {"operator": args.operator, "reason": args.reason}
     if args.verb == "list":
@@ -97,8 +100,13 @@ def override(args: argparse.Namespace) -> int:
         r = requests.post(f"{base}/decisions/{args.id}/{args.verb}", json=body,
                           headers=headers, timeout=10)
     if r.status_code >= 400:
-        print(f"healgym override: {r.status_code} {r.text}", file=sys.stderr)
-        return 1
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        hint = {401: f" (is ${args.token_env} the adapter's token?)",
+                404: " (list decisions with `healgym override list`)"}.get(r.status_code, "")
+        raise HealgymError(f"the adapter answered {r.status_code}: {detail}{hint}")
     data = r.json()
     if args.verb == "list":
         for d in data:
@@ -124,10 +132,10 @@ def record_cmd(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     r = sub.add_parser("record", help="record healthy telemetry from Prometheus as a dataset")
-    r.add_argument("--config", required=True)
-    r.add_argument("--seconds", type=float, default=600.0)
-    r.add_argument("--step", type=float, default=1.0)
-    r.add_argument("--out", required=True)
+    r.add_argument("--config", required=True, help="the serve config (its source and stages)")
+    r.add_argument("--seconds", type=float, default=600.0, help="how long to record, seconds")
+    r.add_argument("--step", type=float, default=1.0, help="seconds between samples")
+    r.add_argument("--out", required=True, help="the dataset folder to write")
     r.set_defaults(func=record_cmd)
     from healgym.demo.chaos import add_parser
 
@@ -141,13 +149,15 @@ def add_parsers(sub: Any) -> None:
     s.set_defaults(func=serve)
     o = sub.add_parser("override", help="the human-override API, from the terminal")
     o.add_argument("verb", choices=["list", "show", "approve", "reject", "override", "pause",
-                                    "resume"])
-    o.add_argument("id", nargs="?")
-    o.add_argument("--action")
-    o.add_argument("--operator", default=os.environ.get("USER", "operator"))
-    o.add_argument("--reason", default="")
-    o.add_argument("--pending", action="store_true")
-    o.add_argument("--limit", type=int, default=20)
-    o.add_argument("--url", default="http://127.0.0.1:8700")
-    o.add_argument("--token-env", default="HEALGYM_TOKEN")
+                                    "resume"], help="what to do")
+    o.add_argument("id", nargs="?", help="the decision id (approve, reject, override, show)")
+    o.add_argument("--action", help="override: the action to take instead")
+    o.add_argument("--operator", default=os.environ.get("USER", "operator"),
+                   help="who you are, logged with the verdict (default: $USER)")
+    o.add_argument("--reason", default="", help="why, logged with the verdict")
+    o.add_argument("--pending", action="store_true", help="list: only pending approvals")
+    o.add_argument("--limit", type=int, default=20, help="list: at most this many decisions")
+    o.add_argument("--url", default="http://127.0.0.1:8700", help="the adapter's API")
+    o.add_argument("--token-env", default="HEALGYM_TOKEN",
+                   help="the environment variable holding the API token")
     o.set_defaults(func=override)
