@@ -85,7 +85,8 @@ def test_hydra_entry_points_say_a_users_mistake_in_one_line(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
-    assert "evaluate: error: qlearning_path='/nope': no such folder" in r.stderr
+    assert "evaluate: error: /nope: not a saved Q-learning policy (policy.json missing)" in \
+        r.stderr
 
 
 def test_every_command_has_a_summary_and_every_option_help():

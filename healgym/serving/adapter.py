@@ -286,12 +286,17 @@ class Adapter:
             self.metrics.overrides.inc()
         return rec
 
+    def _known(self, did: str) -> None:
+        if self.log.record(did) is None:
+            raise UnknownDecision(f"no decision {did}")
+
     # ``now``: the wall clock unless given (a simulated serving loop passes its own clock)
     def approve(self, did: str, operator: str, reason: str, now: float | None = None
                 ) -> dict[str, Any]:
         with self.lock:
             p = self.pending.get(did)
             if p is None:
+                self._known(did)
                 raise NotPending(f"decision {did} is not pending approval")
             self._human(did, operator, "approve", reason, now=now)
             del self.pending[did]
@@ -304,6 +309,7 @@ class Adapter:
                ) -> dict[str, Any]:
         with self.lock:
             if did not in self.pending:
+                self._known(did)
                 raise NotPending(f"decision {did} is not pending approval")
             self._human(did, operator, "reject", reason, now=now)
             del self.pending[did]
