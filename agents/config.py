@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 
 @dataclass
@@ -149,6 +150,36 @@ class FinetuneConf(TrainConf):
     output_dir: str = "results/finetune"
 
 
+def check_keys(cfg: Any, schema: type) -> None:
+    """Refuse keys no schema has (Hydra's ``+key=value`` adds them silently to a composed
+    config): a ConfigError naming the key and the closest known one. Free-form mappings
+    (``env.reward``, ``agent.extra_training``, ...) take any key."""
+    import dataclasses
+
+    from omegaconf import DictConfig
+
+    from healgym.errors import ConfigError, did_you_mean
+
+    def walk(node: Any, cls: type, path: str) -> None:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key in node.keys():
+            where = f"{path}{key}"
+            if key not in fields:
+                if key in ("hydra",) and not path:
+                    continue
+                raise ConfigError(
+                    f"config key {where!r} is not in the {cls.__name__} schema (an override "
+                    f"`+{where}=...` adds nothing the code reads).{did_you_mean(str(key), fields)}"
+                    f" Known keys here: {sorted(fields)}")
+            value = node[key] if not OmegaConf.is_missing(node, key) else None
+            sub = fields[key].type
+            sub_cls = {c.__name__: c for c in SCHEMAS}.get(str(sub).split(".")[-1].strip("'\""))
+            if isinstance(value, DictConfig) and sub_cls is not None:
+                walk(value, sub_cls, f"{where}.")
+
+    walk(cfg, schema, "")
+
+
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train", node=TrainConf)
@@ -173,3 +204,8 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
     if cfg.chaos.scenario:
         kw["scenario"] = cfg.chaos.scenario
     return kw
+
+
+#: The dataclass schemas (nested ones are found by their type's name).
+SCHEMAS: tuple[type, ...] = (EnvConf, TelemetryConf, ChaosConf, AgentConf, RayConf, MlflowConf,
+                             TrainConf, EvaluateConf, FinetuneConf)

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import healgym  # noqa: E402
-from agents.config import env_kwargs, register  # noqa: E402
+from agents.config import EvaluateConf, check_keys, env_kwargs, register  # noqa: E402
 from agents.evaluation import evaluate, markdown_table, summarize  # noqa: E402
 from agents.oracle import OracleAgent  # noqa: E402
 from agents.qlearning import QConfig, QLearningAgent, TrainLog  # noqa: E402
@@ -176,6 +176,7 @@ def run(cfg: Any) -> float:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 @user_errors("evaluate")
 def main(cfg: Any) -> float:
+    check_keys(cfg, EvaluateConf)
     return run(cfg)
 
 

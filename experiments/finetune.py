@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import healgym  # noqa: E402
-from agents.config import env_kwargs, register  # noqa: E402
+from agents.config import FinetuneConf, check_keys, env_kwargs, register  # noqa: E402
 from agents.evaluation import evaluate, markdown_table, summarize  # noqa: E402
 from agents.offline import finetune_qtable, transitions_from_log  # noqa: E402
 from agents.qlearning import QLearningAgent  # noqa: E402
@@ -126,6 +126,7 @@ def finetune(cfg: Any) -> float:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="finetune")
 @user_errors("finetune")
 def main(cfg: Any) -> float:
+    check_keys(cfg, FinetuneConf)
     return finetune(cfg)
 
 

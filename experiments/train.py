@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import healgym  # noqa: E402
-from agents.config import env_kwargs, register  # noqa: E402
+from agents.config import TrainConf, check_keys, env_kwargs, register  # noqa: E402
 from agents.qlearning import QConfig, QLearningAgent  # noqa: E402
 from agents.registry import (  # noqa: E402
     MODEL_NAME,
@@ -141,6 +141,7 @@ def train(cfg: Any) -> float:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 @user_errors("train")
 def main(cfg: Any) -> float:
+    check_keys(cfg, TrainConf)
     return train(cfg)
 
 

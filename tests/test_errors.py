@@ -99,3 +99,31 @@ def test_every_command_has_a_summary_and_every_option_help():
     missing = [f"{name} {a.option_strings or a.dest}" for name, sp in sub.choices.items()
                for a in sp._actions if a.help is None and a.dest != "help"]
     assert missing == [], missing
+
+
+def test_a_key_no_schema_has_fails_instead_of_being_ignored(tmp_path):
+    r = subprocess.run([sys.executable, "experiments/evaluate.py", "+agent.alpah=0.5",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "config key 'agent.alpah' is not in the AgentConf schema" in r.stderr
+    assert 'Did you mean "alpha"?' in r.stderr
+
+
+def test_env_arguments_are_one_pipeline_config():
+    import gymnasium as gym
+
+    import healgym
+    from healgym.envs.vector import PipelineHealVectorEnv
+    from healgym.errors import ConfigError
+    from healgym.sim.model import PipelineConfig
+
+    with pytest.raises(ConfigError, match="unknown argument 'stagse'. Did you mean \"stages\"?"):
+        gym.make(healgym.ENV_ID, stagse=["a"])
+    cfg = PipelineConfig(episode_steps=50, chaos=False)
+    scalar = gym.make(healgym.ENV_ID, config=cfg).unwrapped
+    vec = PipelineHealVectorEnv(num_envs=2, max_episode_steps=50, config=cfg)
+    assert scalar.config == vec.config == cfg and scalar.model.episode_steps == 50
+    o1, _ = scalar.reset(seed=3)
+    o2, _ = vec.reset(seed=3)
+    np.testing.assert_array_equal(o1, o2[0])

@@ -288,6 +288,7 @@ def test_metrics_go_to_mlflow_in_batches(tmp_path, monkeypatch):
     from agents.rllib.trainer import BatchedMetrics
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    mlflow.set_experiment("batched-metrics")  # not an experiment id cached by an earlier test
     calls = []
     real = MlflowClient.log_batch
     monkeypatch.setattr(MlflowClient, "log_batch",

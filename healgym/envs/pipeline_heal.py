@@ -9,7 +9,6 @@ of the state for analysis.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -19,13 +18,16 @@ from healgym.envs.state import DRIFT_KS, DRIFT_PSI
 from healgym.envs.vector import PipelineHealVectorEnv
 from healgym.errors import ConfigError
 from healgym.sim import rng as crng
-from healgym.sim.chaos import ChaosConfig, Scenario
 from healgym.sim.episode import next_key, seed_key
 from healgym.sim.faults import METRICS
-from healgym.sim.model import HEALTH, REPLICA_COST_PER_H, default_dataset, hops_from_edges
+from healgym.sim.model import (
+    HEALTH,
+    REPLICA_COST_PER_H,
+    PipelineConfig,
+    default_dataset,
+    hops_from_edges,
+)
 from healgym.sim.replay import HI, LO
-from healgym.sim.reward import RewardConfig, SLOConfig
-from healgym.telemetry.dataset import TelemetryDataset
 
 __all__ = ["PipelineHealEnv", "default_dataset", "hops_from_edges"]
 
@@ -95,7 +97,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     ## Arguments
     ``gymnasium.make("healgym/PipelineHeal-v0", dataset=None, stages=None, step_seconds=10,
     chaos=True, scenario=None, replay_incidents=False, reward=None, slo=None,
-    healing_matrix=None, render_mode=None)``
+    healing_matrix=None, render_mode=None)``: the fields of
+    :class:`healgym.sim.model.PipelineConfig` (one definition for both env classes and
+    ``build_model``; pass a whole one as ``config=``), plus ``render_mode``. An unknown argument
+    fails, naming the closest one.
 
     * ``dataset``: a dataset folder path or a ``TelemetryDataset``; None: embedded synthetic.
     * ``stages``: stage names (dataset entities), or ``{stage: entity}``; default: all.
@@ -115,34 +120,18 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(
-        self,
-        dataset: str | Path | TelemetryDataset | None = None,
-        stages: list[str] | dict[str, str] | str | None = None,
-        step_seconds: float = 10.0,
-        chaos: bool | dict[str, Any] | ChaosConfig | None = True,
-        scenario: str | Path | dict[str, Any] | Scenario | None = None,
-        replay_incidents: bool = False,
-        reward: dict[str, Any] | RewardConfig | None = None,
-        slo: dict[str, Any] | SLOConfig | None = None,
-        healing_matrix: dict[str, dict[str, float]] | None = None,
-        episode_steps: int = 360,
-        drift_period_s: float = 60.0,
-        time_range: tuple[float, float] | list[float] = (0.0, 1.0),
-        action_kinds: tuple[Any, ...] | None = None,
-        render_mode: str | None = None,
-    ) -> None:
+    def __init__(self, render_mode: str | None = None, config: PipelineConfig | None = None,
+                 **pipeline: Any) -> None:
+        """``pipeline``: the fields of :class:`healgym.sim.model.PipelineConfig` (see Arguments
+        above), or all of them as ``config``."""
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None")
         self.render_mode = render_mode
+        cfg = PipelineConfig.make(config, "PipelineHeal-v0", **pipeline)
         # The batched env with one pipeline, truncating where this env's plan ends.
-        self._core = PipelineHealVectorEnv(
-            num_envs=1, max_episode_steps=episode_steps, dataset=dataset, stages=stages,
-            step_seconds=step_seconds, chaos=chaos, scenario=scenario,
-            replay_incidents=replay_incidents, reward=reward, slo=slo,
-            healing_matrix=healing_matrix, episode_steps=episode_steps,
-            drift_period_s=drift_period_s, time_range=time_range,
-            action_kinds=action_kinds, num_threads=1)
+        self._core = PipelineHealVectorEnv(num_envs=1, max_episode_steps=cfg.episode_steps,
+                                           config=cfg, num_threads=1)
+        self.config = cfg
         self.model = m = self._core.model
         self.observation_space = m.observation_space
         self.action_space = m.action_space

@@ -33,10 +33,10 @@ built when first read: :class:`EpisodeMetrics`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -59,7 +59,6 @@ from healgym.envs.state import get as get_field
 from healgym.envs.state import replace as replace_field
 from healgym.errors import ConfigError
 from healgym.sim import actions as act
-from healgym.sim.chaos import ChaosConfig, Scenario
 from healgym.sim.episode import (
     NAME_RANK,
     SOURCES,
@@ -78,6 +77,7 @@ from healgym.sim.faults import (
     ML_SIGNALS,
     SPEC_INDEX,
 )
+from healgym.sim.jit import entry_point, signature
 from healgym.sim.model import (
     ACC_NOISE_SD,
     BASE_ACCURACY,
@@ -91,12 +91,11 @@ from healgym.sim.model import (
     RELEASE_FAULTS,
     REPLICA_COST_PER_H,
     SIDE_KINDS,
+    PipelineConfig,
     PipelineModel,
     affine,
     build_model,
 )
-from healgym.sim.reward import RewardConfig, SLOConfig
-from healgym.telemetry.dataset import TelemetryDataset
 
 FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
 FAULT_LABEL = (*FAULT_NAMES, "unknown")
@@ -146,36 +145,25 @@ class PipelineHealVectorEnv(VectorEnv):
         self,
         num_envs: int = 1,
         max_episode_steps: int | None = 360,
-        dataset: str | Path | TelemetryDataset | None = None,
-        stages: list[str] | dict[str, str] | str | None = None,
-        step_seconds: float = 10.0,
-        chaos: bool | dict[str, Any] | ChaosConfig | None = True,
-        scenario: str | Path | dict[str, Any] | Scenario | None = None,
-        replay_incidents: bool = False,
-        reward: dict[str, Any] | RewardConfig | None = None,
-        slo: dict[str, Any] | SLOConfig | None = None,
-        healing_matrix: dict[str, dict[str, float]] | None = None,
-        episode_steps: int = 360,
-        drift_period_s: float = 60.0,
-        time_range: tuple[float, float] | list[float] = (0.0, 1.0),
-        action_kinds: tuple[Any, ...] | None = None,
         render_mode: str | None = None,
         num_threads: int | None = None,
+        config: PipelineConfig | None = None,
+        **pipeline: Any,
     ) -> None:
+        """``pipeline``: the fields of :class:`healgym.sim.model.PipelineConfig` (the scalar
+        env's arguments), or all of them as ``config``."""
         if num_envs < 1:
             raise ConfigError(f"num_envs={num_envs!r}: must be >= 1")
         if render_mode is not None:
             raise ConfigError("the vector env does not render; use the scalar env's 'ansi' mode")
+        cfg = PipelineConfig.make(config, "PipelineHealVectorEnv", **pipeline)
         # The episode is max_episode_steps long (make_vec passes the registration's); the scalar
         # env with episode_steps equal to it is the same model. Without a limit, the plan grows
         # by episode_steps at a time.
-        self.model = m = build_model(
-            dataset=dataset, stages=stages, step_seconds=step_seconds, chaos=chaos,
-            scenario=scenario, replay_incidents=replay_incidents, reward=reward, slo=slo,
-            healing_matrix=healing_matrix,
-            episode_steps=int(max_episode_steps) if max_episode_steps else episode_steps,
-            drift_period_s=drift_period_s, time_range=time_range,
-            action_kinds=action_kinds)
+        if max_episode_steps:
+            cfg = dataclasses.replace(cfg, episode_steps=int(max_episode_steps))
+        self.config = cfg
+        self.model = m = build_model(cfg)
         self.num_envs = N = int(num_envs)
         self.max_episode_steps = max_episode_steps
         self.render_mode = None
@@ -199,7 +187,7 @@ class PipelineHealVectorEnv(VectorEnv):
         threads = default_threads() if num_threads is None else int(num_threads)
         if threads < 1:
             raise ConfigError(f"num_threads={num_threads!r}: must be >= 1")
-        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
         workers = max(1, min(threads, N // 256))
         self._bounds = np.linspace(0, N, workers + 1).round().astype(np.int64)
         # each range's scratch rows: mult, add (S*M,), ML effects (K,), z (S*M,)
@@ -359,16 +347,15 @@ class PipelineHealVectorEnv(VectorEnv):
         if hit is not None and hit[0] == self._layout:
             self._calls += 1
             if CHECK_DISPATCH and self._calls % 16 == 0:  # typing every call: ~0.7 ms
-                sig = tuple(kernel.typeof_pyval(a) for a in args)
+                sig = signature(kernel, args)
                 assert sig == hit[2], (
                     f"{kernel.__name__}: argument types changed without a new _layout")
             hit[1](*args)
             return
         kernel(*args)  # numba resolves the types (compiles if needed)
-        sig = tuple(kernel.typeof_pyval(a) for a in args)
-        cres = kernel.overloads.get(sig)
-        if cres is not None:
-            self._entry[kernel] = (self._layout, cres.entry_point, sig)
+        fn, sig = entry_point(kernel, args)
+        if fn is not None:
+            self._entry[kernel] = (self._layout, fn, sig)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles without the compiled entry points (rebuilt on the first call)."""

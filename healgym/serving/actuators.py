@@ -66,7 +66,7 @@ class Actuator(Protocol):
 def typed(kind: str, params: Any) -> Any:
     """An actuator's params as its validated model (a mapping is validated here)."""
     if isinstance(params, dict):
-        return ActuatorConf(type=kind, actions=[], params=params).typed_params()
+        return ActuatorConf(type=kind, actions=[], params=params).typed_params()  # type: ignore[arg-type]
     return params
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from healgym.errors import ConfigError
+from healgym.errors import ConfigError, did_you_mean
 from healgym.sim import actions as act
 from healgym.sim.chaos import ChaosConfig, Scenario, load_scenario
 from healgym.sim.drift import DriftPool
@@ -180,21 +180,50 @@ class PipelineModel:
         return self.scenario
 
 
-def build_model(
-    dataset: str | Path | TelemetryDataset | None = None,
-    stages: list[str] | dict[str, str] | str | None = None,
-    step_seconds: float = 10.0,
-    chaos: bool | dict[str, Any] | ChaosConfig | None = True,
-    scenario: str | Path | dict[str, Any] | Scenario | None = None,
-    replay_incidents: bool = False,
-    reward: dict[str, Any] | RewardConfig | None = None,
-    slo: dict[str, Any] | SLOConfig | None = None,
-    healing_matrix: dict[str, dict[str, float]] | None = None,
-    episode_steps: int = 360,
-    drift_period_s: float = 60.0,
-    time_range: tuple[float, float] | list[float] = (0.0, 1.0),
-    action_kinds: tuple[act.ActionKind, ...] | None = None,
-) -> PipelineModel:
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What defines one pipeline model: the keyword arguments of ``gymnasium.make``, of both env
+    classes and of :func:`build_model`, written once (see the scalar env's Arguments)."""
+
+    dataset: str | Path | TelemetryDataset | None = None
+    stages: list[str] | dict[str, str] | str | None = None
+    step_seconds: float = 10.0
+    chaos: bool | dict[str, Any] | ChaosConfig | None = True
+    scenario: str | Path | dict[str, Any] | Scenario | None = None
+    replay_incidents: bool = False
+    reward: dict[str, Any] | RewardConfig | None = None
+    slo: dict[str, Any] | SLOConfig | None = None
+    healing_matrix: dict[str, dict[str, float]] | None = None
+    episode_steps: int = 360
+    drift_period_s: float = 60.0
+    time_range: tuple[float, float] | list[float] = (0.0, 1.0)
+    action_kinds: tuple[act.ActionKind, ...] | None = None
+
+    @classmethod
+    def make(cls, config: PipelineConfig | None = None, where: str = "env",
+             **kwargs: Any) -> PipelineConfig:
+        """``config`` (default: the defaults) with ``kwargs`` replaced; an unknown keyword is a
+        ConfigError naming the closest field."""
+        import dataclasses
+
+        known = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in known:
+                raise ConfigError(f"{where}: unknown argument {key!r}.{did_you_mean(key, known)}"
+                                  f" Known: {known}")
+        base = config if config is not None else cls()
+        return dataclasses.replace(base, **kwargs) if kwargs else base
+
+
+def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> PipelineModel:
+    """The pipeline model of ``config`` (or of the keyword arguments of :class:`PipelineConfig`)."""
+    cfg = PipelineConfig.make(config, "build_model", **kwargs)
+    dataset, stages, step_seconds = cfg.dataset, cfg.stages, cfg.step_seconds
+    chaos, scenario, replay_incidents = cfg.chaos, cfg.scenario, cfg.replay_incidents
+    reward, slo, healing_matrix = cfg.reward, cfg.slo, cfg.healing_matrix
+    episode_steps, drift_period_s, time_range = (cfg.episode_steps, cfg.drift_period_s,
+                                                 cfg.time_range)
+    action_kinds = cfg.action_kinds
     if step_seconds <= 0:
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
     if episode_steps < 1:

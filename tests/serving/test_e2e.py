@@ -37,7 +37,7 @@ from healgym.serving.observe import Observer
 from healgym.serving.policies import load_policy
 from healgym.serving.record import record
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
     pytest.mark.slow, pytest.mark.xdist_group("e2e"),
