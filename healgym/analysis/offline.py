@@ -31,8 +31,10 @@ import pandas as pd
 from healgym.errors import HealgymError
 from healgym.policy import read_versioned_json
 from healgym.sim import actions as act
+from healgym.sim.jit import compiled
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 from healgym.sim.observation import obs_violates_slo
+from healgym.sim.reward import action_reward, state_reward
 from healgym.sim.signals import observation_names
 
 DATASET_FORMAT = "healgym-offline"
@@ -80,19 +82,36 @@ class Transitions:
 def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
                next_obs: np.ndarray, dt_s: np.ndarray, violation_start: np.ndarray
                ) -> np.ndarray:
-    """The env's reward terms from logged observations: action cost, SLO seconds (violation
-    read off the next observation), running cost above baseline, and the fast-resolution bonus
-    when a violation clears that started within ``fast_resolution_s`` (``violation_start`` is
-    its start time there, NaN elsewhere)."""
+    """The env's own reward terms (the compiled :func:`healgym.sim.reward.action_reward` and
+    :func:`~healgym.sim.reward.state_reward`) from logged observations: action cost, SLO seconds
+    (violation read off the next observation with the env's SLO test), running cost against
+    baseline (read off the next observation's cost factor), and the fast-resolution bonus when a
+    violation clears that started within ``fast_resolution_s`` (``violation_start`` is its start
+    time there, NaN elsewhere)."""
     r = model.reward
-    cost = np.array([model.kinds[model.actions[a].kind].cost if a else 0.0 for a in actions])
+    cost = np.array([model.kinds[model.actions[a].kind].cost if a else 0.0 for a in actions],
+                    dtype=np.float64)
     nxt = obs_violates_slo(model, next_obs)
     now = obs_violates_slo(model, obs)
     cf = np.asarray(next_obs, dtype=float)[:, model.layout.ctx("cost_factor")]
-    reward = -r.action_cost_weight * cost - r.slo_violation_per_s * dt_s * nxt
-    reward -= r.infra_cost_weight * model.base_cost * np.maximum(cf - 1.0, 0.0) * dt_s / 3600.0
     fast = now & ~nxt & np.isfinite(violation_start)
-    return reward + np.where(fast, r.fast_resolution_bonus, 0.0)
+    bonus = np.where(fast, r.fast_resolution_bonus, 0.0)
+    out = np.zeros(len(cost))
+    _log_rewards(out, cost, bonus, nxt, np.asarray(dt_s, dtype=np.float64).reshape(-1)
+                 * np.ones(len(cost)), cf * model.base_cost, float(model.base_cost),
+                 float(r.invalid_action_penalty), float(r.action_cost_weight),
+                 float(r.slo_violation_per_s), float(r.infra_cost_weight))
+    return out
+
+
+@compiled()
+def _log_rewards(out, cost, bonus, violated, dt, running_cost, base_cost, invalid_penalty,
+                 cost_weight, slo_per_s, infra_weight):
+    """The env's own reward terms (:mod:`healgym.sim.reward`), transition by transition."""
+    for i in range(out.size):
+        r = action_reward(False, cost[i], invalid_penalty, cost_weight) + bonus[i]
+        out[i] = state_reward(r, violated[i], dt[i], running_cost[i], base_cost, slo_per_s,
+                              infra_weight)
 
 
 def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolved",

@@ -44,6 +44,7 @@ from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT_INDEX
 from healgym.sim.model import H_ACC, H_COST, H_NULL, H_SCHEMA, H_SHIFT, H_STALE, ml_health
+from healgym.sim.reward import action_reward, slo_violated_z, state_reward
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -246,7 +247,7 @@ def act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi):
         if mask[i, a] == 0:
             ac.invalid[i] += 1
             invalid_out[i] = True
-            r -= c.invalid_penalty
+            r = action_reward(True, 0.0, c.invalid_penalty, c.cost_weight)
         elif a != 0:
             touched = True
             cost = c.a_cost[a]
@@ -264,7 +265,7 @@ def act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi):
                 ac.issued[i] = t[i]
             if c.a_effect[a] == RESTARTING:
                 add_side(i, c.side_restart, c.a_stage[a], t[i], done, s)
-            r -= c.cost_weight * cost
+            r = action_reward(False, cost, c.invalid_penalty, c.cost_weight)
         k[i] += 1
         t[i] = k[i] * c.dt
         now = t[i]
@@ -406,11 +407,6 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 j = sd * M + m
                 zf[j] = (q0[j] * (1.0 - w2) + q1[j] * w2) * zai[j] + zbi[j]
                 out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
-        metric_violation = (zf[c.model_stage * M + c.lat] > c.lat_limit_z
-                            or zf[(S - 1) * M + c.thr] < c.thr_limit_z)
-        for d in range(S):
-            if zf[d * M + c.err] > c.err_limit_z[d]:
-                metric_violation = True
         acc, null, schema = ml_now[i, H_ACC], ml_now[i, H_NULL], ml_now[i, H_SCHEMA]
         stale, cost_mult = ml_now[i, H_STALE], ml_now[i, H_COST]
         acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
@@ -420,8 +416,10 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         cost = float(rsum) * c.replica_cost * cost_mult
         cost_factor = cost / c.base_cost
         ks_v, psi_v = drift[i, DRIFT_KS], drift[i, DRIFT_PSI]
-        violated = (metric_violation or acc < c.slo_acc or stale > c.slo_stale
-                    or null > c.slo_null or schema > c.slo_schema or cost_factor > c.slo_cost)
+        violated = slo_violated_z(zf, S, M, c.model_stage, c.lat, c.thr, c.err, c.lat_limit_z,
+                                  c.thr_limit_z, c.err_limit_z, acc, stale, null, schema,
+                                  cost_factor, c.slo_acc, c.slo_stale, c.slo_null, c.slo_schema,
+                                  c.slo_cost)
         for d in range(S):
             out[o_rep + d] = replicas[i, d] / c.max_replicas
         out[b + CX_ACCURACY] = acc_est
@@ -437,12 +435,10 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         out[b + CX_ROLLBACK] = 1.0 if version[i] > 1 else 0.0
         out[c.o_last + ac.last[i]] = 1.0
         if live[i]:
-            r = reward[i]
             if violated:
                 pl.downtime[i] += c.dt
-                r -= c.slo_per_s * c.dt
-            if cost != c.base_cost:
-                r -= c.infra_weight * (cost - c.base_cost) * c.dt / 3600.0
+            r = state_reward(reward[i], violated, c.dt, cost, c.base_cost, c.slo_per_s,
+                             c.infra_weight)
             reward[i] = r
             pl.total_reward[i] += r
             violated_out[i] = violated

@@ -13,12 +13,15 @@ Layout: :class:`healgym.sim.layout.ObsLayout` (``model.layout``): per-stage metr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from healgym.sim.faults import METRICS
+from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT, CONTEXT_HIGH, CONTEXT_INDEX, ObsLayout
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
+from healgym.sim.reward import slo_violated_z
 
 __all__ = ["CONTEXT", "CONTEXT_INDEX", "Signals", "clip_z", "encode", "metric_z",
            "obs_violates_slo", "pack_tail", "slo_violated"]
@@ -88,34 +91,57 @@ def encode(model: PipelineModel, s: Signals) -> np.ndarray:
     return obs
 
 
-def slo_violated(model: PipelineModel, s: Signals) -> bool:
-    """The env's SLO test on measured signals: latency at the model stage, delivered
-    throughput, any stage's error rate, and the ML and data SLOs."""
+def slo_rows(model: PipelineModel, z: np.ndarray, accuracy: np.ndarray,
+             staleness_s: np.ndarray, null_rate: np.ndarray, schema_error_rate: np.ndarray,
+             cost_factor: np.ndarray) -> np.ndarray:
+    """The env's own compiled SLO test (:func:`healgym.sim.reward.slo_violated_z`) on N
+    pipelines: ``z`` (N, S*M) metric z-scores, the rest (N,)."""
     from healgym.sim.faults import ERR, LAT, THR
 
-    z = metric_z(model, s.raw)
     slo = model.slo
-    return bool(z[model.model_stage, LAT] > model.lat_limit_z or z[-1, THR] < model.thr_limit_z
-                or (z[:, ERR] > model.err_limit_z).any() or s.accuracy < slo.accuracy_min
-                or s.staleness_s > slo.staleness_max_s or s.null_rate > slo.null_rate_max
-                or s.schema_error_rate > slo.schema_error_max
-                or s.cost_factor > slo.cost_factor_max)
+    z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float64)
+    n = len(z)
+
+    def col(x: Any) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
+
+    out = np.zeros(n, dtype=np.bool_)
+    _slo_rows(out, z, model.n_stages, len(METRICS), model.model_stage, LAT, THR, ERR,
+              float(model.lat_limit_z), float(model.thr_limit_z),
+              np.ascontiguousarray(model.err_limit_z, dtype=np.float64), col(accuracy),
+              col(staleness_s), col(null_rate), col(schema_error_rate), col(cost_factor),
+              float(slo.accuracy_min), float(slo.staleness_max_s), float(slo.null_rate_max),
+              float(slo.schema_error_max), float(slo.cost_factor_max))
+    return out
+
+
+@compiled()
+def _slo_rows(out, z, S, M, model_stage, lat, thr, err, lat_limit, thr_limit, err_limit, acc,
+              stale, null, schema, cost, acc_min, stale_max, null_max, schema_max, cost_max):
+    for i in range(out.size):
+        out[i] = slo_violated_z(z[i], S, M, model_stage, lat, thr, err, lat_limit, thr_limit,
+                                err_limit, acc[i], stale[i], null[i], schema[i], cost[i],
+                                acc_min, stale_max, null_max, schema_max, cost_max)
+
+
+def slo_violated(model: PipelineModel, s: Signals) -> bool:
+    """The env's SLO test on measured signals (clipped z-scores, as the policy sees them):
+    latency at the model stage, delivered throughput, any stage's error rate, and the ML and
+    data SLOs."""
+    z = metric_z(model, s.raw).ravel()
+    return bool(slo_rows(model, z, s.accuracy, s.staleness_s, s.null_rate,
+                         s.schema_error_rate, s.cost_factor)[0])
 
 
 def obs_violates_slo(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     """:func:`slo_violated` on encoded observations (N, n_obs): what an operator, or a log
     analysis, can tell from the observation alone (the env itself also knows the true,
     noise-free accuracy)."""
-    from healgym.sim.faults import ERR, LAT, THR
-
     obs = np.atleast_2d(np.asarray(obs, dtype=float))
-    z = model.layout.z_block(obs)
-    ctx = obs[:, model.layout.context.slice]
-    slo = model.slo
-    c = {k: ctx[:, i] for k, i in CONTEXT_INDEX.items()}
-    return ((z[:, model.model_stage, LAT] > model.lat_limit_z) | (z[:, -1, THR] < model.thr_limit_z)
-            | (z[:, :, ERR] > model.err_limit_z).any(axis=1) | (c["accuracy"] < slo.accuracy_min)
-            | (c["staleness_h"] * 3600.0 > slo.staleness_max_s)
-            | (c["null_rate"] > slo.null_rate_max)
-            | (c["schema_error_rate"] > slo.schema_error_max)
-            | (c["cost_factor"] > slo.cost_factor_max))
+    lay = model.layout
+
+    def c(name: str) -> np.ndarray:
+        return obs[:, lay.ctx(name)]
+
+    return slo_rows(model, obs[:, lay.z.slice], c("accuracy"), c("staleness_h") * 3600.0,
+                    c("null_rate"), c("schema_error_rate"), c("cost_factor"))

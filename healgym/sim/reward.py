@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from healgym.errors import ConfigError, reject_unknown_keys
+from healgym.sim.jit import compiled
 
 T = TypeVar("T")
 
@@ -76,3 +77,45 @@ class RewardConfig:
     @classmethod
     def from_value(cls, value: Any) -> RewardConfig:
         return _from_mapping(cls, value, "reward")
+
+
+# --------------------------------------------------------------------------- compiled, shared
+# The SLO test and the reward, written once: the env's compiled step calls them, and serving and
+# the offline tools call them through numpy wrappers (healgym.sim.observation).
+@compiled(inline="always")
+def slo_violated_z(z, n_stages, n_metrics, model_stage, lat, thr, err, lat_limit_z, thr_limit_z,
+                   err_limit_z, accuracy, staleness_s, null_rate, schema_error_rate, cost_factor,
+                   accuracy_min, staleness_max_s, null_rate_max, schema_error_max,
+                   cost_factor_max):
+    """The SLO test on one pipeline: ``z`` (S*M,) its metric z-scores, stage-major."""
+    M = n_metrics
+    violated = (z[model_stage * M + lat] > lat_limit_z
+                or z[(n_stages - 1) * M + thr] < thr_limit_z)
+    for d in range(n_stages):
+        if z[d * M + err] > err_limit_z[d]:
+            violated = True
+    return (violated or accuracy < accuracy_min or staleness_s > staleness_max_s
+            or null_rate > null_rate_max or schema_error_rate > schema_error_max
+            or cost_factor > cost_factor_max)
+
+
+@compiled(inline="always")
+def action_reward(invalid, cost, invalid_penalty, cost_weight):
+    """The reward of issuing an action: its cost, or the masked-action penalty."""
+    r = 0.0
+    if invalid:
+        r -= invalid_penalty
+    else:
+        r -= cost_weight * cost
+    return r
+
+
+@compiled(inline="always")
+def state_reward(r, violated, dt, running_cost, base_cost, slo_per_s, infra_weight):
+    """``r`` (the action's reward plus any fast-resolution bonus) with the step's SLO and
+    running-cost terms."""
+    if violated:
+        r -= slo_per_s * dt
+    if running_cost != base_cost:
+        r -= infra_weight * (running_cost - base_cost) * dt / 3600.0
+    return r

@@ -154,3 +154,36 @@ def test_the_action_table_is_in_action_space_order():
         "scale_down_b_c", "rollback", "retrain", "backfill", "switch_light", "switch_back",
         "shed_load", "escalate"]
     assert [a.stage for a in table[1:3]] == [0, 1] and table[-1].stage == -1
+
+
+def test_the_offline_reward_and_slo_are_the_envs_on_its_own_transitions():
+    """Replaying an env episode as a log: where the observation shows what the env knows (the
+    SLO flag agrees; no fast-resolution bonus; the cost factor below its clip), the offline
+    reward is the env's reward, and serving's SLO test on decoded signals is the env's."""
+    from agents.offline import log_reward
+    from healgym.sim.observation import obs_violates_slo, slo_violated
+    from tests.test_observation import signals_from
+
+    env = PipelineHealEnv(episode_steps=200, chaos={"rate_scale": 4.0})
+    m = env.model
+    obs, info = env.reset(seed=5)
+    rng = np.random.default_rng(5)
+    rows, agree = [], 0
+    for _ in range(200):
+        mask = info["action_mask"]
+        a = int(rng.choice(np.flatnonzero(mask))) if rng.random() < 0.3 else 0
+        nxt, r, _, tr, info = env.step(a)
+        rows.append((obs, a, nxt, r, info["slo_violated"]))
+        obs = nxt
+        if tr:
+            break
+    o, a, n, r, v = (np.array(x) for x in zip(*rows, strict=True))
+    shown = obs_violates_slo(m, n)
+    assert (shown == v).mean() > 0.9 and v.any() and (~v).any()
+    ok = (shown == v) & (n[:, m.layout.ctx("cost_factor")] < 10)
+    mine = log_reward(m, o, a, n, np.full(len(a), m.dt), np.full(len(a), np.nan))
+    np.testing.assert_allclose(mine[ok], r[ok], rtol=1e-5, atol=1e-3)
+    for k in np.flatnonzero(ok)[::10]:
+        assert slo_violated(m, signals_from(m, n[k])) == shown[k]
+        agree += 1
+    assert agree > 5
