@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -40,36 +40,42 @@ class ChaosConf:
 
 
 @dataclass
-class AgentConf:
-    kind: str = "qlearning"  # qlearning | runbook | ppo | dqn
-    # Q-learning
+class QLearningConf:
+    """``agent=qlearning``: tabular Q-learning on the batched env (:mod:`agents.qlearning`)."""
+
+    _target_: str = "agents.training.QLearningTrainer"
+    kind: str = "qlearning"
     alpha: float = 0.1
     gamma: float = 0.95
     epsilon: float = 0.05
     epsilon_start: float | None = 1.0
     steps: int = 20_000  # vector steps
     num_envs: int = 256
-    # runbook
+
+
+@dataclass
+class RunbookConf:
+    """``agent=runbook``: the YAML runbook and its threshold tuner (:mod:`agents.runbook`)."""
+
+    _target_: str = "agents.training.RunbookTrainer"
+    kind: str = "runbook"
     runbook: str = "configs/runbooks/classic.yaml"
     tune: bool = True
     tune_seeds: int = 8
-    # RLlib (ppo, dqn); see agents/rllib/trainer.py and configs/agent/{ppo,dqn}.yaml
+
+
+@dataclass
+class RLlibConf:
+    """What PPO and DQN on RLlib share (:mod:`agents.rllib.trainer`)."""
+
+    _target_: str = "agents.training.RLlibTrainer"
+    kind: str = "ppo"
     iterations: int = 100  # algo.train() calls
     reward_scale: float = 0.01  # what the learner sees; metrics stay in healgym's units
     lr: float = 3e-4
+    gamma: float = 0.95
     hidden: list[int] = field(default_factory=lambda: [128, 128])
     train_batch_size: int = 4096  # per learner
-    minibatch_size: int = 512  # PPO
-    num_epochs: int = 6  # PPO
-    entropy_coeff: float = 0.01  # PPO
-    gae_lambda: float = 0.95  # PPO
-    clip: float = 0.2  # PPO
-    vf_clip: float = 1000.0  # PPO: returns are in the hundreds
-    n_step: int = 3  # DQN
-    target_update_steps: int = 2000  # DQN, env steps
-    learning_starts: int = 2000  # DQN, env steps
-    epsilon_decay_steps: int = 100_000  # DQN, env steps from epsilon_start to epsilon
-    replay_capacity: int = 200_000  # DQN
     extra_training: dict[str, Any] = field(default_factory=dict)  # more AlgorithmConfig.training
     num_env_runners: int = 0  # 0: sample in the driver
     num_envs_per_env_runner: int = 64
@@ -82,6 +88,38 @@ class AgentConf:
     checkpoint_every: int = 10  # iterations; 0: only at the end
     resume_from: str | None = None  # an algorithm checkpoint folder (<run>/checkpoints/iter_N)
     mlflow_flush_every: int = 10  # iterations per batched MLflow call
+
+
+@dataclass
+class PPOConf(RLlibConf):
+    """``agent=ppo``."""
+
+    kind: str = "ppo"
+    minibatch_size: int = 512
+    num_epochs: int = 6
+    entropy_coeff: float = 0.01
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    vf_clip: float = 1000.0  # returns are in the hundreds
+
+
+@dataclass
+class DQNConf(RLlibConf):
+    """``agent=dqn``."""
+
+    kind: str = "dqn"
+    n_step: int = 3
+    target_update_steps: int = 2000  # env steps
+    learning_starts: int = 2000  # env steps
+    epsilon: float = 0.05
+    epsilon_start: float = 1.0
+    epsilon_decay_steps: int = 100_000  # env steps from epsilon_start to epsilon
+    replay_capacity: int = 200_000
+
+
+#: Each agent's schema, by its config-group option (configs/agent/<name>.yaml).
+AGENTS: dict[str, type] = {"qlearning": QLearningConf, "runbook": RunbookConf, "ppo": PPOConf,
+                           "dqn": DQNConf}
 
 
 @dataclass
@@ -105,7 +143,9 @@ class TrainConf:
     env: EnvConf = field(default_factory=EnvConf)
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     chaos: ChaosConf = field(default_factory=ChaosConf)
-    agent: AgentConf = field(default_factory=AgentConf)
+    agent: Any = MISSING  # one of AGENTS' schemas, from configs/agent/<name>.yaml (agent=NAME)
+    # the runbook baselines evaluate.py compares with ("runbook", "runbook_tuned")
+    runbook: RunbookConf = field(default_factory=RunbookConf)
     mlflow: MlflowConf = field(default_factory=MlflowConf)
     ray: RayConf = field(default_factory=RayConf)
     seed: int = 0
@@ -174,6 +214,8 @@ def check_keys(cfg: Any, schema: type) -> None:
             value = node[key] if not OmegaConf.is_missing(node, key) else None
             sub = fields[key].type
             sub_cls = {c.__name__: c for c in SCHEMAS}.get(str(sub).split(".")[-1].strip("'\""))
+            if key == "agent" and isinstance(value, DictConfig):  # the chosen agent's schema
+                sub_cls = AGENTS.get(str(value.get("kind")))
             if isinstance(value, DictConfig) and sub_cls is not None:
                 walk(value, sub_cls, f"{where}.")
 
@@ -182,6 +224,8 @@ def check_keys(cfg: Any, schema: type) -> None:
 
 def register() -> None:
     cs = ConfigStore.instance()
+    for name, schema in AGENTS.items():  # configs/agent/<name>.yaml extends <name>_schema
+        cs.store(group="agent", name=f"{name}_schema", node=schema)
     cs.store(name="train", node=TrainConf)
     cs.store(name="evaluate", node=EvaluateConf)
     cs.store(name="finetune", node=FinetuneConf)
@@ -207,5 +251,5 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
 
 
 #: The dataclass schemas (nested ones are found by their type's name).
-SCHEMAS: tuple[type, ...] = (EnvConf, TelemetryConf, ChaosConf, AgentConf, RayConf, MlflowConf,
-                             TrainConf, EvaluateConf, FinetuneConf)
+SCHEMAS: tuple[type, ...] = (EnvConf, TelemetryConf, ChaosConf, RayConf, MlflowConf, TrainConf,
+                             EvaluateConf, FinetuneConf, RunbookConf, *AGENTS.values())

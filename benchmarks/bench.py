@@ -261,12 +261,12 @@ def rllib_figures(repeats: int, fragments: int = 8) -> dict[str, Any]:
 
     from omegaconf import OmegaConf
 
-    from agents.config import AgentConf
+    from agents.config import PPOConf
     from agents.rllib import trainer
     from agents.rllib.policy import RLlibPolicy, export
 
     trainer.init_ray(num_cpus=2)
-    conf = OmegaConf.structured(AgentConf(kind="ppo", num_env_runners=0,
+    conf = OmegaConf.structured(PPOConf(num_env_runners=0,
                                           num_envs_per_env_runner=64, rollout_fragment_length=64))
     algos = {"healgym": trainer.build_config(conf, {}, 0).build_algo(),
              "cartpole": trainer.build_config(conf, {}, 0, env="CartPole-v1").build_algo()}
@@ -343,12 +343,12 @@ def serving_figures(n: int = 400) -> dict[str, Any]:
     try:
         from omegaconf import OmegaConf
 
-        from agents.config import AgentConf
+        from agents.config import PPOConf
         from agents.rllib import trainer
         from healgym.sim.observation import Signals  # noqa: F401
 
         trainer.init_ray(num_cpus=2)
-        algo = trainer.build_config(OmegaConf.structured(AgentConf(kind="ppo")), {}, 0
+        algo = trainer.build_config(OmegaConf.structured(PPOConf()), {}, 0
                                     ).build_algo()
         export(algo.get_module(), "ppo", m, tmp / "ppo")
         algo.stop()

@@ -32,10 +32,11 @@ import healgym  # noqa: E402
 from agents.config import EvaluateConf, check_keys, env_kwargs, register  # noqa: E402
 from agents.evaluation import evaluate, markdown_table, summarize  # noqa: E402
 from agents.oracle import OracleAgent  # noqa: E402
-from agents.qlearning import QConfig, QLearningAgent, TrainLog  # noqa: E402
+from agents.qlearning import QLearningAgent, TrainLog  # noqa: E402
 from agents.random_agent import NoOpAgent, RandomAgent  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
+from agents.training import QLearningTrainer  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
 from healgym.errors import HealgymError, user_errors  # noqa: E402
 
@@ -111,14 +112,13 @@ def run(cfg: Any) -> float:
             if cfg.qlearning_path:
                 q = QLearningAgent.load(ROOT / cfg.qlearning_path, probe)
             else:
-                a = cfg.agent
-                venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs,
-                                    max_episode_steps=cfg.env.episode_steps, **kw)
-                q = QLearningAgent(venv.unwrapped.model, config=QConfig(
-                    alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon,
-                    epsilon_start=a.epsilon_start, decay_steps=max(a.steps * 2 // 3, 1),
-                    seed=cfg.seed))
-                log = q.train(venv, a.steps, seed=cfg.seed, progress=sys.stderr.isatty())
+                trainer = hydra.utils.instantiate(cfg.agent)
+                if not isinstance(trainer, QLearningTrainer):
+                    raise HealgymError(
+                        f"agent={trainer.kind}: evaluate.py trains Q-learning itself (agent="
+                        f"qlearning); evaluate a trained {trainer.kind} policy with "
+                        f"{trainer.kind}_path=<run>/policy")
+                q, log = trainer.fit(cfg, kw)
                 q.save(out / "qlearning")
             factories["qlearning"] = lambda env: q
         for kind in ("ppo", "dqn"):
@@ -134,10 +134,10 @@ def run(cfg: Any) -> float:
                 pol = RLlibPolicy.load(resolve_policy_path(where, f"{kind}_path"),
                                        make_eval_env().unwrapped.model)
                 factories[kind] = lambda env, pol=pol: pol
-        runbook_path = ROOT / cfg.agent.runbook
+        runbook_path = ROOT / cfg.runbook.runbook
         if "runbook_tuned" in cfg.policies:
             tuned, report = tune_runbook(make_env, RunbookAgent(make_env(), runbook_path),
-                                         range(cfg.agent.tune_seeds))
+                                         range(cfg.runbook.tune_seeds))
             (out / "runbook_tuned.json").write_text(json.dumps(report, indent=2))
             factories["runbook_tuned"] = lambda env: tuned
         if "runbook" in cfg.policies:

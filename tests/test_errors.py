@@ -106,7 +106,7 @@ def test_a_key_no_schema_has_fails_instead_of_being_ignored(tmp_path):
                         f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
                        timeout=600)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "config key 'agent.alpah' is not in the AgentConf schema" in r.stderr
+    assert "config key 'agent.alpah' is not in the QLearningConf schema" in r.stderr
     assert 'Did you mean "alpha"?' in r.stderr
 
 

@@ -1,0 +1,145 @@
+"""Training, one class per agent schema: each schema in :mod:`agents.config` names its class as
+``_target_``, and ``experiments/train.py`` instantiates ``cfg.agent`` and calls ``train``. A new
+agent is one schema, one class here and one ``configs/agent/<name>.yaml``; no entry point
+branches on the agent's kind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from omegaconf import OmegaConf
+
+import healgym
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Trainer:
+    """``Trainer(**schema fields)``; ``train(cfg, env_kwargs, out, config) -> score`` trains,
+    saves under ``out``, logs to the active MLflow run and returns the run's score (the mean
+    training reward or return of the last tenth, for sweepers)."""
+
+    #: whether ``experiments/train.py`` logs ``out`` as the run's policy artifact
+    logs_own_artifacts = False
+
+    def __init__(self, **conf: Any) -> None:
+        conf.pop("_target_", None)
+        self.conf = OmegaConf.create(conf)
+
+    @property
+    def kind(self) -> str:
+        return str(self.conf.kind)
+
+    def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+
+class QLearningTrainer(Trainer):
+    def fit(self, cfg: Any, kw: dict[str, Any]) -> tuple[Any, Any]:
+        """Train a Q-table on the batched env: (agent, its training log)."""
+        from agents.qlearning import QConfig, QLearningAgent
+
+        a = self.conf
+        venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs,
+                            max_episode_steps=cfg.env.episode_steps, **kw)
+        agent = QLearningAgent(venv.unwrapped.model, config=QConfig(
+            alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon, epsilon_start=a.epsilon_start,
+            decay_steps=max(a.steps * 2 // 3, 1), seed=cfg.seed))
+        log = agent.train(venv, a.steps, seed=cfg.seed, progress=sys.stderr.isatty())
+        return agent, log
+
+    def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
+        import mlflow
+
+        from agents.registry import MODEL_NAME, log_and_register
+
+        t0 = time.perf_counter()
+        agent, log = self.fit(cfg, kw)
+        for i, step in enumerate(log.steps):
+            mlflow.log_metrics({"charts/mean_reward": log.mean_reward[i],
+                                "charts/epsilon": log.epsilon[i],
+                                "charts/explore_share": log.explore_share[i]}, step=step)
+        mlflow.log_metric("perf/train_seconds", time.perf_counter() - t0)
+        agent.save(out, extra={"hydra_config": config, "steps": self.conf.steps})
+        tail = log.mean_reward[-max(len(log.mean_reward) // 10, 1):]
+        score = float(np.mean(tail)) if tail else float("nan")
+        version = log_and_register(out)
+        print(f"registered models:/{MODEL_NAME}/{version} (alias 'candidate'); promote "
+              f"with: python experiments/promote.py {version}")
+        return score
+
+
+class RunbookTrainer(Trainer):
+    def tuned(self, make_env: Any) -> tuple[Any, dict[str, Any]]:
+        """The runbook (tuned if ``tune``) and the tuning report."""
+        from agents.runbook import RunbookAgent
+        from agents.tuning import tune_runbook
+
+        agent = RunbookAgent(make_env(), ROOT / self.conf.runbook)
+        report: dict[str, Any] = {"thresholds": {r.name: r.threshold for r in agent.rules}}
+        if self.conf.tune:
+            agent, report = tune_runbook(make_env, agent, range(self.conf.tune_seeds))
+        return agent, report
+
+    def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
+        import mlflow
+
+        def make_env() -> gym.Env:
+            return gym.make(healgym.ENV_ID, **kw)
+
+        _, report = self.tuned(make_env)
+        if "default_reward" in report:
+            mlflow.log_metric("tuning/default_reward", report["default_reward"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "runbook_thresholds.json").write_text(json.dumps(report, indent=2))
+        return float(report.get("reward", float("nan")))
+
+
+class RLlibTrainer(Trainer):
+    """PPO or DQN: train, checkpoint, export the policy, register it."""
+
+    logs_own_artifacts = True
+
+    def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
+        import mlflow
+
+        from agents.registry import RLLIB_MODEL_CODE, log_and_register, model_name
+        from agents.rllib import trainer
+        from agents.rllib.policy import export
+        from healgym.sim.model import build_model
+
+        trainer.init_ray(cfg.ray.address, cfg.ray.num_cpus, dict(cfg.ray.runtime_env))
+        run = mlflow.active_run()
+        algo, summary = trainer.train(self.conf, kw, out, seed=cfg.seed,
+                                      run_id=run.info.run_id if run else None,
+                                      progress=sys.stderr.isatty())
+        try:
+            policy_dir = export(algo.get_module(), self.kind, build_model(**kw), out / "policy",
+                                extra={"hydra_config": config, "iterations": summary.iterations,
+                                       "env_steps": summary.env_steps,
+                                       "checkpoint": summary.checkpoint})
+        finally:
+            algo.stop()
+        mlflow.log_metrics({"perf/train_seconds": summary.seconds,
+                            "perf/env_steps_per_s": summary.env_steps / max(summary.seconds,
+                                                                           1e-9)})
+        mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
+        name = model_name(self.kind)
+        version = log_and_register(policy_dir, name=name, code=RLLIB_MODEL_CODE)
+        returns = [r for r in summary.returns if np.isfinite(r)]
+        tail = returns[-max(len(returns) // 10, 1):]
+        score = float(np.mean(tail)) if tail else float("nan")
+        first = returns[0] if returns else float("nan")
+        print(f"{self.kind}: {summary.iterations} iterations, {summary.env_steps} env steps in "
+              f"{summary.seconds:.0f} s; episode return {first:.1f} (first) -> {score:.1f} (last "
+              f"tenth)\ncheckpoint {summary.checkpoint} (resume: agent.resume_from=...)\n"
+              f"policy {policy_dir}; registered models:/{name}/{version} (alias 'candidate'); "
+              f"promote with: python experiments/promote.py {version} --name {name}")
+        return score
