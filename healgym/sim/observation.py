@@ -91,9 +91,10 @@ def encode(model: PipelineModel, s: Signals) -> np.ndarray:
     return obs
 
 
-def slo_rows(model: PipelineModel, z: np.ndarray, accuracy: np.ndarray,
-             staleness_s: np.ndarray, null_rate: np.ndarray, schema_error_rate: np.ndarray,
-             cost_factor: np.ndarray) -> np.ndarray:
+def slo_rows(model: PipelineModel, z: np.ndarray, accuracy: np.ndarray | float,
+             staleness_s: np.ndarray | float, null_rate: np.ndarray | float,
+             schema_error_rate: np.ndarray | float, cost_factor: np.ndarray | float
+             ) -> np.ndarray:
     """The env's own compiled SLO test (:func:`healgym.sim.reward.slo_violated_z`) on N
     pipelines: ``z`` (N, S*M) metric z-scores, the rest (N,)."""
     from healgym.sim.faults import ERR, LAT, THR
