@@ -1,13 +1,5 @@
-"""Learning from the decision log: transitions, tabular fine-tuning, and offline RL datasets.
-
-A decision log is off-policy experience: every logged decision has the observation the policy
-saw, and the next decision has the observation that followed. :func:`transitions_from_log`
-turns consecutive decisions into ``(obs, action, reward, next_obs)`` transitions where the
-action is what really happened (the override's action when an operator overrode, noop after a
-rejection, a failed actuator or a guardrail block) and the reward is recomputed from the
-observations with the env's own reward terms (:func:`log_reward`). Human verdicts are
-*demonstrations*: an override or a rejection says "in this state, do this instead"; an approval
-confirms the proposal.
+"""Learning from the decision log: tabular fine-tuning on logged transitions and human
+demonstrations (the transitions themselves: :mod:`healgym.analysis.offline`).
 
 :func:`finetune_qtable` updates a tabular policy from them: offline Q-learning sweeps over the
 transitions (bootstrapping over the actions valid in the next observation), then the large-margin

@@ -24,8 +24,6 @@ def test_config_errors_name_the_file_and_key(tmp_path):
     assert demo.stages == ["serve"] and demo.actuators[0].type == "process"
 
 
-
-
 def test_actuator_params_are_validated_per_type(tmp_path):
     p = tmp_path / "serve.yaml"
     p.write_text("actuators:\n  - type: webhook\n    actions: [retrain]\n    params: {urll: x}\n")
