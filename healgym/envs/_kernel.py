@@ -602,15 +602,26 @@ def step_range(restart, live, chosen, invalid_out, ec, s, values, c, obs, reward
 # libgomp: a hand-off costs microseconds, a ThreadPoolExecutor's tens). Each range has its
 # own scratch rows, and envs are independent: the split never changes a result. A parallel
 # loop's arguments cannot be records of records (numba's gufunc wrapper takes one level of
-# tuples), so these take the state's groups and rebuild the State inside the loop.
+# tuples), so these take the state's groups, and a compiled helper called in the loop rebuilds
+# the State (rebuilding it in the loop body itself measured ~20 % slower at 4096 envs, on a
+# noisy machine: docs/performance.md).
+@compiled(nogil=True)
+def _step_groups(restart, live, chosen, invalid_out, ec, clock, events, slots, incidents,
+                 actions, pipeline, effects_, values, c, obs, reward, violated_out, mult, add,
+                 ml, zf, lo, hi):
+    step_range(restart, live, chosen, invalid_out, ec,
+               State(clock, events, slots, incidents, actions, pipeline, effects_), values, c,
+               obs, reward, violated_out, mult, add, ml, zf, lo, hi)
+
+
 @njit(cache=True, parallel=True)
 def step_threads(bounds, mult, add, ml, zf, restart, live, chosen, invalid_out, ec, clock, events,
                  slots, incidents, actions, pipeline, effects_, values, c, obs, reward,
                  violated_out):
     for r in prange(bounds.size - 1):
-        s = State(clock, events, slots, incidents, actions, pipeline, effects_)
-        step_range(restart, live, chosen, invalid_out, ec, s, values, c, obs, reward,
-                   violated_out, mult[r], add[r], ml[r], zf[r], bounds[r], bounds[r + 1])
+        _step_groups(restart, live, chosen, invalid_out, ec, clock, events, slots, incidents,
+                     actions, pipeline, effects_, values, c, obs, reward, violated_out, mult[r],
+                     add[r], ml[r], zf[r], bounds[r], bounds[r + 1])
 
 
 @njit(cache=True, parallel=True)
