@@ -6,7 +6,7 @@ the batch size or the thread split. Fault effects (:func:`healgym.sim.faults.acc
 health (:func:`healgym.sim.model.ml_health`), drift scores and the episode draws are compiled
 functions shared with the analysis tools. The state is one :class:`healgym.envs.state.State`
 record of named group records, read and written by name; constants come packed in
-:class:`healgym.envs.vector.KernelConsts`.
+:class:`healgym.envs.consts.KernelConsts`.
 """
 
 from __future__ import annotations

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections import namedtuple
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -46,11 +44,21 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from healgym.envs import _kernel as K
+from healgym.envs.consts import (  # noqa: F401  (re-exported: the env's codes)
+    FAULT_CODE,
+    FAULT_LABEL,
+    LIGHT,
+    OLD,
+    RESTART,
+    SHED,
+    KernelConsts,
+    escalate_index,
+    kernel_consts,
+)
+from healgym.envs.metrics import EpisodeMetrics, episode_metrics, metrics_dict  # noqa: F401
 from healgym.envs.state import (
     FIELDS,
     METRIC_FIELDS,
-    NATURAL,
-    UNRESOLVED,
     State,
     allocate,
     dims,
@@ -58,7 +66,6 @@ from healgym.envs.state import (
 from healgym.envs.state import get as get_field
 from healgym.envs.state import replace as replace_field
 from healgym.errors import ConfigError
-from healgym.sim import actions as act
 from healgym.sim.episode import (
     NAME_RANK,
     SOURCES,
@@ -68,43 +75,19 @@ from healgym.sim.episode import (
     seed_key,
 )
 from healgym.sim.faults import (
-    ALL_SPECS,
-    COMPILED,
-    FAULT_NAMES,
     INF,
-    LAT,
     METRICS,
     ML_SIGNALS,
     SPEC_INDEX,
 )
 from healgym.sim.jit import entry_point, signature
 from healgym.sim.model import (
-    ACC_NOISE_SD,
-    BASE_ACCURACY,
-    CARRIER_KIND,
-    DEFAULT_REPLICAS,
-    DETECT_Z,
-    ESCALATE_STREAM,
-    HEAL_STREAM,
-    MAX_REPLICAS,
-    MIN_REPLICAS,
     RELEASE_FAULTS,
-    REPLICA_COST_PER_H,
-    SIDE_KINDS,
     PipelineConfig,
-    PipelineModel,
     affine,
     build_model,
 )
 
-FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
-FAULT_LABEL = (*FAULT_NAMES, "unknown")
-SPEC_FAULT_COL = np.array([FAULT_CODE.get(s.name, -1) for s in ALL_SPECS])
-CASCADE_AFTER = np.array([s.cascade[1] if s.cascade else INF for s in ALL_SPECS])
-CASCADE_CHILD = np.array([SPEC_INDEX[s.cascade[0]] if s.cascade else -1 for s in ALL_SPECS])
-END_AFTER = np.array([s.duration_s + s.fade_s for s in ALL_SPECS])
-RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding", "_light_model",
-                                                     "_old_model"))
 #: Check the argument types of every kernel call against the cached entry point (tests).
 CHECK_DISPATCH = os.environ.get("HEALGYM_CHECK_DISPATCH", "") not in ("", "0")
 
@@ -457,180 +440,4 @@ class PipelineHealVectorEnv(VectorEnv):
             strict=True) if inc >= 0]
 
 
-def metrics_dict(m: PipelineModel, a: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-    """The scalar env's episode-metrics dictionary from row ``i`` of the arrays ``a``."""
-    names = m.action_names
-    incidents = []
-    n_inc = int(a["incidents.n"][i])
-    fault, stage, src, onset, det, res, by = (
-        a[f"incidents.{k}"][i, :n_inc].tolist()
-        for k in ("fault", "stage", "src", "onset", "detected", "resolved", "by"))
-    nf, faults = a["incidents.nf"][i].tolist(), a["incidents.faults"][i]
-    for c in range(n_inc):
-        d, r, o, b = det[c], res[c], onset[c], by[c]
-        incidents.append({
-            "id": c, "fault": FAULT_LABEL[fault[c]],
-            "stage": m.stages[stage[c]], "source": SOURCES[src[c]],
-            "faults": [FAULT_LABEL[x] for x in faults[c, : nf[c]].tolist()],
-            "onset_s": o,
-            "detected_s": None if d != d else d,
-            "resolved_s": None if r != r else r,
-            "resolved_by": None if b == UNRESOLVED else ("natural" if b == NATURAL else names[b]),
-            "mttr_s": None if r != r else r - o,
-            "time_to_detect_s": None if d != d else d - o,
-        })
-    taken = {names[j]: c for j, c in enumerate(a["actions.counts"][i].tolist()) if c}
-    return episode_metrics(float(a["clock.t"][i]), incidents, float(a["pipeline.downtime"][i]),
-                           taken, float(a["actions.spent"][i]), int(a["actions.invalid"][i]),
-                           float(a["pipeline.total_reward"][i]),
-                           int(a["incidents.dropped"][i]), int(a["actions.ineffective"][i]))
-
-
-def episode_metrics(elapsed: float, incidents: list[dict[str, Any]], downtime_s: float,
-                    actions_taken: dict[str, int], action_cost: float, invalid: int,
-                    total_reward: float, dropped: int, ineffective: int) -> dict[str, Any]:
-    """The episode-metrics dictionary (shared by the scalar and the vector env)."""
-    resolved = [i["mttr_s"] for i in incidents if i["mttr_s"] is not None]
-    return {
-        "elapsed_s": elapsed,
-        "incidents": incidents,
-        "n_incidents": len(incidents),
-        "resolved_incidents": len(resolved),
-        "unresolved_incidents": len(incidents) - len(resolved),
-        "mean_mttr_s": float(np.mean(resolved)) if resolved else None,
-        "downtime_s": downtime_s,
-        "uptime_pct": 100.0 * (1.0 - downtime_s / elapsed) if elapsed > 0 else 100.0,
-        "actions_taken": actions_taken,
-        "n_actions": int(sum(actions_taken.values())),
-        "action_cost": action_cost,
-        "invalid_actions": invalid,
-        "ineffective_actions": ineffective,  # completed, and healed no fault
-        "dropped_faults": dropped,
-        "total_reward": total_reward,
-    }
-
-
-class EpisodeMetrics(Mapping):  # type: ignore[type-arg]
-    """A finished sub-env's episode metrics: the scalar env's dictionary, made on first use.
-
-    The vector env copies a finished env's few arrays (in one batch for all envs that finish
-    at a step) and builds the dictionary only when it is read, so a training loop that never
-    reads it does not pay for it. It compares equal to the dictionary; ``dict(m)`` is one.
-    """
-
-    __slots__ = ("_model", "_arrays", "_row", "_dict")
-
-    def __init__(self, model: PipelineModel, arrays: dict[str, np.ndarray], row: int) -> None:
-        self._model, self._arrays, self._row = model, arrays, row
-        self._dict: dict[str, Any] | None = None
-
-    def _get(self) -> dict[str, Any]:
-        if self._dict is None:
-            self._dict = metrics_dict(self._model, self._arrays, self._row)
-        return self._dict
-
-    def __getitem__(self, key: str) -> Any:
-        return self._get()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __repr__(self) -> str:
-        return repr(self._get())
-
-    def __getstate__(self) -> dict[str, Any]:  # pickles (and deep-copies) as its dictionary
-        return {"_dict": self._get()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._model = self._arrays = None  # type: ignore[assignment]
-        self._row, self._dict = -1, state["_dict"]
-
-
 __all__ = ["EpisodeMetrics", "PipelineHealVectorEnv"]
-
-#: The kernels' constants, in order. A module-level namedtuple, so numba's on-disk cache
-#: recognises its type in every process (a class made per call recompiles every kernel).
-KERNEL_CONST_FIELDS = (
-    "a_kind", "a_stage", "a_cost", "a_dur", "a_rule", "a_effect", "escalate", "o_replicas",
-    "o_context", "o_last", "side_restart",
-    "side_old", "side_light", "side_shed", "model_stage", "shed_s", "max_replicas", "min_replicas",
-    "default_replicas", "healing", "release", "fast_s", "fast_bonus", "invalid_penalty",
-    "cost_weight", "slo_per_s", "infra_weight", "has_budget", "budget", "dt", "step_seconds",
-    "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
-    "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
-    "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "hops", "lat", "thr", "err", "n_stages",
-    "n_metrics", "episode_steps", "carrier_kind", "src_replay", "base_accuracy", "acc_noise_sd",
-    "drift_every", "inv_drift_every", "pool_size", "healthy_ks", "healthy_psi", "pool_windows",
-    "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
-    "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
-    "slo_schema", "slo_cost", "detect_z",
-)
-KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
-
-
-def escalate_index(m: PipelineModel) -> int:
-    """The paging action's index: it runs beside the action in flight, in its own slot."""
-    pages = [a.index for a in m.actions if m.kinds[a.kind].effect == act.PAGE]
-    if len(pages) != 1:
-        raise ConfigError(f"the action table needs exactly one paging action, has {len(pages)}")
-    return pages[0]
-
-
-def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
-    """The model's constants as a namedtuple the compiled kernels take."""
-    from healgym.sim import faults as flt
-
-    T = COMPILED
-    r, slo = m.reward, m.slo
-    arrays = act.action_arrays(m.actions, m.kinds)
-    fields: dict[str, Any] = {
-        "a_kind": arrays["kind"], "a_stage": arrays["stage"], "a_cost": arrays["cost"],
-        "a_dur": arrays["duration"], "a_rule": arrays["rule"], "a_effect": arrays["effect"],
-        "escalate": escalate_index(m),
-        "o_replicas": m.layout.replicas.start, "o_context": m.layout.context.start,
-        "o_last": m.layout.last.start,
-        "side_restart": RESTART, "side_old": OLD, "side_light": LIGHT, "side_shed": SHED,
-        "model_stage": m.model_stage, "shed_s": float(act.SHED_SECONDS),
-        "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,
-        "default_replicas": DEFAULT_REPLICAS,
-        "healing": np.ascontiguousarray(m.healing, dtype=np.float64),
-        "release": release.astype(np.bool_),
-        "fast_s": float(r.fast_resolution_s), "fast_bonus": float(r.fast_resolution_bonus),
-        "invalid_penalty": float(r.invalid_action_penalty),
-        "cost_weight": float(r.action_cost_weight), "slo_per_s": float(r.slo_violation_per_s),
-        "infra_weight": float(r.infra_cost_weight),
-        "has_budget": r.cost_budget is not None,
-        "budget": float(r.cost_budget) if r.cost_budget is not None else 0.0,
-        "dt": float(m.dt), "step_seconds": float(m.replay.step_seconds),
-        "heal_stream": HEAL_STREAM, "escalate_stream": ESCALATE_STREAM,
-        "cascade_child": CASCADE_CHILD.astype(np.int64),
-        "spec_fault_col": SPEC_FAULT_COL.astype(np.int64),
-        "src_cascade": SOURCES.index("cascade"),
-        "end_after": END_AFTER.astype(np.float64),
-        "cascade_after": CASCADE_AFTER.astype(np.float64),
-        "n_stages": m.n_stages, "n_metrics": len(METRICS), "episode_steps": m.episode_steps,
-        "carrier_kind": CARRIER_KIND, "src_replay": SOURCES.index("replay"),
-        "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
-        "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
-        "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,
-        "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow,
-        "hops": np.ascontiguousarray(m.hops, dtype=np.int64),
-        "lat": LAT, "thr": flt.THR, "err": flt.ERR,
-        "base_accuracy": BASE_ACCURACY, "acc_noise_sd": ACC_NOISE_SD,
-        "drift_every": m.drift_every, "inv_drift_every": 1.0 / m.drift_every,
-        "pool_size": len(m.drift.windows),
-        "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
-        "pool_windows": m.drift.windows, "ref_sorted": m.drift.reference.sorted_ref,
-        "ref_edges": m.drift.reference.edges, "ref_frac": m.drift.reference.ref_frac,
-        "lat_limit_z": float(m.lat_limit_z), "thr_limit_z": float(m.thr_limit_z),
-        "err_limit_z": np.ascontiguousarray(m.err_limit_z, dtype=np.float64),
-        "z_lo": m.z_lo.ravel().copy(), "z_hi": m.z_hi.ravel().copy(),
-        "replica_cost": REPLICA_COST_PER_H, "base_cost": float(m.base_cost),
-        "slo_acc": float(slo.accuracy_min), "slo_stale": float(slo.staleness_max_s),
-        "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
-        "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
-    }
-    return KernelConsts(**fields)

@@ -1,0 +1,133 @@
+"""The compiled kernels' constants: one namedtuple (:class:`KernelConsts`) built from a
+:class:`~healgym.sim.model.PipelineModel` by :func:`kernel_consts`, and the fault and side-effect
+codes the kernels and the env share."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+import numpy as np
+
+from healgym.errors import ConfigError
+from healgym.sim import actions as act
+from healgym.sim.episode import (
+    SOURCES,
+)
+from healgym.sim.faults import (
+    ALL_SPECS,
+    COMPILED,
+    FAULT_NAMES,
+    INF,
+    LAT,
+    METRICS,
+    SPEC_INDEX,
+)
+from healgym.sim.model import (
+    ACC_NOISE_SD,
+    BASE_ACCURACY,
+    CARRIER_KIND,
+    DEFAULT_REPLICAS,
+    DETECT_Z,
+    ESCALATE_STREAM,
+    HEAL_STREAM,
+    MAX_REPLICAS,
+    MIN_REPLICAS,
+    REPLICA_COST_PER_H,
+    SIDE_KINDS,
+    PipelineModel,
+)
+
+FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
+FAULT_LABEL = (*FAULT_NAMES, "unknown")
+SPEC_FAULT_COL = np.array([FAULT_CODE.get(s.name, -1) for s in ALL_SPECS])
+CASCADE_AFTER = np.array([s.cascade[1] if s.cascade else INF for s in ALL_SPECS])
+CASCADE_CHILD = np.array([SPEC_INDEX[s.cascade[0]] if s.cascade else -1 for s in ALL_SPECS])
+END_AFTER = np.array([s.duration_s + s.fade_s for s in ALL_SPECS])
+RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding", "_light_model",
+                                                     "_old_model"))
+
+#: The kernels' constants, in order. A module-level namedtuple, so numba's on-disk cache
+#: recognises its type in every process (a class made per call recompiles every kernel).
+KERNEL_CONST_FIELDS = (
+    "a_kind", "a_stage", "a_cost", "a_dur", "a_rule", "a_effect", "escalate", "o_replicas",
+    "o_context", "o_last", "side_restart",
+    "side_old", "side_light", "side_shed", "model_stage", "shed_s", "max_replicas", "min_replicas",
+    "default_replicas", "healing", "release", "fast_s", "fast_bonus", "invalid_penalty",
+    "cost_weight", "slo_per_s", "infra_weight", "has_budget", "budget", "dt", "step_seconds",
+    "heal_stream", "escalate_stream", "cascade_child", "spec_fault_col", "src_cascade",
+    "end_after", "cascade_after", "median", "inv", "t_mult", "t_add", "t_pmult", "t_padd", "t_ml",
+    "t_ramp", "t_dur", "t_fade", "t_lag", "atten_pow", "hops", "lat", "thr", "err", "n_stages",
+    "n_metrics", "episode_steps", "carrier_kind", "src_replay", "base_accuracy", "acc_noise_sd",
+    "drift_every", "inv_drift_every", "pool_size", "healthy_ks", "healthy_psi", "pool_windows",
+    "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
+    "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
+    "slo_schema", "slo_cost", "detect_z",
+)
+KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
+
+
+def escalate_index(m: PipelineModel) -> int:
+    """The paging action's index: it runs beside the action in flight, in its own slot."""
+    pages = [a.index for a in m.actions if m.kinds[a.kind].effect == act.PAGE]
+    if len(pages) != 1:
+        raise ConfigError(f"the action table needs exactly one paging action, has {len(pages)}")
+    return pages[0]
+
+
+def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
+    """The model's constants as a namedtuple the compiled kernels take."""
+    from healgym.sim import faults as flt
+
+    T = COMPILED
+    r, slo = m.reward, m.slo
+    arrays = act.action_arrays(m.actions, m.kinds)
+    fields: dict[str, Any] = {
+        "a_kind": arrays["kind"], "a_stage": arrays["stage"], "a_cost": arrays["cost"],
+        "a_dur": arrays["duration"], "a_rule": arrays["rule"], "a_effect": arrays["effect"],
+        "escalate": escalate_index(m),
+        "o_replicas": m.layout.replicas.start, "o_context": m.layout.context.start,
+        "o_last": m.layout.last.start,
+        "side_restart": RESTART, "side_old": OLD, "side_light": LIGHT, "side_shed": SHED,
+        "model_stage": m.model_stage, "shed_s": float(act.SHED_SECONDS),
+        "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,
+        "default_replicas": DEFAULT_REPLICAS,
+        "healing": np.ascontiguousarray(m.healing, dtype=np.float64),
+        "release": release.astype(np.bool_),
+        "fast_s": float(r.fast_resolution_s), "fast_bonus": float(r.fast_resolution_bonus),
+        "invalid_penalty": float(r.invalid_action_penalty),
+        "cost_weight": float(r.action_cost_weight), "slo_per_s": float(r.slo_violation_per_s),
+        "infra_weight": float(r.infra_cost_weight),
+        "has_budget": r.cost_budget is not None,
+        "budget": float(r.cost_budget) if r.cost_budget is not None else 0.0,
+        "dt": float(m.dt), "step_seconds": float(m.replay.step_seconds),
+        "heal_stream": HEAL_STREAM, "escalate_stream": ESCALATE_STREAM,
+        "cascade_child": CASCADE_CHILD.astype(np.int64),
+        "spec_fault_col": SPEC_FAULT_COL.astype(np.int64),
+        "src_cascade": SOURCES.index("cascade"),
+        "end_after": END_AFTER.astype(np.float64),
+        "cascade_after": CASCADE_AFTER.astype(np.float64),
+        "n_stages": m.n_stages, "n_metrics": len(METRICS), "episode_steps": m.episode_steps,
+        "carrier_kind": CARRIER_KIND, "src_replay": SOURCES.index("replay"),
+        "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
+        "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,
+        "t_ml": T.ml, "t_ramp": T.ramp_s, "t_dur": T.duration_s, "t_fade": T.fade_s,
+        "t_lag": T.hop_lag_s, "atten_pow": T.atten_pow,
+        "hops": np.ascontiguousarray(m.hops, dtype=np.int64),
+        "lat": LAT, "thr": flt.THR, "err": flt.ERR,
+        "base_accuracy": BASE_ACCURACY, "acc_noise_sd": ACC_NOISE_SD,
+        "drift_every": m.drift_every, "inv_drift_every": 1.0 / m.drift_every,
+        "pool_size": len(m.drift.windows),
+        "healthy_ks": m.drift.healthy_ks, "healthy_psi": m.drift.healthy_psi,
+        "pool_windows": m.drift.windows, "ref_sorted": m.drift.reference.sorted_ref,
+        "ref_edges": m.drift.reference.edges, "ref_frac": m.drift.reference.ref_frac,
+        "lat_limit_z": float(m.lat_limit_z), "thr_limit_z": float(m.thr_limit_z),
+        "err_limit_z": np.ascontiguousarray(m.err_limit_z, dtype=np.float64),
+        "z_lo": m.z_lo.ravel().copy(), "z_hi": m.z_hi.ravel().copy(),
+        "replica_cost": REPLICA_COST_PER_H, "base_cost": float(m.base_cost),
+        "slo_acc": float(slo.accuracy_min), "slo_stale": float(slo.staleness_max_s),
+        "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
+        "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
+    }
+    return KernelConsts(**fields)
+
