@@ -33,6 +33,7 @@ from healgym.sim.model import (
     HEAL_STREAM,
     MAX_REPLICAS,
     MIN_REPLICAS,
+    RELEASE_FAULTS,
     REPLICA_COST_PER_H,
     SIDE_KINDS,
     PipelineModel,
@@ -75,10 +76,13 @@ def escalate_index(m: PipelineModel) -> int:
     return pages[0]
 
 
-def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
+def kernel_consts(m: PipelineModel) -> Any:
     """The model's constants as a namedtuple the compiled kernels take."""
     from healgym.sim import faults as flt
 
+    release = np.zeros(len(FAULT_CODE), dtype=np.bool_)  # faults a bad release brought
+    for name in RELEASE_FAULTS:
+        release[FAULT_CODE[name]] = True
     T = COMPILED
     r, slo = m.reward, m.slo
     arrays = act.action_arrays(m.actions, m.kinds)
@@ -93,7 +97,7 @@ def kernel_consts(m: PipelineModel, release: np.ndarray) -> Any:
         "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,
         "default_replicas": DEFAULT_REPLICAS,
         "healing": np.ascontiguousarray(m.healing, dtype=np.float64),
-        "release": release.astype(np.bool_),
+        "release": release,
         "fast_s": float(r.fast_resolution_s), "fast_bonus": float(r.fast_resolution_bonus),
         "invalid_penalty": float(r.invalid_action_penalty),
         "cost_weight": float(r.action_cost_weight), "slo_per_s": float(r.slo_violation_per_s),

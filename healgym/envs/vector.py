@@ -82,7 +82,6 @@ from healgym.sim.faults import (
 )
 from healgym.sim.jit import entry_point, signature
 from healgym.sim.model import (
-    RELEASE_FAULTS,
     PipelineConfig,
     affine,
     build_model,
@@ -159,11 +158,8 @@ class PipelineHealVectorEnv(VectorEnv):
         self._started = False
         S, M = m.n_stages, len(METRICS)
         A = len(m.actions)
-        self._release = np.zeros(len(FAULT_CODE), dtype=bool)
-        for name in RELEASE_FAULTS:
-            self._release[FAULT_CODE[name]] = True
         self._clean_za, self._clean_zb = affine(m, np.ones((S, M)), np.zeros((S, M)))
-        self._c = kernel_consts(m, self._release)
+        self._c = kernel_consts(m)
         self._values = np.ascontiguousarray(m.replay.values.reshape(len(m.replay.values), -1))
         # One env range per thread (ranges of at least 256 envs: below, a hand-off costs more
         # than it saves); num_threads=None: HEALGYM_NUM_THREADS, else 1 (module docstring).
@@ -204,10 +200,6 @@ class PipelineHealVectorEnv(VectorEnv):
         """The unclipped z-scores (S*M,) the last step computed for the batch's last env (a
         batch of one: its only env; the scalar env's raw metrics come from them)."""
         return self._scratch0[3]
-
-    # read-only views of the state most callers want (the whole state: ``state``)
-    mask = property(lambda self: self.state.actions.mask, doc="Action masks (N, A), live.")
-    time_s = property(lambda self: self.state.clock.t, doc="Each env's clock, s (live).")
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int] | None = None,
