@@ -20,6 +20,9 @@ class EnvConf:
     episode_steps: int = 360
     reward: dict[str, Any] = field(default_factory=dict)
     slo: dict[str, Any] = field(default_factory=dict)
+    # per-stage metrics beyond the canonical six, each a mapping of MetricSpec's fields
+    # (name, doc, lo, hi, neutral, scale_floor), replayed from the dataset column of its name
+    extra_metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -241,6 +244,8 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
         "reward": dict(cfg.env.reward) or None, "slo": dict(cfg.env.slo) or None,
         "chaos": {"enabled": cfg.chaos.enabled, "rate_scale": cfg.chaos.rate_scale},
     }
+    if cfg.env.get("extra_metrics"):
+        kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:
         kw["dataset"] = cfg.telemetry.dataset
     if cfg.telemetry.stages:

@@ -47,8 +47,7 @@ class QLearningTrainer(Trainer):
         from agents.qlearning import QConfig, QLearningAgent
 
         a = self.conf
-        venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs,
-                            max_episode_steps=cfg.env.episode_steps, **kw)
+        venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs, **kw)
         agent = QLearningAgent(venv.unwrapped.model, config=QConfig(
             alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon, epsilon_start=a.epsilon_start,
             decay_steps=max(a.steps * 2 // 3, 1), seed=cfg.seed))

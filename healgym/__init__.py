@@ -17,7 +17,7 @@ if ENV_ID not in registry:
         id=ENV_ID,
         entry_point="healgym.envs.pipeline_heal:PipelineHealEnv",
         vector_entry_point="healgym.envs.vector:PipelineHealVectorEnv",
-        max_episode_steps=DEFAULT_EPISODE_STEPS,
+        # no max_episode_steps: the env truncates itself at its one limit, episode_steps
     )
 
 __all__ = ["DEFAULT_EPISODE_STEPS", "ENV_ID", "__version__"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from healgym.sim.faults import METRICS
-
 if TYPE_CHECKING:
     from healgym.envs.pipeline_heal import PipelineHealEnv
 
@@ -21,11 +19,12 @@ def dashboard(env: PipelineHealEnv) -> str:
     width = max(8, *(len(s) for s in env.stages))
     lines = [f"healgym | t={env.time_s:7.0f}s | dataset {env.dataset_name} | "
              f"downtime {env.downtime_s:.0f}s | reward {env.total_reward:9.1f}"]
-    header = "stage".ljust(width) + "".join(f"{_SHORT[m]:>11}" for m in METRICS) + "  repl"
+    names = "".join(f"{_SHORT.get(m, m[:10]):>11}" for m in env.model.metrics)
+    header = "stage".ljust(width) + names + "  repl"
     lines += [header, "-" * len(header)]
     for i, stage in enumerate(env.stages):
         cells = []
-        for j, m in enumerate(METRICS):
+        for j, m in enumerate(env.model.metrics):
             v = raw[i, j] * (100.0 if m == "error_rate" else 1.0)
             flag = "!" if abs(z[i, j]) > 6 else " "
             cells.append(f"{v:10.1f}{flag}")

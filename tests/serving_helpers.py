@@ -25,7 +25,7 @@ class DictSource:
 
     def healthy(self) -> None:
         for i, stage in enumerate(self.model.stages):
-            for j, metric in enumerate(METRICS):
+            for j, metric in enumerate(self.model.metrics):
                 self.values[(metric, stage)] = float(self.model.median[i, j])
             self.values[("replicas", stage)] = 2.0
         for k in PIPELINE:

@@ -12,7 +12,9 @@ from tests.helpers import action_index, episode_equal, quiet_env, run_actions
 
 def test_make_registers_and_passes_check_env():
     env = gym.make(healgym.ENV_ID)
-    assert env.spec.max_episode_steps == healgym.DEFAULT_EPISODE_STEPS
+    # one time limit, the env's own episode_steps: gymnasium wraps no TimeLimit around it
+    assert env.spec.max_episode_steps is None and not isinstance(env, gym.wrappers.TimeLimit)
+    assert env.unwrapped.model.episode_steps == healgym.DEFAULT_EPISODE_STEPS
     check_env(env.unwrapped, skip_render_check=True)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
@@ -45,9 +47,8 @@ def test_same_seed_same_episode_under_chaos_and_random_actions():
 
 @pytest.mark.parametrize("limit", [50, 1000])
 def test_episode_ends_by_truncation_with_final_metrics(limit):
-    # The episode length is episode_steps; the registration's TimeLimit agrees with it.
-    env = gym.make(healgym.ENV_ID, episode_steps=limit, max_episode_steps=limit,
-                   chaos={"rate_scale": 3.0})
+    # The episode length is episode_steps, the one knob (the registration sets no TimeLimit).
+    env = gym.make(healgym.ENV_ID, episode_steps=limit, chaos={"rate_scale": 3.0})
     env.reset(seed=1)
     for k in range(limit):
         obs, r, te, tr, info = env.step(0)
@@ -67,6 +68,20 @@ def test_an_outer_time_limit_gets_metrics_from_the_wrapper():
     for _ in range(30):
         _, _, _, tr, info = env.step(0)
     assert tr and info["episode_metrics"]["elapsed_s"] == 300.0
+
+
+def test_one_time_limit_knob():
+    from healgym.envs.vector import PipelineHealVectorEnv
+
+    with pytest.raises(ConfigError, match="one time limit, episode_steps=N"):
+        gym.make_vec(healgym.ENV_ID, num_envs=2, max_episode_steps=30)
+    vec = PipelineHealVectorEnv(num_envs=2, episode_steps=7, chaos=False)
+    vec.reset(seed=0)
+    trunc = [vec.step(np.zeros(2, dtype=np.int64))[3].all() for _ in range(7)]
+    assert trunc == [False] * 6 + [True]
+    endless = quiet_env(episode_steps=5, time_limit=False)
+    endless.reset(seed=0)
+    assert not any(endless.step(0)[3] for _ in range(40))  # past 8 plan chunks, never truncated
 
 
 def test_masked_action_is_noop_with_penalty():

@@ -122,7 +122,7 @@ def test_env_arguments_are_one_pipeline_config():
         gym.make(healgym.ENV_ID, stagse=["a"])
     cfg = PipelineConfig(episode_steps=50, chaos=False)
     scalar = gym.make(healgym.ENV_ID, config=cfg).unwrapped
-    vec = PipelineHealVectorEnv(num_envs=2, max_episode_steps=50, config=cfg)
+    vec = PipelineHealVectorEnv(num_envs=2, episode_steps=50, config=cfg)
     assert scalar.config == vec.config == cfg and scalar.model.episode_steps == 50
     o1, _ = scalar.reset(seed=3)
     o2, _ = vec.reset(seed=3)

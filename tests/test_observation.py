@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from healgym.envs.pipeline_heal import PipelineHealEnv
-from healgym.sim.faults import METRICS
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 from healgym.sim.observation import CONTEXT, Signals, encode
 from healgym.sim.signals import decode, observation_names
@@ -16,7 +15,7 @@ def signals_from(env: PipelineHealEnv | PipelineModel, obs: np.ndarray) -> Signa
     """What a monitoring system would report for this observation, in dashboard units."""
     m = env if isinstance(env, PipelineModel) else env.model
     d = decode(m, obs)
-    raw = np.array([[d[f"{s}.{k}"] for k in METRICS] for s in m.stages])
+    raw = np.array([[d[f"{s}.{k}"] for k in m.metrics] for s in m.stages])
     ctx = dict(zip(CONTEXT, obs[m.layout.context.slice].tolist(), strict=True))
     return Signals(
         raw=raw, replicas=np.array([d[f"{s}.replicas"] for s in m.stages]),

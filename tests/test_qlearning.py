@@ -22,7 +22,7 @@ CRASH = dict(chaos=False, healing_matrix={"process_crash": {"restart": 1.0}},
 
 @pytest.fixture(scope="module")
 def trained():
-    venv = PipelineHealVectorEnv(num_envs=64, max_episode_steps=30, **CRASH)
+    venv = PipelineHealVectorEnv(num_envs=64, episode_steps=30, **CRASH)
     agent = QLearningAgent(venv.model, config=QConfig(epsilon_start=1.0, epsilon=0.05,
                                                       decay_steps=3000, seed=3))
     log = agent.train(venv, 6000)

@@ -386,7 +386,7 @@ def test_rllib_env_adds_the_mask_and_scales_only_the_learners_reward(num_envs):
         plain: Any = PipelineHealEnv(**kw)
         wrapped: Any = make_env({**kw, "reward_scale": 0.01})
     else:
-        plain = PipelineHealVectorEnv(num_envs=num_envs, max_episode_steps=20)
+        plain = PipelineHealVectorEnv(num_envs=num_envs, episode_steps=20)
         wrapped = make_env({**kw, "reward_scale": 0.01, "num_envs": num_envs})
     o1, i1 = plain.reset(seed=7)
     o2, i2 = wrapped.reset(seed=7)

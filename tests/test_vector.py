@@ -36,7 +36,7 @@ def scalar_run(seed: int, actions: np.ndarray, episodes_steps: int, **kw):
 
 
 def vector_run(seed: int, actions: np.ndarray, n: int, steps: int, **kw):
-    env = PipelineHealVectorEnv(num_envs=n, max_episode_steps=steps, **kw)
+    env = PipelineHealVectorEnv(num_envs=n, episode_steps=steps, **kw)
     obs, info = env.reset(seed=seed)
     out = [[(obs[i], 0.0, False, False, None)] for i in range(n)]
     for t in range(actions.shape[1]):
@@ -109,7 +109,7 @@ def test_every_fault_type_matches(tmp_path):
 def test_make_vec_returns_the_native_vector_env():
     env = gym.make_vec(healgym.ENV_ID, num_envs=16)
     assert isinstance(env, PipelineHealVectorEnv)
-    assert env.max_episode_steps == healgym.DEFAULT_EPISODE_STEPS
+    assert env.model.episode_steps == healgym.DEFAULT_EPISODE_STEPS
     assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     obs, info = env.reset(seed=0)
     assert obs.shape == (16, 69) and env.observation_space.contains(obs)
@@ -119,7 +119,7 @@ def test_make_vec_returns_the_native_vector_env():
 
 
 def test_final_info_masks_and_autoreset():
-    env = PipelineHealVectorEnv(num_envs=3, max_episode_steps=5, chaos=False)
+    env = PipelineHealVectorEnv(num_envs=3, episode_steps=5, chaos=False)
     env.reset(seed=0)
     for _ in range(4):
         _, _, _, tr, info = env.step(np.zeros(3, dtype=np.int64))
@@ -134,8 +134,8 @@ def test_final_info_masks_and_autoreset():
 
 def test_rllib_style_construction_with_kwargs():
     env = gym.make_vec(healgym.ENV_ID, num_envs=2, vectorization_mode="vector_entry_point",
-                       chaos={"rate_scale": 2.0}, step_seconds=30.0, max_episode_steps=40)
-    assert env.max_episode_steps == 40 and env.model.dt == 30.0
+                       chaos={"rate_scale": 2.0}, step_seconds=30.0, episode_steps=40)
+    assert env.model.episode_steps == 40 and env.model.dt == 30.0
 
 
 @pytest.mark.realdata
@@ -156,7 +156,7 @@ def test_parity_on_real_telemetry_with_replayed_incidents(shared_data):
 
 
 def test_without_a_time_limit_the_plan_grows():
-    env = PipelineHealVectorEnv(num_envs=2, max_episode_steps=None, episode_steps=50,
+    env = PipelineHealVectorEnv(num_envs=2, time_limit=False, episode_steps=50,
                                 chaos={"rate_scale": 5.0})
     env.reset(seed=0)
     for _ in range(180):
@@ -174,7 +174,7 @@ def test_rllib_wraps_it_with_dict_info_to_list():
 
     env = DictInfoToList(gym.make_vec(healgym.ENV_ID, num_envs=3,
                                       vectorization_mode=gym.VectorizeMode("vector_entry_point"),
-                                      max_episode_steps=4))
+                                      episode_steps=4))
     obs, infos = env.reset(seed=0)
     assert isinstance(infos, list) and len(infos) == 3
     assert infos[1]["action_mask"].shape == (23,)
@@ -185,12 +185,12 @@ def test_rllib_wraps_it_with_dict_info_to_list():
 
 def test_threads_do_not_change_a_result():
     """Env ranges on numba's threads: the same batch, bit for bit, as one thread."""
-    kw = dict(num_envs=600, max_episode_steps=40, chaos={"rate_scale": 4.0})
+    kw = dict(num_envs=600, episode_steps=40, chaos={"rate_scale": 4.0})
     acts = random_actions(600, 90, 23, seed=4)
     runs = []
     for threads in (1, 2):
         env = PipelineHealVectorEnv(num_threads=threads, **kw)
-        assert len(env._bounds) == threads + 1  # noqa: SLF001 (the split under test)
+        assert len(env.core._bounds) == threads + 1  # noqa: SLF001 (the split under test)
         obs, info = env.reset(seed=3)
         out = [obs]
         for t in range(acts.shape[1]):
@@ -203,7 +203,7 @@ def test_threads_do_not_change_a_result():
 
 
 def test_episode_metrics_are_built_when_read():
-    env = PipelineHealVectorEnv(num_envs=4, max_episode_steps=30, chaos={"rate_scale": 6.0})
+    env = PipelineHealVectorEnv(num_envs=4, episode_steps=30, chaos={"rate_scale": 6.0})
     env.reset(seed=1)
     for _ in range(30):
         obs, r, te, tr, info = env.step(np.zeros(4, dtype=np.int64))
@@ -223,7 +223,7 @@ def test_reset_seeds_give_the_scalar_envs_episode_chain():
     env's own key chain, with or without an explicit reset()."""
     from healgym.envs.pipeline_heal import PipelineHealEnv
 
-    vec = PipelineHealVectorEnv(num_envs=3, max_episode_steps=20)
+    vec = PipelineHealVectorEnv(num_envs=3, episode_steps=20)
     v0, _ = vec.reset(seed=9)
     v1, _ = vec.reset()
     scalar = PipelineHealEnv(episode_steps=20)
@@ -244,32 +244,33 @@ def test_cached_kernel_entry_points_follow_the_state_layout():
     equal numba's own dispatch, through plan growth and a reset with new episode constants,
     and neither a replaced state array nor changed argument types reach them unnoticed (the
     tests check both; the env renews its layout wherever it replaces arrays)."""
-    from healgym.envs import vector
+    from healgym.envs import core
 
-    assert vector.CHECK_DISPATCH  # tests/conftest.py turns the check on
-    kw = dict(num_envs=4, num_threads=1, max_episode_steps=None, episode_steps=20)
+    assert core.CHECK_DISPATCH  # tests/conftest.py turns the check on
+    kw = dict(num_envs=4, num_threads=1, time_limit=False, episode_steps=20)
     env, ref = PipelineHealVectorEnv(**kw), PipelineHealVectorEnv(**kw)
-    ref._call = lambda kernel, args: kernel(*args)  # noqa: SLF001 (numba's own dispatch)
+    ref.core._call = lambda kernel, args: kernel(*args)  # noqa: SLF001 (numba's own dispatch)
     a = np.zeros(4, dtype=np.int64)
     scenario = {"faults": [{"at": 30, "fault": "memory_leak", "stage": "serve"}]}
     for options in (None, {"scenario": scenario}):
-        layout = env._layout  # noqa: SLF001 (the mechanism under test)
+        layout = env.core._layout  # noqa: SLF001 (the mechanism under test)
         for e in (env, ref):
             e.reset(seed=0, options=options)
         for _ in range(45):  # past the plan twice
             got, want = env.step(a), ref.step(a)
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
-        assert options is None or env._layout > layout  # noqa: SLF001
+        assert options is None or env.core._layout > layout  # noqa: SLF001
     from healgym.envs.state import replace
 
-    state = env.state
-    env.state = replace(state, "clock.rows", state.clock.rows.astype(np.int32))  # behind the
-    with pytest.raises(AssertionError, match="replaced without a new _layout"):  # caches' back
-        env.step(a)
-    env.state = state
-    env._entry = {k: (lay, ep, sig[:-1]) for k, (lay, ep, sig) in env._entry.items()}  # noqa: SLF001
-    env._calls = 15  # noqa: SLF001 (the next call is a checked one)
+    state = env.core.state
+    env.core.state = replace(state, "clock.rows", state.clock.rows.astype(np.int32))  # behind
+    with pytest.raises(AssertionError, match="replaced without a new _layout"):  # the caches'
+        env.step(a)  # back
+    env.core.state = state
+    core = env.core
+    core._entry = {k: (lay, ep, sig[:-1]) for k, (lay, ep, sig) in core._entry.items()}  # noqa: SLF001
+    core._calls = 15  # noqa: SLF001 (the next call is a checked one)
     with pytest.raises(AssertionError, match="argument types changed"):
         env.step(a)
 

@@ -95,9 +95,7 @@ def make_env(config: dict[str, Any]) -> gym.Env | VectorEnv:
     scale = float(kw.pop("reward_scale", 1.0))
     env: Any
     if num_envs is not None:
-        steps = kw.pop("episode_steps", 360)
-        env = MaskedVectorObservation(PipelineHealVectorEnv(
-            num_envs=int(num_envs), max_episode_steps=steps, **kw))
+        env = MaskedVectorObservation(PipelineHealVectorEnv(num_envs=int(num_envs), **kw))
         return gym.wrappers.vector.TransformReward(env, lambda r: np.asarray(r) * scale) \
             if scale != 1.0 else env
     env = MaskedObservation(PipelineHealEnv(**kw))

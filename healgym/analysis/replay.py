@@ -29,12 +29,12 @@ import yaml
 
 from healgym.analysis.log import LogFrames, iso
 from healgym.sim.faults import (
-    COMPILED,
     COST,
     LIBRARY,
     SHIFT,
     effect_factor,
     effects_at,
+    fault_table,
 )
 from healgym.sim.layout import CONTEXT_INDEX as CTX
 from healgym.sim.model import PipelineModel, ml_signals
@@ -77,11 +77,12 @@ def signature(model: PipelineModel, fault: str, stage: int) -> np.ndarray:
     """What ``fault`` on ``stage`` at severity 1 and full intensity does to the observation,
     computed with the simulator's own fault functions (healthy baseline: the medians)."""
     k = FAULT_INDEX[fault]
-    t = float(COMPILED.ramp_s[k] + COMPILED.hop_lag_s[k] * model.n_stages + 1.0)
-    if np.isfinite(COMPILED.duration_s[k]):
-        t = min(t, float(COMPILED.duration_s[k]) - 1.0)
+    table = fault_table(model.metrics)
+    t = float(table.ramp_s[k] + table.hop_lag_s[k] * model.n_stages + 1.0)
+    if np.isfinite(table.duration_s[k]):
+        t = min(t, float(table.duration_s[k]) - 1.0)
     mult, add, ml, _ = effects_at(np.array([k]), np.array([stage]), np.array([1.0]),
-                                  np.array([0.0]), model.hops, t)
+                                  np.array([0.0]), model.hops, t, table)
     factor = effect_factor(mult, np.full(model.n_stages, 2.0))
     z = clip_z(model, (model.median * (factor - 1.0) + add) * model.inv_scale)
     acc, null, schema, stale = ml_signals(ml)

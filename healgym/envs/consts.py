@@ -16,12 +16,11 @@ from healgym.sim.episode import (
 )
 from healgym.sim.faults import (
     ALL_SPECS,
-    COMPILED,
     FAULT_NAMES,
     INF,
     LAT,
-    METRICS,
     SPEC_INDEX,
+    fault_table,
 )
 from healgym.sim.model import (
     ACC_NOISE_SD,
@@ -83,7 +82,7 @@ def kernel_consts(m: PipelineModel) -> Any:
     release = np.zeros(len(FAULT_CODE), dtype=np.bool_)  # faults a bad release brought
     for name in RELEASE_FAULTS:
         release[FAULT_CODE[name]] = True
-    T = COMPILED
+    T = fault_table(m.metrics)
     r, slo = m.reward, m.slo
     arrays = act.action_arrays(m.actions, m.kinds)
     fields: dict[str, Any] = {
@@ -111,7 +110,7 @@ def kernel_consts(m: PipelineModel) -> Any:
         "src_cascade": SOURCES.index("cascade"),
         "end_after": END_AFTER.astype(np.float64),
         "cascade_after": CASCADE_AFTER.astype(np.float64),
-        "n_stages": m.n_stages, "n_metrics": len(METRICS), "episode_steps": m.episode_steps,
+        "n_stages": m.n_stages, "n_metrics": m.n_metrics, "episode_steps": m.episode_steps,
         "carrier_kind": CARRIER_KIND, "src_replay": SOURCES.index("replay"),
         "median": m.median.ravel().copy(), "inv": m.inv_scale.ravel().copy(),
         "t_mult": T.mult, "t_add": T.add, "t_pmult": T.prop_mult, "t_padd": T.prop_add,

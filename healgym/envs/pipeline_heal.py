@@ -1,10 +1,10 @@
 """``healgym/PipelineHeal-v0``: heal an ML pipeline whose telemetry is replayed from real logs.
 
-One model, not two: the scalar env is the batched env of :mod:`healgym.envs.vector` with one
-pipeline. Its state lives in that env's arrays and a step is the same compiled call
-(:mod:`healgym.envs._kernel`); this class adds the single-env API: scalar observations and
-rewards, ``info["faults"]``, truncation that needs a ``reset``, rendering, and read-only views
-of the state for analysis.
+One model, not two: the scalar env is a thin Gymnasium adapter over the batch core of
+:mod:`healgym.envs.core` with one pipeline, the same core the vector env adapts. Its state lives
+in the core's arrays and a step is the same compiled call (:mod:`healgym.envs._kernel`); this
+class adds the single-env API: scalar observations and rewards, ``info["faults"]``, truncation
+that needs a ``reset``, rendering, and read-only views of the state for analysis.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from healgym.envs.core import BatchCore
 from healgym.envs.state import DRIFT_KS, DRIFT_PSI
-from healgym.envs.vector import PipelineHealVectorEnv
 from healgym.errors import ConfigError
 from healgym.sim import rng as crng
 from healgym.sim.episode import next_key, seed_key
-from healgym.sim.faults import METRICS
 from healgym.sim.model import (
     HEALTH,
     REPLICA_COST_PER_H,
     PipelineConfig,
+    build_model,
     default_dataset,
     hops_from_edges,
 )
-from healgym.sim.replay import HI, LO
+from healgym.sim.replay import bounds
 
 __all__ = ["PipelineHealEnv", "default_dataset", "hops_from_edges"]
 
@@ -90,7 +90,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Episode End
     No terminal state: a pipeline is never "done". The episode is truncated when its replayed
-    window ends, ``max_episode_steps`` (360 steps = 1 hour by default, from the registration);
+    window ends, after ``episode_steps`` steps (360 = 1 hour by default; the env's one time limit,
+    the registration adds no ``TimeLimit``; ``time_limit=False``: it never ends);
     the final ``info["episode_metrics"]`` holds per-incident onset, detection, resolution
     (MTTR), downtime, uptime %, actions and their cost, and unresolved incidents.
 
@@ -109,7 +110,11 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
       are off under a scenario unless it says ``random_chaos: true``.
     * ``replay_incidents``: start episodes around the dataset's labelled fault windows and track
       them as incidents (the fault is in the real data; healing it splices healthy data in).
-    * ``episode_steps``: the episode length when the env is built without ``gymnasium.make``.
+    * ``episode_steps``: the episode length in steps (the one time limit); ``time_limit=False``
+      makes episodes that never end (replay and chaos planned ``episode_steps`` at a time).
+    * ``extra_metrics``: per-stage metrics beyond the canonical six
+      (:class:`healgym.telemetry.schema.MetricSpec` or mappings of its fields), replayed from the
+      dataset's column of that name; they extend the observation's z block.
     * ``action_kinds``: a table of :class:`healgym.sim.actions.ActionKind` in place of the
       built-in one (each kind: target, duration, cost, mask rule, effect); heal with it through
       ``healing_matrix``. The observation's layout follows (:class:`healgym.sim.layout.ObsLayout`).
@@ -128,11 +133,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None")
         self.render_mode = render_mode
         cfg = PipelineConfig.make(config, "PipelineHeal-v0", **pipeline)
-        # The batched env with one pipeline, truncating where this env's plan ends.
-        self._core = PipelineHealVectorEnv(num_envs=1, max_episode_steps=cfg.episode_steps,
-                                           config=cfg, num_threads=1)
+        # The batch core with one pipeline (the vector env's own, with no Gymnasium around it).
         self.config = cfg
-        self.model = m = self._core.model
+        self.model = m = build_model(cfg)
+        self._core = BatchCore(m, num_envs=1, num_threads=1)
         self.observation_space = m.observation_space
         self.action_space = m.action_space
         self._started = False
@@ -181,8 +185,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
                 f"action {action!r} is outside Discrete({len(self.model.actions)})")
         obs, reward, violated, invalid, truncated = self._core.advance(
             np.array([a], dtype=np.int64))
-        # The episode's replayed window ends: truncation (the registration's TimeLimit, at the
-        # same default length, agrees; change both with episode_steps=N, max_episode_steps=N).
+        # The episode's replayed window ends: truncation at episode_steps (the one time limit;
+        # the registration adds no TimeLimit wrapper).
         final = bool(truncated[0])
         if final:
             self._started = False
@@ -251,8 +255,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         """Current raw metrics (S, M), from the last observation's unclipped z-scores (the
         step works in z-space: raw = z * scale + median)."""
         m = self.model
-        z = self._core.last_z().reshape(m.n_stages, len(METRICS))
-        return np.clip(z / m.inv_scale + m.median, LO, HI)
+        z = self._core.last_z().reshape(m.n_stages, m.n_metrics)
+        return np.clip(z / m.inv_scale + m.median, *bounds(m.metric_specs))
 
     @property
     def ml_health(self) -> dict[str, float]:
@@ -274,5 +278,5 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     def raw_metrics(self) -> dict[str, dict[str, float]]:
         """The current raw (unnormalised) metrics per stage, for dashboards and analysis."""
         raw = self._raw
-        return {s: {m: float(raw[i, j]) for j, m in enumerate(METRICS)}
+        return {s: {m: float(raw[i, j]) for j, m in enumerate(self.model.metrics)}
                 for i, s in enumerate(self.stages)}

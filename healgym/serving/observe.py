@@ -18,11 +18,9 @@ import numpy as np
 import requests
 
 from healgym.serving.config import SourceConf
-from healgym.sim.faults import METRICS
 from healgym.sim.model import DEFAULT_REPLICAS, PipelineModel
 from healgym.sim.observation import Signals
 
-PER_STAGE = (*METRICS, "replicas")
 PIPELINE = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
             "staleness_s", "cost_factor")
 HEALTHY = {"accuracy": 0.95, "drift_ks": 0.0, "drift_psi": 0.0, "null_rate": 0.0,
@@ -91,7 +89,7 @@ class ScrapeSource:
     def read(self, stages: list[str]) -> dict[Key, Sample]:
         from prometheus_client.parser import text_string_to_metric_families
 
-        wanted = set(PER_STAGE) | set(PIPELINE)
+        wanted = set(stages)
         out: dict[Key, Sample] = {}
         for url in self.conf.targets:
             try:
@@ -101,10 +99,10 @@ class ScrapeSource:
                 raise SourceError(f"scrape {url}: {exc}") from exc
             now = time.time()
             for fam in text_string_to_metric_families(r.text):
-                for s in fam.samples:
-                    if s.name in wanted:
-                        stage = s.labels.get("stage")
-                        out[(s.name, stage if s.name in PER_STAGE else None)] = Sample(
+                for s in fam.samples:  # pipeline signals by name; any other with a stage label
+                    stage = s.labels.get("stage")
+                    if s.name in PIPELINE or stage in wanted:
+                        out[(s.name, None if s.name in PIPELINE else stage)] = Sample(
                             float(s.value), float(s.timestamp or now))
         return out
 
@@ -167,7 +165,7 @@ class Observer:
             return s.value
 
         raw = np.array([[get(metric, stage, float(m.median[i, j]))
-                         for j, metric in enumerate(METRICS)]
+                         for j, metric in enumerate(m.metrics)]
                         for i, stage in enumerate(m.stages)])
         replicas = np.array([get("replicas", stage, state.replicas.get(stage,
                                                                        DEFAULT_REPLICAS))

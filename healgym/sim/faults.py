@@ -13,6 +13,7 @@ Downstream stages feel ``propagate`` (a fraction of the stage's own mult/add) af
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,9 +215,14 @@ class CompiledFaults:
     atten_pow: np.ndarray  # (F, MAX_HOPS + 1): attenuation ** hops, tabulated once
 
 
-def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
+def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS,
+                   metrics: tuple[str, ...] = METRICS) -> CompiledFaults:
+    """The fault table for a model's ``metrics`` (the canonical six first: a fault's effects
+    name canonical metrics; a model's extra metrics get no fault effect)."""
     n = len(specs)
-    mult, add = np.zeros((n, len(METRICS))), np.zeros((n, len(METRICS)))
+    if tuple(metrics[:len(METRICS)]) != tuple(METRICS):
+        raise ValueError(f"metrics {metrics} must start with the canonical {METRICS}")
+    mult, add = np.zeros((n, len(metrics))), np.zeros((n, len(metrics)))
     pmult, padd = np.zeros_like(mult), np.zeros_like(add)
     ml = np.zeros((n, len(ML_SIGNALS)))
     for i, f in enumerate(specs):
@@ -241,6 +247,12 @@ def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS) -> CompiledFaults:
 
 
 COMPILED = compile_faults()
+
+
+@functools.lru_cache(maxsize=8)
+def fault_table(metrics: tuple[str, ...] = METRICS) -> CompiledFaults:
+    """The library's compiled table for a model's metrics (cached)."""
+    return COMPILED if tuple(metrics) == tuple(METRICS) else compile_faults(ALL_SPECS, metrics)
 
 
 # --------------------------------------------------------------------------- the dynamics
@@ -350,7 +362,7 @@ def effects_at(kinds: np.ndarray, stages: np.ndarray, severity: np.ndarray,
     they stay the same. ``hops[s, d]``: hops from stage s downstream to stage d (0 on the
     diagonal, -1 if d is not downstream of s). The env's own function (:func:`accumulate`)."""
     S = hops.shape[0]
-    mult, add = np.zeros((S, len(METRICS))), np.zeros((S, len(METRICS)))
+    mult, add = np.zeros((S, table.mult.shape[1])), np.zeros((S, table.mult.shape[1]))
     ml = np.zeros(len(ML_SIGNALS))
     until = _effects_at(
         np.asarray(kinds, np.int64), np.asarray(stages, np.int64),

@@ -27,7 +27,6 @@ from healgym.sim.faults import (
     ERR,
     FAULT_NAMES,
     LAT,
-    METRICS,
     NULL,
     SCHEMA,
     SHIFT,
@@ -37,9 +36,10 @@ from healgym.sim.faults import (
 )
 from healgym.sim.jit import compiled
 from healgym.sim.layout import ObsLayout
-from healgym.sim.replay import HI, LO, ReplaySource
+from healgym.sim.replay import ReplaySource, bounds
 from healgym.sim.reward import RewardConfig, SLOConfig
 from healgym.telemetry.dataset import TelemetryDataset, load_dataset
+from healgym.telemetry.schema import MetricSpec, metric_specs
 from healgym.telemetry.synthetic import generate_synthetic
 
 Z_CLIP = 50.0
@@ -127,7 +127,8 @@ class PipelineModel:
     stages: list[str]
     hops: np.ndarray
     dt: float
-    episode_steps: int
+    episode_steps: int  # the time limit (with time_limit) and the planning chunk
+    time_limit: bool
     drift_every: int
     chaos: ChaosConfig
     scenario: Scenario | None
@@ -151,6 +152,16 @@ class PipelineModel:
     kinds: tuple[act.ActionKind, ...]  # rows of the healing matrix; Action.kind indexes them
     observation_space: spaces.Box
     action_space: spaces.Discrete
+    metric_specs: tuple[MetricSpec, ...]  # the canonical six, then the pipeline's extra ones
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The per-stage metric names, in the order of every (S, M) array of the model."""
+        return tuple(m.name for m in self.metric_specs)
+
+    @property
+    def n_metrics(self) -> int:
+        return len(self.metric_specs)
 
     @property
     def n_stages(self) -> int:
@@ -194,10 +205,17 @@ class PipelineConfig:
     reward: dict[str, Any] | RewardConfig | None = None
     slo: dict[str, Any] | SLOConfig | None = None
     healing_matrix: dict[str, dict[str, float]] | None = None
+    #: the episode length, in steps: the one time limit (gymnasium's ``max_episode_steps`` is not
+    #: used; with ``time_limit=False`` the episode never ends and replay and chaos are planned
+    #: ``episode_steps`` at a time)
     episode_steps: int = 360
+    time_limit: bool = True
     drift_period_s: float = 60.0
     time_range: tuple[float, float] | list[float] = (0.0, 1.0)
     action_kinds: tuple[act.ActionKind, ...] | None = None
+    #: per-stage metrics beyond the canonical six (MetricSpec or mappings of its fields), each
+    #: replayed from the dataset column of its name (absent: its neutral value)
+    extra_metrics: tuple[MetricSpec | dict[str, Any], ...] = ()
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -207,6 +225,10 @@ class PipelineConfig:
         import dataclasses
 
         known = [f.name for f in dataclasses.fields(cls)]
+        if "max_episode_steps" in kwargs:
+            raise ConfigError(
+                f"{where}: max_episode_steps={kwargs['max_episode_steps']!r}: healgym has one time "
+                "limit, episode_steps=N (time_limit=False for episodes that never end)")
         for key in kwargs:
             if key not in known:
                 raise ConfigError(f"{where}: unknown argument {key!r}.{did_you_mean(key, known)}"
@@ -224,6 +246,7 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     episode_steps, drift_period_s, time_range = (cfg.episode_steps, cfg.drift_period_s,
                                                  cfg.time_range)
     action_kinds = cfg.action_kinds
+    specs = metric_specs(tuple(cfg.extra_metrics or ()))
     if step_seconds <= 0:
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
     if episode_steps < 1:
@@ -244,7 +267,7 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     elif isinstance(stages, str):
         raise ConfigError(f"stages={stages!r}: give a list of entities, a {{stage: entity}} "
                           "mapping, or 'call_graph'")
-    replay = ReplaySource.build(ds, stages, tuple(time_range))  # type: ignore[arg-type]
+    replay = ReplaySource.build(ds, stages, tuple(time_range), specs)  # type: ignore[arg-type]
     names = replay.stages
     edges = ds.call_graph
     ent_to_stage = dict(zip(replay.entities, names, strict=True))
@@ -262,14 +285,16 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     actions = act.action_table(names, kinds)
     S = len(names)
     model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
-    layout = ObsLayout(tuple(names), tuple(METRICS), tuple(a.name for a in actions))
+    layout = ObsLayout(tuple(names), tuple(m.name for m in specs), tuple(a.name for a in actions))
     low, high = layout.bounds(Z_CLIP)
     med, inv = replay.median, 1.0 / replay.scale
+    lo_b, hi_b = bounds(specs)
     lat_limit = max(slo_cfg.latency_factor * med[model_stage, LAT], replay.q_hi[model_stage, LAT])
     thr_limit = min(slo_cfg.throughput_min_factor * med[-1, THR], replay.q_lo[-1, THR])
     return PipelineModel(
         dataset_name=str(ds.metadata.get("name", "dataset")), replay=replay, stages=names,
         hops=hops, dt=float(step_seconds), episode_steps=int(episode_steps),
+        time_limit=bool(cfg.time_limit),
         drift_every=max(1, int(round(drift_period_s / step_seconds))),
         chaos=ChaosConfig.from_value(chaos), scenario=scen, replay_incidents=bool(replay_incidents),
         reward=reward_cfg, slo=slo_cfg, healing=act.healing_matrix(healing_matrix, kinds),
@@ -278,11 +303,11 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         lat_limit_z=float((lat_limit - med[model_stage, LAT]) * inv[model_stage, LAT]),
         thr_limit_z=float((thr_limit - med[-1, THR]) * inv[-1, THR]),
         err_limit_z=(slo_cfg.error_rate_max - med[:, ERR]) * inv[:, ERR],
-        z_lo=np.maximum((LO - med) * inv, -Z_CLIP), z_hi=np.minimum((HI - med) * inv, Z_CLIP),
+        z_lo=np.maximum((lo_b - med) * inv, -Z_CLIP), z_hi=np.minimum((hi_b - med) * inv, Z_CLIP),
         base_cost=S * DEFAULT_REPLICAS * REPLICA_COST_PER_H,
         fault_cols={name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))},
         layout=layout, observation_space=spaces.Box(low, high, dtype=np.float32),
-        action_space=spaces.Discrete(len(actions)),
+        action_space=spaces.Discrete(len(actions)), metric_specs=specs,
     )
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from healgym.sim.faults import METRICS
 from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT, CONTEXT_HIGH, CONTEXT_INDEX, ObsLayout
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
@@ -79,11 +78,11 @@ class Signals:
 
 def encode(model: PipelineModel, s: Signals) -> np.ndarray:
     """The observation a policy trained on ``model`` expects, from measured signals."""
-    S, M = model.n_stages, len(METRICS)
+    S, M = model.n_stages, model.n_metrics
     raw = np.asarray(s.raw, dtype=float)
     if raw.shape != (S, M):
         raise ValueError(f"raw metrics have shape {raw.shape}, this pipeline needs ({S}, {M}) "
-                         f"(stages {model.stages}, metrics {list(METRICS)})")
+                         f"(stages {model.stages}, metrics {list(model.metrics)})")
     obs = np.zeros(model.n_obs, dtype=np.float32)
     obs[model.layout.z.slice] = metric_z(model, raw).ravel()
     replica_frac = np.clip(np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, 0.0, 1.0)
@@ -107,7 +106,7 @@ def slo_rows(model: PipelineModel, z: np.ndarray, accuracy: np.ndarray | float,
         return np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)))
 
     out = np.zeros(n, dtype=np.bool_)
-    _slo_rows(out, z, model.n_stages, len(METRICS), model.model_stage, LAT, THR, ERR,
+    _slo_rows(out, z, model.n_stages, model.n_metrics, model.model_stage, LAT, THR, ERR,
               float(model.lat_limit_z), float(model.thr_limit_z),
               np.ascontiguousarray(model.err_limit_z, dtype=np.float64), col(accuracy),
               col(staleness_s), col(null_rate), col(schema_error_rate), col(cost_factor),

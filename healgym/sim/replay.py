@@ -19,21 +19,23 @@ import numpy as np
 import pandas as pd
 
 from healgym.errors import ConfigError
-from healgym.sim.faults import METRICS
 from healgym.telemetry.dataset import TelemetryDataset
-from healgym.telemetry.schema import METRIC_BOUNDS, unix_seconds
+from healgym.telemetry.schema import CANONICAL_SPECS, MetricSpec, unix_seconds
 
 log = logging.getLogger(__name__)
 
 #: Replayed in place of a metric a stage never measured (healthy, neutral values).
-NEUTRAL = {"latency_p95_ms": 50.0, "error_rate": 0.0, "cpu_pct": 30.0, "memory_pct": 50.0,
-           "throughput_rps": 100.0, "queue_depth": 5.0}
+NEUTRAL = {m.name: m.neutral for m in CANONICAL_SPECS}
 #: Smallest scale of each metric for normalisation, so a flat baseline does not divide by ~0.
-SCALE_FLOOR = {"latency_p95_ms": 2.0, "error_rate": 0.01, "cpu_pct": 2.0, "memory_pct": 2.0,
-               "throughput_rps": 0.5, "queue_depth": 0.5}
+SCALE_FLOOR = {m.name: m.scale_floor for m in CANONICAL_SPECS}
 
-LO = np.array([METRIC_BOUNDS[m][0] for m in METRICS])
-HI = np.array([METRIC_BOUNDS[m][1] for m in METRICS])
+
+def bounds(specs: tuple[MetricSpec, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The physically valid range (M,) of each metric: values outside are clipped."""
+    return np.array([m.lo for m in specs]), np.array([m.hi for m in specs])
+
+
+LO, HI = bounds(CANONICAL_SPECS)
 
 
 def _fill_column(col: np.ndarray) -> int:
@@ -66,13 +68,16 @@ class ReplaySource:
     fault_windows: pd.DataFrame  # rows of the dataset's fault table whose entity is replayed
     segments: list[tuple[int, int]]  # [start, end) row runs with data (gaps of <= 3 rows bridged)
     report: dict[str, object] = field(default_factory=dict)
+    metrics: tuple[MetricSpec, ...] = CANONICAL_SPECS  # the M axis of values, median, ...
 
     @classmethod
     def build(cls, dataset: TelemetryDataset, stages: list[str] | dict[str, str] | None = None,
-              time_range: tuple[float, float] = (0.0, 1.0)) -> ReplaySource:
+              time_range: tuple[float, float] = (0.0, 1.0),
+              metrics: tuple[MetricSpec, ...] = CANONICAL_SPECS) -> ReplaySource:
         """``time_range``: the fraction of the replayable span episodes may draw from, e.g.
         (0, 0.7) for training and (0.7, 1) for held-out evaluation (baselines still use the whole
-        span, so both sides see the same normalisation)."""
+        span, so both sides see the same normalisation). ``metrics``: the replayed metrics (a
+        dataset column of each name; one the dataset lacks replays as its neutral value)."""
         if stages is None:
             names = entities = dataset.stages
         elif isinstance(stages, dict):
@@ -86,7 +91,7 @@ class ReplaySource:
                 f"stages: entities {missing} are not in dataset "
                 f"{dataset.metadata.get('name')!r}; it has {dataset.stages}"
             )
-        times, values = dataset.to_array(entities)
+        times, values = dataset.to_array(entities, tuple(m.name for m in metrics))
         # The replayable span: rows where every replayed stage has some measurement.
         has_data = ~np.all(np.isnan(values), axis=2)  # (T, S)
         firsts = [int(np.argmax(c)) if c.any() else -1 for c in has_data.T]
@@ -118,25 +123,25 @@ class ReplaySource:
         filled = {}
         absent = []
         for s, ent in enumerate(entities):
-            for m, metric in enumerate(METRICS):
+            for m, spec in enumerate(metrics):
                 col = values[:, s, m]
                 if np.all(np.isnan(col)):
-                    col[:] = NEUTRAL[metric]
-                    absent.append(f"{ent}.{metric}")
+                    col[:] = spec.neutral
+                    absent.append(f"{ent}.{spec.name}")
                     continue
                 n = _fill_column(col)
                 if n:
-                    filled[f"{ent}.{metric}"] = n
-        np.clip(values, LO, HI, out=values)
+                    filled[f"{ent}.{spec.name}"] = n
+        np.clip(values, *bounds(metrics), out=values)
         healthy = _healthy_mask(times, entities, faults, dataset.step_seconds)
-        median = np.empty((len(entities), len(METRICS)))
+        median = np.empty((len(entities), len(metrics)))
         scale = np.empty_like(median)
         q_lo, q_hi = np.empty_like(median), np.empty_like(median)
         for s in range(len(entities)):
             rows = values[healthy[:, s], s, :] if healthy[:, s].any() else values[:, s, :]
             med = np.median(rows, axis=0)
             mad = np.median(np.abs(rows - med), axis=0) * 1.4826
-            floor = np.array([SCALE_FLOOR[m] for m in METRICS])
+            floor = np.array([m.scale_floor for m in metrics])
             median[s], scale[s] = med, np.maximum(np.maximum(mad, 0.05 * np.abs(med)), floor)
             q_lo[s], q_hi[s] = np.quantile(rows, 0.001, axis=0), np.quantile(rows, 0.999, axis=0)
         report = {"rows": int(len(times)), "filled_cells": filled, "absent_metrics": absent,
@@ -147,7 +152,8 @@ class ReplaySource:
             log.info("replay: NaN cells filled by forward fill: %s", filled)
         return cls(stages=names, entities=entities, step_seconds=float(dataset.step_seconds),
                    times=times, values=values, median=median, scale=scale, q_lo=q_lo, q_hi=q_hi,
-                   fault_windows=faults, segments=segments, report=report)
+                   fault_windows=faults, segments=segments, report=report,
+                   metrics=tuple(metrics))
 
     @property
     def _segment_array(self) -> np.ndarray:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from healgym.sim.faults import METRICS
 from healgym.sim.layout import CONTEXT as ML_NAMES
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 
 
 def signal_names(model: PipelineModel) -> list[str]:
-    names = [f"{s}.{m}" for s in model.stages for m in METRICS]
-    names += [f"{s}.{m}_ratio" for s in model.stages for m in METRICS]
+    names = [f"{s}.{m}" for s in model.stages for m in model.metrics]
+    names += [f"{s}.{m}_ratio" for s in model.stages for m in model.metrics]
     names += [f"{s}.replicas" for s in model.stages]
     return names + list(ML_NAMES)
 
@@ -37,7 +36,7 @@ def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
     ratio = raw / np.where(model.median != 0, model.median, 1.0)
     out: dict[str, float] = {}
     for i, s in enumerate(model.stages):
-        for j, m in enumerate(METRICS):
+        for j, m in enumerate(model.metrics):
             out[f"{s}.{m}"] = float(raw[i, j])
             out[f"{s}.{m}_ratio"] = float(ratio[i, j])
         out[f"{s}.replicas"] = float(obs[lay.replicas.start + i] * MAX_REPLICAS)

@@ -86,11 +86,13 @@ class TelemetryDataset:
     def synthetic(self) -> bool:
         return bool(self.metadata.get("synthetic", False))
 
-    def to_array(self, stages: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def to_array(self, stages: list[str] | None = None,
+                 metrics: tuple[str, ...] = CANONICAL_METRICS) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(times, values)`` on the dataset's regular grid.
 
         ``times`` is int64 unix seconds, shape (T,); ``values`` is float64, shape
-        (T, len(stages), len(CANONICAL_METRICS)), NaN where nothing was measured.
+        (T, len(stages), len(metrics)), NaN where nothing was measured (a metric the dataset has
+        no column for is all NaN).
         """
         stages = self.stages if stages is None else stages
         unknown = [s for s in stages if s not in self.stages]
@@ -103,13 +105,14 @@ class TelemetryDataset:
         ts = pd.Series(unix_seconds(self.frame[TIMESTAMP]).astype(np.int64))
         start, end = int(ts.min()), int(ts.max())
         times = np.arange(start, end + step, step, dtype=np.int64)
-        values = np.full((len(times), len(stages), len(CANONICAL_METRICS)), np.nan)
+        values = np.full((len(times), len(stages), len(metrics)), np.nan)
         idx = ((ts.to_numpy() - start) // step).astype(np.int64)
         stage_col = self.frame[STAGE].to_numpy()
-        metrics = self.frame[list(CANONICAL_METRICS)].to_numpy(dtype=float)
+        have = [i for i, m in enumerate(metrics) if m in self.frame.columns]
+        cols = self.frame[[metrics[i] for i in have]].to_numpy(dtype=float)
         for j, name in enumerate(stages):
             sel = stage_col == name
-            values[idx[sel], j, :] = metrics[sel]
+            values[np.ix_(idx[sel], [j], have)] = cols[sel][:, None, :]
         return times, values
 
     # ----------------------------------------------------------------- persistence

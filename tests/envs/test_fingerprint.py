@@ -88,15 +88,15 @@ SCENARIO_DIGESTS = {
 
 CASES: dict[str, tuple[str, dict[str, Any], str]] = {
     # name: (kind, arguments, digest)
-    "vector_chaos": ("vector", dict(n=16, steps=400, seed=3, max_episode_steps=120,
+    "vector_chaos": ("vector", dict(n=16, steps=400, seed=3, episode_steps=120,
                                     chaos={"rate_scale": 3.0}), DIGESTS["vector_chaos"]),
-    "vector_no_limit": ("vector", dict(n=4, steps=260, seed=9, max_episode_steps=None,
+    "vector_no_limit": ("vector", dict(n=4, steps=260, seed=9, time_limit=False,
                                        episode_steps=100), DIGESTS["vector_no_limit"]),
-    "vector_budget": ("vector", dict(n=8, steps=200, seed=5, max_episode_steps=90,
+    "vector_budget": ("vector", dict(n=8, steps=200, seed=5, episode_steps=90,
                                      reward={"cost_budget": 12.0}), DIGESTS["vector_budget"]),
     "scalar_chaos": ("scalar", dict(episodes=3, seed=7, episode_steps=240),
                      DIGESTS["scalar_chaos"]),
-    **{f"scenario_{p.stem}": ("vector", dict(n=4, steps=370, seed=1, max_episode_steps=360,
+    **{f"scenario_{p.stem}": ("vector", dict(n=4, steps=370, seed=1, episode_steps=360,
                                              scenario=str(p)), SCENARIO_DIGESTS[p.stem])
        for p in sorted(SCENARIOS.glob("*.yaml"))},
 }
@@ -121,7 +121,7 @@ def test_dynamics_fingerprint_on_real_telemetry_with_replayed_incidents(shared_d
 
     ds = import_source("nezha", shared_data / "nezha/rca_data/2022-08-22")
     kw: dict[str, Any] = dict(dataset=ds, stages=["frontend", "checkoutservice", "cartservice"],
-                              replay_incidents=True, max_episode_steps=90)
+                              replay_incidents=True, episode_steps=90)
     assert vector_digest(6, 300, 11, **kw) == REAL_DIGEST
     assert scalar_digest(2, 4, dataset=ds, stages=kw["stages"], replay_incidents=True,
                          chaos=True, episode_steps=120) == REAL_SCALAR_DIGEST
@@ -142,6 +142,6 @@ if __name__ == "__main__":  # print the digests (for a deliberate change of the 
         ds = import_source("nezha", Path(sys.argv[1]) / "nezha/rca_data/2022-08-22")
         st = ["frontend", "checkoutservice", "cartservice"]
         print("real", vector_digest(6, 300, 11, dataset=ds, stages=st, replay_incidents=True,
-                                    max_episode_steps=90))
+                                    episode_steps=90))
         print("real_scalar", scalar_digest(2, 4, dataset=ds, stages=st, replay_incidents=True,
                                            chaos=True, episode_steps=120))

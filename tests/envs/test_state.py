@@ -29,7 +29,7 @@ def test_compiled_reset_restores_every_start_value_of_the_table():
     """Dirty every field by running chaos with actions, then run the compiled reset alone: each
     field that has a start value in the table holds exactly it (a field added to the table but
     not to the kernel's reset fails here)."""
-    env = PipelineHealVectorEnv(num_envs=6, max_episode_steps=None, episode_steps=200,
+    env = PipelineHealVectorEnv(num_envs=6, time_limit=False, episode_steps=200,
                                 chaos={"rate_scale": 5.0}, num_threads=1)
     _, info = env.reset(seed=4)
     rng = np.random.default_rng(0)
@@ -39,7 +39,7 @@ def test_compiled_reset_restores_every_start_value_of_the_table():
         _, _, _, _, info = env.step(a)
     st = env.state
     assert st.incidents.n.max() > 0 and st.actions.counts.sum() > 0
-    K.reset_range(np.ones(6, dtype=bool), False, st, env._ec, env._c, 0, 6)
+    K.reset_range(np.ones(6, dtype=bool), False, st, env.core._ec, env.core._c, 0, 6)
     checked = 0
     for f in FIELDS:
         if f.start is None:
@@ -52,7 +52,7 @@ def test_compiled_reset_restores_every_start_value_of_the_table():
 
 
 def test_metric_fields_are_what_the_episode_metrics_read():
-    env = PipelineHealVectorEnv(num_envs=2, max_episode_steps=30, chaos={"rate_scale": 8.0})
+    env = PipelineHealVectorEnv(num_envs=2, episode_steps=30, chaos={"rate_scale": 8.0})
     env.reset(seed=1)
     for _ in range(30):
         _, _, _, tr, info = env.step(np.zeros(2, dtype=np.int64))

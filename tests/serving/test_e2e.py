@@ -284,7 +284,7 @@ def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
     kw = {"dataset": str(rig["dataset"]), "stages": ["serve"], "episode_steps": 60,
           "chaos": {"enabled": False}, "scenario": {"name": "crash", "faults": [
               {"at": 100, "fault": "process_crash", "stage": "serve"}]}}
-    venv = gym.make_vec(healgym.ENV_ID, num_envs=64, max_episode_steps=60, **kw)
+    venv = gym.make_vec(healgym.ENV_ID, num_envs=64, **kw)
     q = QLearningAgent(venv.unwrapped.model, config=QConfig(
         epsilon=0.05, epsilon_start=1.0, gamma=0.8, decay_steps=3000, seed=0))
     q.train(venv, 4000, seed=0)
