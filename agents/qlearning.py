@@ -33,7 +33,7 @@ from healgym.sim.model import PipelineModel
 
 FORMAT = "healgym-qtable"
 FORMAT_VERSION = 1
-ENV_VERSION = "healgym/PipelineHeal-v0"
+ENV_VERSION = "healgym/PipelineHeal-v1"
 M = len(METRICS)
 LAT, ERR, CPU, MEM, THR = (METRICS.index(m) for m in ("latency_p95_ms", "error_rate", "cpu_pct",
                                                       "memory_pct", "throughput_rps"))

@@ -2,7 +2,7 @@
 
 Writes results/bench.json. Measured here, in one run:
 
-* env_steps_per_s: healgym/PipelineHeal-v0 through gymnasium.make (its wrappers included),
+* env_steps_per_s: healgym/PipelineHeal-v1 through gymnasium.make (its wrappers included),
   chaos on, random valid actions (from info["action_mask"]), auto-reset at episode end.
 * cartpole_steps_per_s: CartPole-v1 through gymnasium.make, the same loop.
 * env_reset_per_s (healgym) for reference; ratio = env / cartpole (target: >= 0.5).

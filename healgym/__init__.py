@@ -1,6 +1,6 @@
 """healgym: learn how to heal production ML pipelines, in a simulator replayed from real telemetry.
 
-``import healgym`` registers ``healgym/PipelineHeal-v0`` with Gymnasium.
+``import healgym`` registers ``healgym/PipelineHeal-v1`` with Gymnasium.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
-ENV_ID = "healgym/PipelineHeal-v0"
+ENV_ID = "healgym/PipelineHeal-v1"
 DEFAULT_EPISODE_STEPS = 360
 
 if ENV_ID not in registry:

@@ -10,7 +10,7 @@ import gymnasium as gym
 class EpisodeMetrics(gym.Wrapper):
     """Puts ``info["episode_metrics"]`` on the last step of an episode, whoever ends it.
 
-    Registered as an additional wrapper of ``healgym/PipelineHeal-v0``, so it sits outside the
+    Registered as an additional wrapper of ``healgym/PipelineHeal-v1``, so it sits outside the
     ``TimeLimit``: the env cannot see the time limit, this wrapper sees its truncation.
     """
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from agents.runbook import RunbookAgent
 from healgym.analysis.log import Filters, LogError, load_log
@@ -25,15 +26,21 @@ T0 = 1_790_000_000.0
 
 @pytest.fixture(scope="module")
 def simlog(tmp_path_factory) -> Path:
-    """Three simulated episodes of the classic runbook behind the adapter, an oracle operator
-    overriding it, a cooldown that blocks some proposals; two policy versions."""
+    """Three simulated episodes of the classic runbook (and an eager rule) behind the adapter,
+    an oracle operator overriding it, a cooldown that blocks some proposals; two policy versions."""
     path = tmp_path_factory.mktemp("log") / "decisions.db"
     env = PipelineHealEnv(episode_steps=240)
     log = DecisionLog(f"sqlite:///{path}")
     op = OracleOperator(env, name="olivia")
+    # the classic rules, after an eager one with no cooldown of its own: the adapter's
+    # cooldown then has proposals to block
+    classic = yaml.safe_load((ROOT / "configs/runbooks/classic.yaml").read_text())
+    eager = {**classic, "cooldown_s": 0, "rules": [
+        {"name": "hot-serve", "signal": "serve.cpu_pct_ratio", "op": ">", "threshold": 1.3,
+         "action": "scale_up_serve"}, *classic["rules"]]}
     for i, sc in enumerate([None, "bad_deploy_then_surge.yaml", "leak_cascade.yaml"]):
         conf = sim_conf(env.model, guard={"cooldown_s": 600.0, "rate_limit": 2})
-        simulate_serving(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"), log,
+        simulate_serving(env, RunbookAgent(env, eager), log,
                          seed=i, options={"scenario": str(ROOT / "configs/scenarios" / sc)}
                          if sc else None, operator=op, conf=conf, start=T0 + i * 3600,
                          policy_version=f"v{1 + i // 2}")

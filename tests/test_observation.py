@@ -25,6 +25,7 @@ def signals_from(env: PipelineHealEnv | PipelineModel, obs: np.ndarray) -> Signa
         since_last_action_s=ctx["since_last_action_h"] * 3600,
         action_in_flight=bool(ctx["action_in_flight"]), light_model=bool(ctx["light_model"]),
         can_rollback=bool(ctx["can_rollback"]),
+        escalation_in_flight=bool(ctx["escalation_in_flight"]), shedding=bool(ctx["shedding"]),
         last_action=int(obs[m.layout.last.slice].argmax()))
 
 

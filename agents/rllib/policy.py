@@ -32,7 +32,7 @@ from healgym.errors import HealgymError
 
 FORMAT = "healgym-rlmodule"
 FORMAT_VERSION = 2  # 2: flat observation + mask modules
-ENV_VERSION = "healgym/PipelineHeal-v0"
+ENV_VERSION = "healgym/PipelineHeal-v1"
 
 
 def observation_layout(model: Any) -> list[str]:

@@ -45,15 +45,17 @@ def mask_from_obs(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     """The env's action-mask rules on observations (N, n_obs) -> (N, n_actions) int8: scale
     limits from the replica fractions, rollback only when possible, light model switches, and
     only noop / escalate while an action is in flight: the env's compiled mask
-    (:func:`healgym.sim.actions.action_mask`). Load shedding, a paged human and the budget are
-    not observed: not applied."""
+    (:func:`healgym.sim.actions.action_mask`), with load shedding and a paged human as the
+    observation shows them. The cost budget is not observed: not applied."""
     obs = np.atleast_2d(np.asarray(obs, dtype=float))
     lay = model.layout
     return act.action_mask(
         model.actions, in_flight=obs[:, lay.ctx("action_in_flight")] > 0.5,
         replicas=np.rint(obs[:, lay.replicas.slice] * MAX_REPLICAS),
         can_rollback=obs[:, lay.ctx("can_rollback")] > 0.5,
-        light=obs[:, lay.ctx("light_model")] > 0.5)
+        light=obs[:, lay.ctx("light_model")] > 0.5,
+        paged=obs[:, lay.ctx("escalation_in_flight")] > 0.5,
+        shedding=obs[:, lay.ctx("shedding")] > 0.5, kinds=model.kinds)
 
 
 @dataclass
@@ -80,24 +82,29 @@ class Transitions:
 
 
 def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
-               next_obs: np.ndarray, dt_s: np.ndarray, violation_start: np.ndarray
+               next_obs: np.ndarray, dt_s: np.ndarray, recovery_s: np.ndarray
                ) -> np.ndarray:
-    """The env's own reward terms (the compiled :func:`healgym.sim.reward.action_reward` and
-    :func:`~healgym.sim.reward.state_reward`) from logged observations: action cost, SLO seconds
-    (violation read off the next observation with the env's SLO test), running cost against
-    baseline (read off the next observation's cost factor), and the fast-resolution bonus when a
-    violation clears that started within ``fast_resolution_s`` (``violation_start`` is its start
-    time there, NaN elsewhere)."""
+    """The env's own reward terms (the compiled :func:`healgym.sim.reward.action_reward`,
+    :func:`~healgym.sim.reward.state_reward` and :func:`~healgym.sim.reward.recovery_bonus`)
+    from logged observations: action cost, SLO seconds (violation read off the next observation
+    with the env's SLO test; the shed share while the observation shows load shed), running cost
+    above baseline (read off the next observation's cost factor), and the recovery bonus where
+    a violation clears (``recovery_s``: seconds from the violation's start to the end of the
+    transition there, NaN elsewhere)."""
     r = model.reward
     cost = np.array([model.kinds[model.actions[a].kind].cost if a else 0.0 for a in actions],
                     dtype=np.float64)
     nxt = obs_violates_slo(model, next_obs)
     now = obs_violates_slo(model, obs)
     cf = np.asarray(next_obs, dtype=float)[:, model.layout.ctx("cost_factor")]
-    fast = now & ~nxt & np.isfinite(violation_start)
-    bonus = np.where(fast, r.fast_resolution_bonus, 0.0)
+    rec = np.asarray(recovery_s, dtype=float)
+    cleared = now & ~nxt & np.isfinite(rec)
+    bonus = np.where(cleared, r.recovery_bonus * np.clip(
+        1.0 - np.nan_to_num(rec) / r.recovery_horizon_s, 0.0, 1.0), 0.0)
+    shed = np.where(np.asarray(next_obs, dtype=float)[:, model.layout.ctx("shedding")] > 0.5,
+                    act.SHED_SHARE, 0.0)
     out = np.zeros(len(cost))
-    _log_rewards(out, cost, bonus, nxt, np.asarray(dt_s, dtype=np.float64).reshape(-1)
+    _log_rewards(out, cost, bonus, nxt, shed, np.asarray(dt_s, dtype=np.float64).reshape(-1)
                  * np.ones(len(cost)), cf * model.base_cost, float(model.base_cost),
                  float(r.invalid_action_penalty), float(r.action_cost_weight),
                  float(r.slo_violation_per_s), float(r.infra_cost_weight))
@@ -105,13 +112,13 @@ def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
 
 
 @compiled()
-def _log_rewards(out, cost, bonus, violated, dt, running_cost, base_cost, invalid_penalty,
+def _log_rewards(out, cost, bonus, violated, shed, dt, running_cost, base_cost, invalid_penalty,
                  cost_weight, slo_per_s, infra_weight):
     """The env's own reward terms (:mod:`healgym.sim.reward`), transition by transition."""
     for i in range(out.size):
         r = action_reward(False, cost[i], invalid_penalty, cost_weight) + bonus[i]
-        out[i] = state_reward(r, violated[i], dt[i], running_cost[i], base_cost, slo_per_s,
-                              infra_weight)
+        out[i] = state_reward(r, violated[i], shed[i], dt[i], running_cost[i], base_cost,
+                              slo_per_s, infra_weight)
 
 
 def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolved",
@@ -193,7 +200,7 @@ def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolv
     nxt_obs = np.asarray(out["next"], dtype=np.float32).reshape(-1, n_obs)
     a = np.asarray(out["a"], dtype=np.int64)
     dts = np.asarray(out["dt"], dtype=float)
-    # when did the violation a transition ends start? (for the fast-resolution bonus)
+    # when did the violation a transition ends start? (for the recovery bonus)
     viol = obs_violates_slo(model, obs) if len(obs) else np.zeros(0, dtype=bool)
     start = np.full(len(a), np.nan)
     run_start = np.nan
@@ -201,8 +208,8 @@ def transitions_from_log(frames: Any, model: PipelineModel, trust: str = "resolv
         if i == 0 or out["ep"][i] != out["ep"][i - 1] or not viol[i - 1]:
             run_start = out["time"][i] if viol[i] else np.nan
         start[i] = run_start
-    ends_fast = (np.asarray(out["time"]) + dts - start) <= model.reward.fast_resolution_s
-    rewards = log_reward(model, obs, a, nxt_obs, dts, np.where(ends_fast, start, np.nan)) \
+    recovery = np.asarray(out["time"], dtype=float) + dts - start
+    rewards = log_reward(model, obs, a, nxt_obs, dts, recovery) \
         if len(a) else np.zeros(0)
     return Transitions(
         obs=obs, actions=a, rewards=rewards.astype(float), next_obs=nxt_obs,
@@ -249,7 +256,7 @@ def export_offline_dataset(tr: Transitions, model: PipelineModel, out: str | Pat
         "format": DATASET_FORMAT, "format_version": DATASET_VERSION,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "source": {"decision_log": source, "filters": filters},
-        "env": "healgym/PipelineHeal-v0", "stages": list(model.stages),
+        "env": "healgym/PipelineHeal-v1", "stages": list(model.stages),
         "observation_space": {"type": "Box", "shape": [model.n_obs], "dtype": "float32",
                               "names": observation_names(model)},
         "action_space": {"type": "Discrete", "n": len(model.actions),

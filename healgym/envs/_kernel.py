@@ -44,7 +44,7 @@ from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT_INDEX
 from healgym.sim.model import H_ACC, H_COST, H_NULL, H_SCHEMA, H_SHIFT, H_STALE, ml_health
-from healgym.sim.reward import action_reward, slo_violated_z, state_reward
+from healgym.sim.reward import action_reward, recovery_bonus, slo_violated_z, state_reward
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -56,6 +56,7 @@ CX_COST, CX_SINCE, CX_IN_FLIGHT = (CONTEXT_INDEX[k] for k in ("cost_factor",
                                                               "since_last_action_h",
                                                               "action_in_flight"))
 CX_LIGHT, CX_ROLLBACK = CONTEXT_INDEX["light_model"], CONTEXT_INDEX["can_rollback"]
+CX_PAGED, CX_SHEDDING = CONTEXT_INDEX["escalation_in_flight"], CONTEXT_INDEX["shedding"]
 
 
 # --------------------------------------------------------------------------- slots, incidents
@@ -99,6 +100,11 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, s, 
     ic.active[i, inc] += 1
     if np.isnan(ic.detected[i, inc]):
         ic.watch[i] = True
+    if parent < 0 and col >= 0 and c.release[col]:
+        # a bad release is a deploy: a new model version, which replaces any older model the
+        # pipeline ran (so rollback always has the last good version to go back to)
+        s.pipeline.version[i] += 1
+        drop_side(i, c.side_old, sl)
     write_slot(i, kind, col, stage, sev, onset, inc,
                onset + c.end_after[kind] if np.isnan(end) else end,
                INF if carrier else onset + c.cascade_after[kind], sl)
@@ -148,8 +154,9 @@ def compact(i, rm, sl):
 
 
 @compiled(inline="always")
-def clear(i, f, by, t, k, s, fast_s, fast_bonus):
-    """Clear slot ``f`` (the caller compacts); returns the fast-resolution bonus."""
+def clear(i, f, by, t, k, s, c):
+    """Clear slot ``f`` (the caller compacts); returns the recovery bonus (an action's
+    resolution of the incident; a natural end earns none)."""
     sl, ic, pl = s.slots, s.incidents, s.pipeline
     inc = sl.inc[i, f]
     if inc < 0:
@@ -163,9 +170,9 @@ def clear(i, f, by, t, k, s, fast_s, fast_bonus):
     ic.by[i, inc] = by
     if np.isnan(ic.detected[i, inc]) and by != NATURAL:
         ic.detected[i, inc] = t
-    if t - ic.onset[i, inc] <= fast_s:
-        return fast_bonus
-    return 0.0
+    if by == NATURAL:
+        return 0.0
+    return recovery_bonus(t - ic.onset[i, inc], c.recovery_bonus, c.horizon_s)
 
 
 # --------------------------------------------------------------------------- actions, events
@@ -188,7 +195,7 @@ def complete(i, a, issued, stream, t, k, key, s, c):
         j += 1
         if u < p:
             healed_release = healed_release or c.release[sl.fault[i, f]]
-            bonus += clear(i, f, a, t, k, s, c.fast_s, c.fast_bonus)
+            bonus += clear(i, f, a, t, k, s, c)
             rm |= 1 << f
     if rm == 0:
         s.actions.ineffective[i] += 1  # it fixed nothing
@@ -274,7 +281,7 @@ def act_and_events(live, chosen, s, c, reward, invalid_out, lo, hi):
         rm = 0
         for f in range(sl.n[i]):
             if sl.end[i, f] <= now:
-                bonus += clear(i, f, NATURAL, now, k[i], s, c.fast_s, c.fast_bonus)
+                bonus += clear(i, f, NATURAL, now, k[i], s, c)
                 rm |= 1 << f
         if rm:
             compact(i, rm, sl)
@@ -433,11 +440,18 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         out[b + CX_IN_FLIGHT] = 1.0 if ac.in_flight[i] >= 0 else 0.0
         out[b + CX_LIGHT] = 1.0 if light[i] else 0.0
         out[b + CX_ROLLBACK] = 1.0 if version[i] > 1 else 0.0
+        shedding = False
+        for f in range(sl.n[i]):
+            if sl.kind[i, f] == c.side_shed and sl.inc[i, f] < 0:
+                shedding = True
+        out[b + CX_PAGED] = 1.0 if ac.esc_done[i] != INF else 0.0
+        out[b + CX_SHEDDING] = 1.0 if shedding else 0.0
         out[c.o_last + ac.last[i]] = 1.0
         if live[i]:
             if violated:
                 pl.downtime[i] += c.dt
-            r = state_reward(reward[i], violated, c.dt, cost, c.base_cost, c.slo_per_s,
+            r = state_reward(reward[i], violated, c.shed_share if shedding else 0.0, c.dt,
+                             cost, c.base_cost, c.slo_per_s,
                              c.infra_weight)
             reward[i] = r
             pl.total_reward[i] += r
@@ -469,13 +483,10 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         if not mask_dirty[i]:
             continue
         mask_dirty[i] = False
-        shedding = False
         nf = 0
         for f in range(sl.n[i]):
             if sl.inc[i, f] >= 0:
                 nf += 1
-            elif sl.kind[i, f] == c.side_shed:
-                shedding = True
         pl.n_faults[i] = nf
         mask_row(mask[i], c.a_rule, c.a_stage, c.a_cost, ac.in_flight[i] < 0,
                  ac.esc_done[i] != INF, replicas[i], version[i] > 1, light[i], shedding,

@@ -1,4 +1,4 @@
-"""``healgym/PipelineHeal-v0``: heal an ML pipeline whose telemetry is replayed from real logs.
+"""``healgym/PipelineHeal-v1``: heal an ML pipeline whose telemetry is replayed from real logs.
 
 One model, not two: the scalar env is a thin Gymnasium adapter over the batch core of
 :mod:`healgym.envs.core` with one pipeline, the same core the vector env adapts. Its state lives
@@ -96,7 +96,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     (MTTR), downtime, uptime %, actions and their cost, and unresolved incidents.
 
     ## Arguments
-    ``gymnasium.make("healgym/PipelineHeal-v0", dataset=None, stages=None, step_seconds=10,
+    ``gymnasium.make("healgym/PipelineHeal-v1", dataset=None, stages=None, step_seconds=10,
     chaos=True, scenario=None, replay_incidents=False, reward=None, slo=None,
     healing_matrix=None, render_mode=None)``: the fields of
     :class:`healgym.sim.model.PipelineConfig` (one definition for both env classes and
@@ -120,6 +120,12 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
       ``healing_matrix``. The observation's layout follows (:class:`healgym.sim.layout.ObsLayout`).
 
     ## Version History
+    * v1: no traps (issue 15): a bad release is a new model version, so rollback always has the
+      last good one to go back to; shedding turns traffic away (lower throughput, charged as
+      that share of an SLO violation) instead of adding errors; the fast-fix bonus is a recovery
+      bonus falling linearly with the time to recovery (0 at ``recovery_horizon_s``), earned by
+      actions only; an escalation in flight and load shedding are observed; running below the
+      baseline cost earns nothing; scale_down costs 1. Policies trained on v0 are refused.
     * v0: initial release.
     """
 
@@ -132,7 +138,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode={render_mode!r} is not supported; use 'ansi' or None")
         self.render_mode = render_mode
-        cfg = PipelineConfig.make(config, "PipelineHeal-v0", **pipeline)
+        cfg = PipelineConfig.make(config, "PipelineHeal-v1", **pipeline)
         # The batch core with one pipeline (the vector env's own, with no Gymnasium around it).
         self.config = cfg
         self.model = m = build_model(cfg)

@@ -1,6 +1,6 @@
-"""A natively batched ``healgym/PipelineHeal-v0``: N pipelines stepped with array operations.
+"""A natively batched ``healgym/PipelineHeal-v1``: N pipelines stepped with array operations.
 
-``gymnasium.make_vec("healgym/PipelineHeal-v0", num_envs=N)`` returns a
+``gymnasium.make_vec("healgym/PipelineHeal-v1", num_envs=N)`` returns a
 :class:`PipelineHealVectorEnv`. The scalar env is this env with one pipeline (one model, one
 implementation of its dynamics), and sub-env ``i`` reset with ``seed=s`` is the scalar env reset
 with ``seed=s + i``, episode after episode: same observations, rewards, truncations and episode

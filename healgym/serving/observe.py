@@ -178,5 +178,6 @@ class Observer:
             raw=raw, replicas=replicas, **pipe,
             since_last_action_s=min(now - state.last_action_t, 3600.0),
             action_in_flight=now < state.in_flight_until, light_model=state.light_model,
-            can_rollback=state.can_rollback, last_action=state.last_action)
+            can_rollback=state.can_rollback, escalation_in_flight=now < state.paged_until,
+            shedding=now < state.shedding_until, last_action=state.last_action)
         return Reading(signals, [], flat)

@@ -79,7 +79,7 @@ KINDS: tuple[ActionKind, ...] = (
                "Restart the stage's processes; the stage is down while it restarts."),
     ActionKind("scale_up", "stage", 60.0, 5.0, BELOW_MAX, ADD_REPLICA,
                "Add a replica (more capacity, more running cost)."),
-    ActionKind("scale_down", "stage", 30.0, 0.0, ABOVE_MIN, REMOVE_REPLICA,
+    ActionKind("scale_down", "stage", 30.0, 1.0, ABOVE_MIN, REMOVE_REPLICA,
                "Remove a replica (less cost, less capacity)."),
     ActionKind("rollback", "pipeline", 60.0, 2.0, CAN_ROLLBACK, PREVIOUS_VERSION,
                "Roll the model and its release back to the previous version."),
@@ -98,6 +98,9 @@ KINDS: tuple[ActionKind, ...] = (
 )
 KIND_INDEX = {k.name: i for i, k in enumerate(KINDS)}
 SHED_SECONDS = 600.0
+#: The share of traffic the circuit breaker turns away (``_shedding``'s throughput drop; the
+#: reward charges it as that share of an SLO violation).
+SHED_SHARE = 0.3
 
 #: Success probability of each action kind on each fault type; absent entries are 0.
 DEFAULT_HEALING: dict[str, dict[str, float]] = {

@@ -26,8 +26,10 @@ import numpy as np
 #: The ML and context signals, in observation order, with their upper bounds (lower: 0).
 CONTEXT: tuple[str, ...] = (
     "accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate", "staleness_h",
-    "cost_factor", "since_last_action_h", "action_in_flight", "light_model", "can_rollback")
-CONTEXT_HIGH: tuple[float, ...] = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0)
+    "cost_factor", "since_last_action_h", "action_in_flight", "light_model", "can_rollback",
+    "escalation_in_flight", "shedding")
+CONTEXT_HIGH: tuple[float, ...] = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0,
+                                   1.0, 1.0)
 CONTEXT_INDEX = {name: i for i, name in enumerate(CONTEXT)}
 
 

@@ -63,6 +63,8 @@ class Signals:
     action_in_flight: bool = False
     light_model: bool = False
     can_rollback: bool = False
+    escalation_in_flight: bool = False  # a paged human is working on it
+    shedding: bool = False  # the circuit breaker sheds load
     last_action: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -71,7 +73,8 @@ class Signals:
                   self.schema_error_rate, min(self.staleness_s / 3600.0, 24.0),
                   min(self.cost_factor, 10.0), min(self.since_last_action_s / 3600.0, 1.0),
                   float(self.action_in_flight), float(self.light_model),
-                  float(self.can_rollback))
+                  float(self.can_rollback), float(self.escalation_in_flight),
+                  float(self.shedding))
         return tuple(float(np.clip(v, 0.0, hi)) for v, hi in zip(values, CONTEXT_HIGH,
                                                                    strict=True))
 

@@ -11,10 +11,14 @@ The SLO is violated in a step when any of these holds (thresholds configurable):
   null rate above ``null_rate_max``; schema error rate above ``schema_error_max``;
   running cost above ``cost_factor_max`` x its baseline.
 
-Reward per step: ``-slo_violation_per_s * dt`` when violated, ``+fast_resolution_bonus`` for each
-incident resolved within ``fast_resolution_s`` of its onset, minus each action's cost (times
-``action_cost_weight``), minus the running cost above baseline (times ``infra_cost_weight``, in
-cost units per hour), minus ``invalid_action_penalty`` for a masked action.
+Reward per step: ``-slo_violation_per_s * dt`` when violated; while load is shed and the SLO
+otherwise holds, the shed share of that (``shed_share``: the requests turned away are unserved
+users, not errors); ``+recovery_bonus * (1 - ttr / recovery_horizon_s)`` for each incident an
+action resolves ``ttr`` seconds after its onset (linear, 0 from the horizon on: a correct 60 s
+fix earns most of it, a fault that ends by itself earns nothing); minus each action's cost (times
+``action_cost_weight``); minus the running cost above baseline (times ``infra_cost_weight``, in
+cost units per hour; running below baseline earns nothing); minus ``invalid_action_penalty`` for
+a masked action.
 """
 
 from __future__ import annotations
@@ -67,8 +71,8 @@ class SLOConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     slo_violation_per_s: float = 10.0
-    fast_resolution_bonus: float = 100.0
-    fast_resolution_s: float = 30.0
+    recovery_bonus: float = 100.0
+    recovery_horizon_s: float = 600.0
     action_cost_weight: float = 1.0
     infra_cost_weight: float = 1.0
     invalid_action_penalty: float = 1.0
@@ -76,7 +80,18 @@ class RewardConfig:
 
     @classmethod
     def from_value(cls, value: Any) -> RewardConfig:
-        return _from_mapping(cls, value, "reward")
+        if isinstance(value, dict):
+            for old, new in (("fast_resolution_bonus", "recovery_bonus"),
+                             ("fast_resolution_s", "recovery_horizon_s")):
+                if old in value:
+                    raise ConfigError(
+                        f"reward.{old}: renamed in PipelineHeal-v1; use reward.{new} (the bonus "
+                        "now falls linearly with the time to recovery, to 0 at the horizon)")
+        cfg = _from_mapping(cls, value, "reward")
+        if cfg.recovery_horizon_s <= 0:
+            raise ConfigError(f"reward.recovery_horizon_s={cfg.recovery_horizon_s!r}: must be "
+                              "> 0 seconds")
+        return cfg
 
 
 # --------------------------------------------------------------------------- compiled, shared
@@ -111,11 +126,20 @@ def action_reward(invalid, cost, invalid_penalty, cost_weight):
 
 
 @compiled(inline="always")
-def state_reward(r, violated, dt, running_cost, base_cost, slo_per_s, infra_weight):
-    """``r`` (the action's reward plus any fast-resolution bonus) with the step's SLO and
-    running-cost terms."""
+def recovery_bonus(ttr, bonus, horizon_s):
+    """The bonus for an incident an action resolved ``ttr`` seconds after its onset."""
+    return bonus * max(0.0, 1.0 - ttr / horizon_s)
+
+
+@compiled(inline="always")
+def state_reward(r, violated, shed_share, dt, running_cost, base_cost, slo_per_s, infra_weight):
+    """``r`` (the action's reward plus any recovery bonus) with the step's SLO terms (the
+    whole rate when violated, else the share of traffic shed) and running cost above
+    baseline."""
     if violated:
         r -= slo_per_s * dt
-    if running_cost != base_cost:
+    elif shed_share > 0.0:
+        r -= slo_per_s * shed_share * dt
+    if running_cost > base_cost:
         r -= infra_weight * (running_cost - base_cost) * dt / 3600.0
     return r
