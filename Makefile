@@ -21,7 +21,7 @@ run: install
 	$(PY) experiments/random_chaos.py
 	$(PY) experiments/evaluate.py telemetry.dataset=data/sample/dataset \
 	  'eval_scenarios=[null,configs/scenarios/bad_deploy_then_surge.yaml,configs/scenarios/leak_cascade.yaml,configs/scenarios/data_incidents.yaml]' \
-	  episodes=10
+	  episodes=200 scenario_episodes=60
 
 # the notebooks run top to bottom too (nbmake), on their own small data
 test: install

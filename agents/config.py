@@ -52,6 +52,7 @@ class QLearningConf:
     gamma: float = 0.95
     epsilon: float = 0.05
     epsilon_start: float | None = 1.0
+    pessimistic: bool = False  # start the table at a never-ending violation's return, not 0
     steps: int = 20_000  # vector steps
     num_envs: int = 256
 
@@ -63,8 +64,9 @@ class RunbookConf:
     _target_: str = "agents.training.RunbookTrainer"
     kind: str = "runbook"
     runbook: str = "configs/runbooks/classic.yaml"
+    expert: str = "configs/runbooks/expert.yaml"  # evaluate.py's "expert" policy
     tune: bool = True
-    tune_seeds: int = 8
+    tune_seeds: int = 50  # the tuner's training seeds (issue 15: >= 50 for a tuning that holds)
 
 
 @dataclass
@@ -158,12 +160,15 @@ class TrainConf:
 @dataclass
 class EvaluateConf(TrainConf):
     policies: list[str] = field(default_factory=lambda: [
-        "qlearning", "runbook_tuned", "runbook", "oracle", "random", "noop"])
+        "qlearning", "expert", "runbook", "oracle", "random", "noop"])
+    reference: str = "expert"  # the policy every other is paired against (the bar to beat)
+    train_seeds: int = 3  # learned policies trained here: one per seed, seeds seed .. seed+n-1
     qlearning_path: str | None = None  # a saved Q-table folder; None: train one first
     # exported RLlib policies (<train run>/policy), or models:/healgym-ppo@champion
     ppo_path: str | None = None
     dqn_path: str | None = None
-    episodes: int = 30  # per scenario
+    episodes: int = 30  # per distribution (random chaos; each scenario file)
+    scenario_episodes: int | None = None  # per scenario file, if not `episodes`
     # held-out scenario files (null: random chaos); training only ever sees random chaos
     eval_scenarios: list[Any] = field(default_factory=lambda: [None])
     held_out_seed: int = 10_000

@@ -1,9 +1,11 @@
 """The oracle: reads the true faults from ``info`` and the true healing matrix from the env.
 
-An upper bound, not a deployable policy: no real operator sees ``info["faults"]``. For the oldest
-active fault it takes the valid action with the best chance of healing it per second of action
-time (ties: cheaper first), on the fault's stage for stage actions, and waits while an action is
-in flight or nothing is wrong.
+An upper bound, not a deployable policy: no real operator sees ``info["faults"]``. Over every
+active fault it takes the valid action with the best expected number of faults healed per second
+of action time plus side-effect time (ties: cheaper first); a stage action counts the faults on
+its stage, a pipeline action all of them. Side-effect time: shedding load charges 30 % of an SLO
+violation for its 600 s, which is 180 s of full violation; a restart's downtime is its own
+duration. It waits while an action is in flight or nothing is wrong.
 """
 
 from __future__ import annotations
@@ -31,12 +33,20 @@ class OracleAgent:
     def reset(self) -> None:
         pass
 
-    def score(self, action: act.Action, fault: str, stage: str) -> float:
-        if action.stage >= 0 and self.stages[action.stage] != stage:
-            return 0.0
+    def side_s(self, kind: act.ActionKind) -> float:
+        """Seconds of full SLO violation the action's side effect costs."""
+        return act.SHED_SECONDS * act.SHED_SHARE if kind.effect == act.SHED else 0.0
+
+    def score(self, action: act.Action, faults: list[tuple[str, str]]) -> float:
         kind = self.kinds[action.kind]
-        p = float(self.healing[action.kind, self.cols.get(fault, self.cols["unknown"])])
-        return p / (kind.duration_s + 10.0) - 1e-6 * kind.cost
+        healed = 0.0
+        for fault, stage in faults:
+            if action.stage >= 0 and self.stages[action.stage] != stage:
+                continue
+            healed += float(self.healing[action.kind, self.cols.get(fault, self.cols["unknown"])])
+        if healed == 0.0:
+            return 0.0
+        return healed / (kind.duration_s + 10.0 + self.side_s(kind)) - 1e-6 * kind.cost
 
     def decide(self, obs: np.ndarray, info: dict[str, Any]) -> Decision:
         faults = info.get("faults") or []
@@ -44,13 +54,12 @@ class OracleAgent:
             return Decision(0, {"rule": "no fault"})
         if obs[self.in_flight_index] > 0.5:
             return Decision(0, {"rule": "an action is in flight"})
-        fault, stage = faults[0]
         mask = info["action_mask"]
         best, best_score = 0, 0.0
         for a in self.actions[1:]:
             if not mask[a.index]:
                 continue
-            s = self.score(a, fault, stage)
+            s = self.score(a, faults)
             if s > best_score:
                 best, best_score = a.index, s
-        return Decision(best, {"fault": fault, "stage": stage, "score": best_score})
+        return Decision(best, {"faults": [list(f) for f in faults], "score": best_score})

@@ -50,7 +50,8 @@ class QLearningTrainer(Trainer):
         venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs, **kw)
         agent = QLearningAgent(venv.unwrapped.model, config=QConfig(
             alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon, epsilon_start=a.epsilon_start,
-            decay_steps=max(a.steps * 2 // 3, 1), seed=cfg.seed))
+            decay_steps=max(a.steps * 2 // 3, 1), seed=cfg.seed,
+            pessimistic=bool(a.get("pessimistic", False))))
         log = agent.train(venv, a.steps, seed=cfg.seed, progress=sys.stderr.isatty())
         return agent, log
 

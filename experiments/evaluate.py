@@ -15,9 +15,11 @@ to MLflow. Returns the Q-learning uptime %.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +32,65 @@ sys.path.insert(0, str(ROOT))
 
 import healgym  # noqa: E402
 from agents.config import EvaluateConf, check_keys, env_kwargs, register  # noqa: E402
-from agents.evaluation import evaluate, markdown_table, summarize  # noqa: E402
+from agents.evaluation import summarize  # noqa: E402
 from agents.oracle import OracleAgent  # noqa: E402
 from agents.qlearning import QLearningAgent, TrainLog  # noqa: E402
 from agents.random_agent import NoOpAgent, RandomAgent  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
+from agents.study import LEGEND, PolicyRuns, markdown, paired_summary, play  # noqa: E402
 from agents.tracking import mlflow_run  # noqa: E402
 from agents.training import QLearningTrainer  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
 from healgym.errors import HealgymError, user_errors  # noqa: E402
 
 register()
-KNOWN = ("qlearning", "ppo", "dqn", "runbook_tuned", "runbook", "oracle", "random", "noop")
+KNOWN = ("qlearning", "ppo", "dqn", "expert", "runbook_tuned", "runbook", "oracle", "random",
+         "noop")
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[None]:
+    """A spinner with elapsed time on a terminal; one line on stderr otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        with console.status(message):
+            yield
+    else:
+        t0 = time.perf_counter()
+        yield
+        print(f"{message}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar over the evaluation's episodes (rich; plain lines when not a terminal)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task("episodes", total=total)
+        done = [0]
+        step = max(total // 10, 1)
+
+        def advance() -> None:
+            bar.advance(task)
+            done[0] += 1
+            if not console.is_terminal and done[0] % step == 0:
+                print(f"evaluating: {done[0]}/{total} episodes", file=sys.stderr)
+
+        yield advance
 
 
 def resolve_policy_path(where: str, key: str) -> Path:
@@ -107,10 +156,12 @@ def run(cfg: Any) -> float:
     log = None
     with mlflow_run(config, out.name, cfg.mlflow.tracking_uri, cfg.mlflow.experiment):
         factories: dict[str, Any] = {}
+        seeded: dict[str, list[Any]] = {}  # learned policies, one per training seed
+        timings: dict[str, float] = {}
         if "qlearning" in cfg.policies:
             probe = make_env().unwrapped.model
             if cfg.qlearning_path:
-                q = QLearningAgent.load(ROOT / cfg.qlearning_path, probe)
+                seeded["qlearning"] = [QLearningAgent.load(ROOT / cfg.qlearning_path, probe)]
             else:
                 trainer = hydra.utils.instantiate(cfg.agent)
                 if not isinstance(trainer, QLearningTrainer):
@@ -118,9 +169,17 @@ def run(cfg: Any) -> float:
                         f"agent={trainer.kind}: evaluate.py trains Q-learning itself (agent="
                         f"qlearning); evaluate a trained {trainer.kind} policy with "
                         f"{trainer.kind}_path=<run>/policy")
-                q, log = trainer.fit(cfg, kw)
-                q.save(out / "qlearning")
-            factories["qlearning"] = lambda env: q
+                agents = []
+                t_train = time.perf_counter()
+                for s in range(max(1, int(cfg.train_seeds))):
+                    with status(f"training Q-learning, seed {cfg.seed + s} "
+                                f"({s + 1}/{cfg.train_seeds})"):
+                        q, lg = trainer.fit(OmegaConf.merge(cfg, {"seed": cfg.seed + s}), kw)
+                    q.save(out / f"qlearning_seed{cfg.seed + s}")
+                    agents.append(q)
+                    log = log or lg
+                timings["qlearning_train_s"] = time.perf_counter() - t_train
+                seeded["qlearning"] = agents
         for kind in ("ppo", "dqn"):
             if kind in cfg.policies:
                 from agents.rllib.policy import RLlibPolicy
@@ -142,19 +201,49 @@ def run(cfg: Any) -> float:
             factories["runbook_tuned"] = lambda env: tuned
         if "runbook" in cfg.policies:
             factories["runbook"] = lambda env: RunbookAgent(env, runbook_path)
+        if "expert" in cfg.policies:
+            expert_path = ROOT / cfg.runbook.expert
+            factories["expert"] = lambda env: RunbookAgent(env, expert_path)
         if "oracle" in cfg.policies:
             factories["oracle"] = OracleAgent
         if "random" in cfg.policies:
             factories["random"] = lambda env: RandomAgent(env.action_space.n, cfg.held_out_seed)
         if "noop" in cfg.policies:
             factories["noop"] = lambda env: NoOpAgent()
+        n_scen = cfg.episodes if cfg.scenario_episodes is None else int(cfg.scenario_episodes)
         seeds = range(cfg.held_out_seed, cfg.held_out_seed + cfg.episodes)
         scenarios = [None if s is None else str(ROOT / s) for s in cfg.eval_scenarios]
-        episodes = {n: evaluate(make_eval_env, f, seeds, scenarios)
-                    for n, f in factories.items()}
+        names = ["random chaos" if s is None else Path(s).stem for s in cfg.eval_scenarios]
+        order = [p for p in cfg.policies if p in factories or p in seeded]
+        reference = cfg.reference if cfg.reference in order else order[0]
+        probe_env = make_eval_env()
+        horizon = float(probe_env.unwrapped.model.episode_steps * probe_env.unwrapped.model.dt)
+        policies = {n: seeded.get(n) or [factories[n](probe_env)] for n in order}
+        runs: dict[str, dict[str, PolicyRuns]] = {d: {} for d in names}
+        counts = [cfg.episodes if s is None else n_scen for s in scenarios]
+        total = sum(len(p) for p in policies.values()) * sum(counts)
+        t_eval = time.perf_counter()
+        with progress_bar(total) as advance:
+            for dist, scenario, count in zip(names, scenarios, counts, strict=True):
+                options = {"scenario": scenario} if scenario is not None else None
+                for n in order:
+                    runs[dist][n] = PolicyRuns(n, play(make_eval_env, policies[n],
+                                                       seeds[:count], options, advance))
+        timings["evaluation_s"] = time.perf_counter() - t_eval
+        episodes = {n: [e for d in names for e in runs[d][n].flat] for n in order}
         results = {n: summarize(e) for n, e in episodes.items()}
-        (out / "results.json").write_text(json.dumps({"policies": results}, indent=2))
-        table = markdown_table(results)
+        paired = {d: paired_summary(runs[d], reference, horizon) for d in names}
+        tables = [markdown(paired[d], reference, f"{d}: {c} held-out episodes")
+                  for d, c in zip(names, counts, strict=True)]
+        (out / "results.json").write_text(json.dumps(
+            {"policies": results, "reference": reference, "distributions": paired,
+             "timings_s": timings, "protocol": {
+                 "episodes_per_distribution": dict(zip(names, counts, strict=True)),
+                 "held_out_seed": cfg.held_out_seed,
+                 "train_seeds": {n: len(p) for n, p in policies.items()},
+                 "telemetry_eval_range": list(cfg.telemetry.eval_range)}}, indent=2,
+            default=float))
+        table = "\n\n".join(tables) + "\n\n" + LEGEND
         (out / "results.md").write_text(table + "\n")
         plots(out, episodes, log)
         for name, s in results.items():
@@ -163,12 +252,16 @@ def run(cfg: Any) -> float:
                                     s["mttr_censored_mean_s"]["value"]})
         mlflow.log_artifacts(str(out))
         run = mlflow.active_run()
-        names = ["random chaos" if s is None else Path(s).stem for s in cfg.eval_scenarios]
-        print(f"{cfg.episodes} held-out episodes (seeds {cfg.held_out_seed}..) x scenarios "
-              f"{names}; 95 % confidence intervals\n")
+        print(f"\nHeld-out episodes (seeds {cfg.held_out_seed}..) per distribution, each "
+              f"reported alone: {dict(zip(names, counts, strict=True))}. Held-out telemetry "
+              f"windows (eval_range {list(cfg.telemetry.eval_range)}); evaluation took "
+              f"{timings['evaluation_s']:.0f} s.\n")
         print(table)
         print(f"\nresults in {out}; MLflow run {run.info.run_id if run else '?'} in experiment "
               f"{cfg.mlflow.experiment!r}")
+        print("next: more episodes (episodes=500), a trained PPO "
+              "(python experiments/train.py agent=ppo, then ppo_path=<run>/policy), or your "
+              "own telemetry (telemetry.dataset=<folder>); docs/agents.md has the full study.")
     head = results.get("qlearning") or next(iter(results.values()))
     return float(head["uptime_pct"]["value"])
 

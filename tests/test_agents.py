@@ -51,7 +51,7 @@ def test_oracle_heals_with_the_matrix_best_action():
     m, decisions = run(env, OracleAgent(env))
     acted = [d for d in decisions if d.action]
     assert env.action_names[acted[0].action] == "restart_serve"
-    assert acted[0].explanation["fault"] == "process_crash"
+    assert acted[0].explanation["faults"] == [["process_crash", "serve"]]
     assert m["incidents"][0]["resolved_by"] == "restart_serve"
     assert m["incidents"][0]["mttr_s"] == 30.0  # seen at 60 s, restarted at once, 30 s later
 

@@ -1,0 +1,120 @@
+"""The evaluation protocol that can rank policies (issue 15): every policy on the same held-out
+episodes, each distribution reported on its own, paired statistics against a reference policy.
+
+A *distribution* is one kind of held-out episode: in-distribution random chaos on held-out
+telemetry windows, or one scenario file (never seen in training). Distributions are never
+averaged together. A learned policy trained with several seeds contributes each seed's episodes
+(the same episodes for every seed), and its bootstrap is stratified by training seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.paired import censored_mttr, compare, per_fault_mttr
+from healgym.policy import Policy, run_episode
+
+
+@dataclass
+class PolicyRuns:
+    """A policy's episodes on one distribution: ``episodes[s][i]`` is training seed ``s``'s
+    run of episode ``i`` (one seed for a policy that is not trained)."""
+
+    name: str
+    episodes: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def flat(self) -> list[dict[str, Any]]:
+        return [e for seed in self.episodes for e in seed]
+
+    @property
+    def groups(self) -> list[int]:
+        return [s for s, seed in enumerate(self.episodes) for _ in seed]
+
+
+def play(make_env: Callable[[], Any], policies: Sequence[Policy], seeds: Sequence[int],
+         options: dict[str, Any] | None, progress: Callable[[], None] | None = None
+         ) -> list[list[dict[str, Any]]]:
+    """Each policy (one per training seed) on every episode seed."""
+    env = make_env()
+    out = []
+    for policy in policies:
+        runs = []
+        for seed in seeds:
+            runs.append(run_episode(env, policy, seed, options))
+            if progress is not None:
+                progress()
+        out.append(runs)
+    env.close()
+    return out
+
+
+def paired_summary(runs: dict[str, PolicyRuns], reference: str, horizon_s: float,
+                   reps: int = 2000) -> dict[str, dict[str, Any]]:
+    """Per policy: its own figures and the paired comparison with ``reference``."""
+    ref = runs[reference]
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in runs.items():
+        n_seeds = len(r.episodes)
+        ref_eps = [e for _ in range(n_seeds) for e in ref.episodes[0]]
+        flat = r.flat
+        incidents = sum(len(e["incidents"]) for e in flat)
+        harmful = sum(e.get("ineffective_actions", 0) for e in flat)
+        actions = sum(e["n_actions"] for e in flat)
+        row: dict[str, Any] = {
+            "training_seeds": n_seeds, "episodes": len(flat), "incidents": incidents,
+            "uptime_mean_pct": float(np.mean([e["uptime_pct"] for e in flat])),
+            "mttr_censored_mean_s": float(np.nanmean([censored_mttr(e) for e in flat]))
+            if incidents else float("nan"),
+            "harmful_per_incident": harmful / incidents if incidents else float("nan"),
+            "actions_per_incident": actions / incidents if incidents else float("nan"),
+            "per_fault": per_fault_mttr(flat),
+        }
+        for metric in ("uptime_pct", "mttr_censored_s", "reward", "harmful_actions"):
+            row[metric] = compare(flat, ref_eps, metric, groups=r.groups, reps=reps,
+                                  horizon_s=horizon_s)
+        out[name] = row
+    return out
+
+
+def _ci(d: dict[str, float], digits: int = 1, signed: bool = False) -> str:
+    if not np.isfinite(d["value"]):
+        return "-"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(d['value'])} [{f.format(d['ci_low'])}, {f.format(d['ci_high'])}]"
+
+
+def markdown(summary: dict[str, dict[str, Any]], reference: str, title: str) -> str:
+    """One distribution's table, with a legend line."""
+    rows = [f"**{title}** (paired against `{reference}`; 95 % bootstrap intervals)", "",
+            "| policy | seeds x episodes | uptime % (IQM) | uptime diff pp | P(better uptime) | "
+            "censored MTTR s | MTTR diff s | harmful actions / incident |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        n_ep = s["episodes"] // max(s["training_seeds"], 1)
+        diff = "(reference)" if name == reference else _ci(s["uptime_pct"]["difference"],
+                                                            1, True)
+        mdiff = "(reference)" if name == reference else _ci(
+            s["mttr_censored_s"]["difference"], 0, True)
+        poi = "-" if name == reference else _ci(s["uptime_pct"]["prob_improvement"], 2)
+        mttr = f"{s['mttr_censored_mean_s']:.0f}" if np.isfinite(
+            s["mttr_censored_mean_s"]) else "-"
+        harm = f"{s['harmful_per_incident']:.2f}" if np.isfinite(
+            s["harmful_per_incident"]) else "-"
+        rows.append(f"| {name} | {s['training_seeds']} x {n_ep} | "
+                    f"{_ci(s['uptime_pct']['iqm'])} | {diff} | {poi} | {mttr} | {mdiff} | "
+                    f"{harm} |")
+    return "\n".join(rows)
+
+
+LEGEND = """Legend: every policy plays the same held-out episodes (seeds), so differences are
+paired episode by episode. uptime % (IQM): the interquartile mean of episode uptime. uptime
+diff: the policy's mean uptime minus the reference's, percentage points. P(better uptime): the
+share of episodes where the policy's uptime beats the reference's (ties half). censored MTTR:
+mean time to recover, an incident still open at the end counting until then. harmful actions:
+actions that completed and fixed nothing. A learned policy's rows pool its training seeds
+(bootstrap stratified by seed). Intervals are clipped to the feasible range."""
