@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from healgym.errors import ConfigError
 
@@ -102,16 +102,24 @@ PARAMS: dict[str, type[Strict]] = {"process": ProcessParams, "mlflow": MlflowPar
 
 
 class ActuatorConf(Strict):
-    """One actuator. ``type``: process | mlflow | webhook | kubernetes | log; ``params`` are
-    validated against that type's model (:data:`PARAMS`)."""
+    """One actuator. ``type``: a key of :data:`PARAMS` (process | mlflow | webhook | kubernetes
+    | log, and any type registered there); ``params`` are validated against that type's
+    model."""
 
-    type: Literal["process", "mlflow", "webhook", "kubernetes", "log"]
+    type: str
     actions: list[str]  # the action names it carries out ("restart_serve", "rollback", ...)
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = 30.0
     retries: int = 3
     breaker_failures: int = 5  # consecutive failures that open the circuit ...
     breaker_reset_s: float = 120.0  # ... for this long
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in PARAMS:
+            raise ValueError(f"unknown actuator type {v!r}; known: {sorted(PARAMS)}")
+        return v
 
     @model_validator(mode="after")
     def _params_fit_the_type(self) -> ActuatorConf:
