@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install run test bench lint clean strip-notebooks
+.PHONY: install run test bench zoo lint clean strip-notebooks
 
 install: $(STAMP)
 
@@ -21,11 +21,15 @@ run: install
 	$(PY) experiments/random_chaos.py
 	$(PY) experiments/evaluate.py telemetry.dataset=data/sample/dataset \
 	  'eval_scenarios=[null,configs/scenarios/bad_deploy_then_surge.yaml,configs/scenarios/leak_cascade.yaml,configs/scenarios/data_incidents.yaml]' \
-	  episodes=200 scenario_episodes=60
+	  episodes=200 scenario_episodes=60 qlearning_zoo=zoo/qlearning
 
 # the notebooks run top to bottom too (nbmake), on their own small data
 test: install
 	$(PY) -m pytest -n 2 --dist loadgroup -q --nbmake tests notebooks
+
+# the reference policies under zoo/ (trained, evaluated, with their cards)
+zoo: install
+	$(PY) experiments/zoo.py
 
 bench: install
 	$(PY) benchmarks/bench.py --out results/bench.json

@@ -164,6 +164,8 @@ class EvaluateConf(TrainConf):
     reference: str = "expert"  # the policy every other is paired against (the bar to beat)
     train_seeds: int = 3  # learned policies trained here: one per seed, seeds seed .. seed+n-1
     qlearning_path: str | None = None  # a saved Q-table folder; None: train one first
+    # a zoo entry (zoo/qlearning: one folder per training seed), evaluated in place of training
+    qlearning_zoo: str | None = None
     # exported RLlib policies (<train run>/policy), or models:/healgym-ppo@champion
     ppo_path: str | None = None
     dqn_path: str | None = None

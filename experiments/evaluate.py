@@ -162,6 +162,13 @@ def run(cfg: Any) -> float:
             probe = make_env().unwrapped.model
             if cfg.qlearning_path:
                 seeded["qlearning"] = [QLearningAgent.load(ROOT / cfg.qlearning_path, probe)]
+            elif cfg.qlearning_zoo:
+                zoo = ROOT / cfg.qlearning_zoo
+                found = sorted(p for p in zoo.glob("seed*") if (p / "policy.json").is_file())
+                if not found:
+                    raise HealgymError(f"qlearning_zoo={cfg.qlearning_zoo!r}: no seed*/policy.json"
+                                       " there; build the zoo with `make zoo`")
+                seeded["qlearning"] = [QLearningAgent.load(p, probe) for p in found]
             else:
                 trainer = hydra.utils.instantiate(cfg.agent)
                 if not isinstance(trainer, QLearningTrainer):
