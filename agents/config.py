@@ -23,6 +23,7 @@ class EnvConf:
     # per-stage metrics beyond the canonical six, each a mapping of MetricSpec's fields
     # (name, doc, lo, hi, neutral, scale_floor), replayed from the dataset column of its name
     extra_metrics: list[dict[str, Any]] = field(default_factory=list)
+    history: bool = False  # the observation's history block (see docs/environment.md)
 
 
 @dataclass
@@ -251,6 +252,8 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
         "reward": dict(cfg.env.reward) or None, "slo": dict(cfg.env.slo) or None,
         "chaos": {"enabled": cfg.chaos.enabled, "rate_scale": cfg.chaos.rate_scale},
     }
+    if cfg.env.get("history"):
+        kw["history"] = True
     if cfg.env.get("extra_metrics"):
         kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:

@@ -42,7 +42,7 @@ from healgym.sim.drift import shifted_scores
 from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
 from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
-from healgym.sim.layout import CONTEXT_INDEX
+from healgym.sim.layout import CONTEXT_INDEX, HISTORY_INDEX
 from healgym.sim.model import H_ACC, H_COST, H_NULL, H_SCHEMA, H_SHIFT, H_STALE, ml_health
 from healgym.sim.reward import action_reward, recovery_bonus, slo_violated_z, state_reward
 from healgym.sim.rng import normal1 as normal
@@ -57,6 +57,8 @@ CX_COST, CX_SINCE, CX_IN_FLIGHT = (CONTEXT_INDEX[k] for k in ("cost_factor",
                                                               "action_in_flight"))
 CX_LIGHT, CX_ROLLBACK = CONTEXT_INDEX["light_model"], CONTEXT_INDEX["can_rollback"]
 CX_PAGED, CX_SHEDDING = CONTEXT_INDEX["escalation_in_flight"], CONTEXT_INDEX["shedding"]
+HI_ALARM, HI_DEPLOY, HI_FIXED = (HISTORY_INDEX[k] for k in ("since_alarm_h", "since_deploy_h",
+                                                            "last_done_fixed"))
 
 
 # --------------------------------------------------------------------------- slots, incidents
@@ -104,6 +106,7 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, s, 
         # a bad release is a deploy: a new model version, which replaces any older model the
         # pipeline ran (so rollback always has the last good version to go back to)
         s.pipeline.version[i] += 1
+        s.pipeline.deploy_t[i] = onset
         drop_side(i, c.side_old, sl)
     write_slot(i, kind, col, stage, sev, onset, inc,
                onset + c.end_after[kind] if np.isnan(end) else end,
@@ -199,6 +202,8 @@ def complete(i, a, issued, stream, t, k, key, s, c):
             rm |= 1 << f
     if rm == 0:
         s.actions.ineffective[i] += 1  # it fixed nothing
+    s.actions.completed[i] = a
+    s.actions.completed_fixed[i] = rm != 0
     compact(i, rm, sl)
     eff = c.a_effect[a]
     if eff == ADD_REPLICA:
@@ -209,6 +214,7 @@ def complete(i, a, issued, stream, t, k, key, s, c):
         sl.dirty[i] = True
     elif eff == PREVIOUS_VERSION:
         pl.version[i] -= 1
+        pl.deploy_t[i] = t
         has_old = False
         for f in range(sl.n[i]):
             if sl.kind[i, f] == c.side_old and sl.inc[i, f] < 0:
@@ -217,6 +223,7 @@ def complete(i, a, issued, stream, t, k, key, s, c):
             add_side(i, c.side_old, c.model_stage, t, INF, s)
     elif eff == NEW_VERSION:
         pl.version[i] += 1
+        pl.deploy_t[i] = t
         drop_side(i, c.side_old, sl)
     elif eff == LIGHT_ON:
         pl.light[i] = True
@@ -447,6 +454,22 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         out[b + CX_PAGED] = 1.0 if ac.esc_done[i] != INF else 0.0
         out[b + CX_SHEDDING] = 1.0 if shedding else 0.0
         out[c.o_last + ac.last[i]] = 1.0
+        if c.has_history:
+            zp = ef.z_prev[i]
+            if ef.z_prev_ok[i]:
+                for j in range(SM):
+                    out[c.o_dz + j] = out[j] - zp[j]
+            for j in range(SM):
+                zp[j] = out[j]
+            ef.z_prev_ok[i] = True
+            first = INF
+            for q in range(ic.n[i]):
+                if np.isnan(i_resolved[i, q]) and not np.isnan(i_detected[i, q]):
+                    first = min(first, i_detected[i, q])
+            out[c.o_hist + HI_ALARM] = min((t[i] - first) / 3600.0, 1.0) if first < INF else 0.0
+            out[c.o_hist + HI_DEPLOY] = min((t[i] - pl.deploy_t[i]) / 3600.0, 1.0)
+            out[c.o_hist + HI_FIXED] = 1.0 if ac.completed_fixed[i] else 0.0
+            out[c.o_done + ac.completed[i]] = 1.0
         if live[i]:
             if violated:
                 pl.downtime[i] += c.dt
@@ -561,6 +584,10 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
         pl.light[i] = False
         ac.last[i] = 0
         ac.last_t[i] = 0.0
+        ac.completed[i] = 0
+        ac.completed_fixed[i] = False
+        pl.deploy_t[i] = -INF
+        s.effects.z_prev_ok[i] = False
         ac.spent[i] = 0.0
         pl.downtime[i] = 0.0
         pl.total_reward[i] = 0.0

@@ -51,7 +51,7 @@ RESTART, SHED, LIGHT, OLD = (SIDE_KINDS[k] for k in ("_restarting", "_shedding",
 #: recognises its type in every process (a class made per call recompiles every kernel).
 KERNEL_CONST_FIELDS = (
     "a_kind", "a_stage", "a_cost", "a_dur", "a_rule", "a_effect", "escalate", "o_replicas",
-    "o_context", "o_last", "side_restart",
+    "o_context", "o_last", "has_history", "o_dz", "o_hist", "o_done", "side_restart",
     "side_old", "side_light", "side_shed", "model_stage", "shed_s", "max_replicas", "min_replicas",
     "default_replicas", "healing", "release", "horizon_s", "recovery_bonus", "shed_share",
     "invalid_penalty",
@@ -91,7 +91,8 @@ def kernel_consts(m: PipelineModel) -> Any:
         "a_dur": arrays["duration"], "a_rule": arrays["rule"], "a_effect": arrays["effect"],
         "escalate": escalate_index(m),
         "o_replicas": m.layout.replicas.start, "o_context": m.layout.context.start,
-        "o_last": m.layout.last.start,
+        "o_last": m.layout.last.start, "has_history": bool(m.layout.history),
+        "o_dz": m.layout.dz.start, "o_hist": m.layout.hist.start, "o_done": m.layout.done.start,
         "side_restart": RESTART, "side_old": OLD, "side_light": LIGHT, "side_shed": SHED,
         "model_stage": m.model_stage, "shed_s": float(act.SHED_SECONDS),
         "max_replicas": MAX_REPLICAS, "min_replicas": MIN_REPLICAS,

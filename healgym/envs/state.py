@@ -115,6 +115,8 @@ FIELDS: tuple[Field, ...] = (
     _F("actions", "invalid", np.int64, ("N",), 0, "masked actions attempted", 0, metric=True),
     _F("actions", "ineffective", np.int64, ("N",), 0, "completed actions that healed nothing",
        0, metric=True),
+    _F("actions", "completed", np.int64, ("N",), 0, "last action completed (0: none yet)", 0),
+    _F("actions", "completed_fixed", np.bool_, ("N",), False, "it healed something", False),
     _F("actions", "mask", np.int8, ("N", "A"), 0, "action mask"),
     _F("actions", "mask_dirty", np.bool_, ("N",), True, "mask and fault count to recompute",
        True),
@@ -131,11 +133,17 @@ FIELDS: tuple[Field, ...] = (
     _F("pipeline", "total_reward", np.float64, ("N",), 0.0, "episode return so far", 0.0,
        metric=True),
     _F("pipeline", "n_faults", np.int64, ("N",), 0, "active faults (ground truth)"),
+    _F("pipeline", "deploy_t", np.float64, ("N",), -INF, "last deploy (a release, rollback or "
+       "retrain), s", -INF),
     _F("effects", "za", np.float64, ("N", "SM"), 1.0, "z = base * za + zb (set by the env)"),
     _F("effects", "zb", np.float64, ("N", "SM"), 0.0, "z = base * za + zb (set by the env)"),
     _F("effects", "ml_now", np.float64, ("N", len(HEALTH)), 0.0,
        "ML health now (model.ml_health; columns model.HEALTH)"),
     _F("effects", "stable", np.float64, ("N",), -INF, "effects hold until, s", -INF),
+    _F("effects", "z_prev", np.float32, ("N", "SM"), 0.0, "the last observation's z (history "
+       "deltas)"),
+    _F("effects", "z_prev_ok", np.bool_, ("N",), False, "z_prev holds this episode's last z",
+       False),
 )
 
 GROUPS = ("clock", "events", "slots", "incidents", "actions", "pipeline", "effects")

@@ -14,6 +14,11 @@ z          S * M                   each stage's metric z-scores, stage-major (ME
 replicas   S                       replicas / MAX_REPLICAS per stage
 context    len(CONTEXT)            the ML and context signals (:data:`CONTEXT`)
 last       A                       the last action taken, one-hot
+history    S * M + 3 + A           only with ``history=True``: each z-score's change since the
+                                   previous observation (stage-major), then
+                                   :data:`HISTORY` (time since the first open alarm, since the
+                                   last deploy, whether the last completed action healed
+                                   something), then the last completed action, one-hot
 ========== ======================= ==========================================================
 """
 
@@ -31,6 +36,10 @@ CONTEXT: tuple[str, ...] = (
 CONTEXT_HIGH: tuple[float, ...] = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0,
                                    1.0, 1.0)
 CONTEXT_INDEX = {name: i for i, name in enumerate(CONTEXT)}
+#: The history block's named signals (after the z deltas), with their upper bounds (lower: 0).
+HISTORY: tuple[str, ...] = ("since_alarm_h", "since_deploy_h", "last_done_fixed")
+HISTORY_HIGH: tuple[float, ...] = (1.0, 1.0, 1.0)
+HISTORY_INDEX = {name: i for i, name in enumerate(HISTORY)}
 
 
 @dataclass(frozen=True)
@@ -57,37 +66,55 @@ class ObsLayout:
     stages: tuple[str, ...]
     metrics: tuple[str, ...]
     actions: tuple[str, ...]
+    history: bool = False
     z: Block = field(init=False)
     replicas: Block = field(init=False)
     context: Block = field(init=False)
     last: Block = field(init=False)
+    dz: Block = field(init=False)  # empty without history
+    hist: Block = field(init=False)
+    done: Block = field(init=False)
 
     def __post_init__(self) -> None:
         at = 0
-        for name, size in (("z", len(self.stages) * len(self.metrics)),
-                           ("replicas", len(self.stages)), ("context", len(CONTEXT)),
-                           ("last", len(self.actions))):
+        sm = len(self.stages) * len(self.metrics)
+        h = self.history
+        for name, size in (("z", sm), ("replicas", len(self.stages)), ("context", len(CONTEXT)),
+                           ("last", len(self.actions)), ("dz", sm if h else 0),
+                           ("hist", len(HISTORY) if h else 0),
+                           ("done", len(self.actions) if h else 0)):
             object.__setattr__(self, name, Block(name, at, at + size))
             at += size
 
     @property
     def n(self) -> int:
         """The observation's length."""
-        return self.last.stop
+        return self.done.stop
 
     @property
     def blocks(self) -> tuple[Block, ...]:
-        return (self.z, self.replicas, self.context, self.last)
+        base = (self.z, self.replicas, self.context, self.last)
+        return (*base, self.dz, self.hist, self.done) if self.history else base
 
     def ctx(self, name: str) -> int:
         """The index of context signal ``name``."""
         return self.context.start + CONTEXT_INDEX[name]
 
+    def hst(self, name: str) -> int:
+        """The index of history signal ``name`` (only with ``history``)."""
+        if not self.history:
+            raise KeyError(f"{name!r}: this observation has no history block (history=False)")
+        return self.hist.start + HISTORY_INDEX[name]
+
     def names(self) -> list[str]:
         """The name of every index, in order (exported policies record it)."""
         out = [f"{s}.{m}_z" for s in self.stages for m in self.metrics]
         out += [f"{s}.replicas_frac" for s in self.stages]
-        return out + list(CONTEXT) + [f"last_action={a}" for a in self.actions]
+        out += list(CONTEXT) + [f"last_action={a}" for a in self.actions]
+        if self.history:
+            out += [f"{s}.{m}_dz" for s in self.stages for m in self.metrics]
+            out += list(HISTORY) + [f"last_done={a}" for a in self.actions]
+        return out
 
     def bounds(self, z_clip: float) -> tuple[np.ndarray, np.ndarray]:
         """The observation space's (low, high)."""
@@ -95,6 +122,9 @@ class ObsLayout:
         high = np.ones(self.n, dtype=np.float32)
         low[self.z.slice], high[self.z.slice] = -z_clip, z_clip
         high[self.context.slice] = CONTEXT_HIGH
+        if self.history:
+            low[self.dz.slice], high[self.dz.slice] = -2 * z_clip, 2 * z_clip
+            high[self.hist.slice] = HISTORY_HIGH
         return low, high
 
     def z_block(self, obs: np.ndarray) -> np.ndarray:

@@ -216,6 +216,9 @@ class PipelineConfig:
     #: per-stage metrics beyond the canonical six (MetricSpec or mappings of its fields), each
     #: replayed from the dataset column of its name (absent: its neutral value)
     extra_metrics: tuple[MetricSpec | dict[str, Any], ...] = ()
+    #: add the history block to the observation (z deltas, time since the first open alarm and
+    #: since the last deploy, the last completed action and whether it healed something)
+    history: bool = False
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -285,7 +288,8 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     actions = act.action_table(names, kinds)
     S = len(names)
     model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
-    layout = ObsLayout(tuple(names), tuple(m.name for m in specs), tuple(a.name for a in actions))
+    layout = ObsLayout(tuple(names), tuple(m.name for m in specs), tuple(a.name for a in actions),
+                       history=bool(cfg.history))
     low, high = layout.bounds(Z_CLIP)
     med, inv = replay.median, 1.0 / replay.scale
     lo_b, hi_b = bounds(specs)

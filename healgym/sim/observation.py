@@ -81,6 +81,13 @@ class Signals:
 
 def encode(model: PipelineModel, s: Signals) -> np.ndarray:
     """The observation a policy trained on ``model`` expects, from measured signals."""
+    if model.layout.history:
+        from healgym.errors import ConfigError
+
+        raise ConfigError("this pipeline's observation has the history block (history=True): "
+                          "policies trained on it run in the simulator (train, evaluate), but "
+                          "serving does not build history observations yet; train without "
+                          "history to serve")
     S, M = model.n_stages, model.n_metrics
     raw = np.asarray(s.raw, dtype=float)
     if raw.shape != (S, M):

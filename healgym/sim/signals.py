@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from healgym.sim.layout import CONTEXT as ML_NAMES
+from healgym.sim.layout import HISTORY
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 
 
@@ -18,7 +19,11 @@ def signal_names(model: PipelineModel) -> list[str]:
     names = [f"{s}.{m}" for s in model.stages for m in model.metrics]
     names += [f"{s}.{m}_ratio" for s in model.stages for m in model.metrics]
     names += [f"{s}.replicas" for s in model.stages]
-    return names + list(ML_NAMES)
+    names += list(ML_NAMES)
+    if model.layout.history:  # runbooks may use them too
+        names += [f"{s}.{m}_dz" for s in model.stages for m in model.metrics]
+        names += [*HISTORY, "last_done"]
+    return names
 
 
 def observation_names(model: PipelineModel) -> list[str]:
@@ -43,4 +48,12 @@ def decode(model: PipelineModel, obs: np.ndarray) -> dict[str, float]:
     for name in ML_NAMES:
         out[name] = float(obs[lay.ctx(name)])
     out["staleness_s"] = out["staleness_h"] * 3600.0
+    if lay.history:
+        dz = np.asarray(obs, dtype=float)[lay.dz.slice].reshape(len(model.stages), -1)
+        for i, s in enumerate(model.stages):
+            for j, m in enumerate(model.metrics):
+                out[f"{s}.{m}_dz"] = float(dz[i, j])
+        for name in HISTORY:
+            out[name] = float(obs[lay.hst(name)])
+        out["last_done"] = float(np.argmax(obs[lay.done.slice]))
     return out
