@@ -54,6 +54,7 @@ class QLearningConf:
     epsilon: float = 0.05
     epsilon_start: float | None = 1.0
     pessimistic: bool = False  # start the table at a never-ending violation's return, not 0
+    history_features: bool = False  # add HISTORY_FEATURES (needs env.history=true)
     steps: int = 20_000  # vector steps
     num_envs: int = 256
 

@@ -69,6 +69,15 @@ DEFAULT_FEATURES: tuple[Feature, ...] = (
 )
 
 
+#: With the env's history block (``history=True``): was there a deploy in the last 6 minutes
+#: (a bad release, or a rollback/retrain), and did the last completed action fail to heal
+#: anything (a restart that did not hold: a crash loop, a leak in a new release).
+HISTORY_FEATURES: tuple[Feature, ...] = (
+    Feature("recent_deploy", "hist:since_deploy_h", (0.1,)),
+    Feature("last_fix_held", "hist:last_done_fixed", (0.5,)),
+)
+
+
 def feature_values(model: PipelineModel, obs: np.ndarray, source: str) -> np.ndarray:
     """The raw value of a feature for a batch of observations (N, obs). Context signals are
     named (``ctx:accuracy``, :data:`healgym.sim.layout.CONTEXT`); Q-tables saved before
@@ -86,6 +95,12 @@ def feature_values(model: PipelineModel, obs: np.ndarray, source: str) -> np.nda
         return z[:, :, groups[arg]].max(axis=(1, 2))
     if kind == "min_z":
         return z[:, :, groups[arg]].min(axis=(1, 2))
+    if kind == "hist":
+        try:
+            return obs[:, lay.hst(arg)]
+        except KeyError:
+            raise ConfigError(f"feature source {source!r}: the env has no history block; "
+                              "make it with history=True (env.history=true)") from None
     if kind in ("ctx", "max_ctx"):
         cols = [_ctx_index(lay, name, source) for name in arg.split(",")]
         return obs[:, cols].max(axis=1) if kind == "max_ctx" else obs[:, cols[0]]

@@ -44,11 +44,12 @@ class Trainer:
 class QLearningTrainer(Trainer):
     def fit(self, cfg: Any, kw: dict[str, Any]) -> tuple[Any, Any]:
         """Train a Q-table on the batched env: (agent, its training log)."""
-        from agents.qlearning import QConfig, QLearningAgent
+        from agents.qlearning import DEFAULT_FEATURES, HISTORY_FEATURES, QConfig, QLearningAgent
 
         a = self.conf
         venv = gym.make_vec(healgym.ENV_ID, num_envs=a.num_envs, **kw)
-        agent = QLearningAgent(venv.unwrapped.model, config=QConfig(
+        features = DEFAULT_FEATURES + (HISTORY_FEATURES if a.get("history_features") else ())
+        agent = QLearningAgent(venv.unwrapped.model, features=features, config=QConfig(
             alpha=a.alpha, gamma=a.gamma, epsilon=a.epsilon, epsilon_start=a.epsilon_start,
             decay_steps=max(a.steps * 2 // 3, 1), seed=cfg.seed,
             pessimistic=bool(a.get("pessimistic", False))))

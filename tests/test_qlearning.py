@@ -79,3 +79,19 @@ def test_a_pessimistic_table_does_not_make_untried_actions_look_best():
     optimistic = QLearningAgent(env.model, config=QConfig())  # the default: from 0
     optimistic.q[s, 0] = -50.0
     assert optimistic.decide(obs, info).action != 0  # v0's flailing: any untried action
+
+
+def test_history_features_need_the_history_block():
+    from agents.qlearning import DEFAULT_FEATURES, HISTORY_FEATURES
+    from healgym.errors import ConfigError
+
+    plain = PipelineHealEnv(episode_steps=30, **CRASH)
+    agent = QLearningAgent(plain.model, features=DEFAULT_FEATURES + HISTORY_FEATURES)
+    obs, info = plain.reset(seed=0)
+    with pytest.raises(ConfigError, match="history=True"):
+        agent.decide(obs, info)
+    hist = PipelineHealEnv(episode_steps=30, history=True, **CRASH)
+    agent = QLearningAgent(hist.model, features=DEFAULT_FEATURES + HISTORY_FEATURES)
+    obs, info = hist.reset(seed=0)
+    assert agent.decide(obs, info).action == 0
+    assert agent.q.shape[0] == 4 * QLearningAgent(plain.model).q.shape[0]
