@@ -111,6 +111,23 @@ def markdown(summary: dict[str, dict[str, Any]], reference: str, title: str) -> 
     return "\n".join(rows)
 
 
+def per_fault_markdown(summary: dict[str, dict[str, Any]], title: str) -> str:
+    """Censored MTTR per fault type (the incident's first fault), one column per policy, with
+    the incidents counted (the same episodes for every policy; a learned policy's count pools
+    its seeds)."""
+    faults = sorted({f for s in summary.values() for f in s["per_fault"]})
+    names = list(summary)
+    rows = [f"**{title}: censored MTTR s by fault type** (incidents in brackets)", "",
+            "| fault | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for f in faults:
+        cells = []
+        for n in names:
+            d = summary[n]["per_fault"].get(f)
+            cells.append("-" if d is None else f"{d['mttr_mean_s']:.0f} ({d['incidents']})")
+        rows.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 LEGEND = """Legend: every policy plays the same held-out episodes (seeds), so differences are
 paired episode by episode. uptime % (IQM): the interquartile mean of episode uptime. uptime
 diff: the policy's mean uptime minus the reference's, percentage points. P(better uptime): the

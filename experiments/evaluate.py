@@ -37,7 +37,14 @@ from agents.oracle import OracleAgent  # noqa: E402
 from agents.qlearning import QLearningAgent, TrainLog  # noqa: E402
 from agents.random_agent import NoOpAgent, RandomAgent  # noqa: E402
 from agents.runbook import RunbookAgent  # noqa: E402
-from agents.study import LEGEND, PolicyRuns, markdown, paired_summary, play  # noqa: E402
+from agents.study import (  # noqa: E402
+    LEGEND,
+    PolicyRuns,
+    markdown,
+    paired_summary,
+    per_fault_markdown,
+    play,
+)
 from agents.tracking import mlflow_run  # noqa: E402
 from agents.training import QLearningTrainer  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
@@ -250,7 +257,8 @@ def run(cfg: Any) -> float:
                  "train_seeds": {n: len(p) for n, p in policies.items()},
                  "telemetry_eval_range": list(cfg.telemetry.eval_range)}}, indent=2,
             default=float))
-        table = "\n\n".join(tables) + "\n\n" + LEGEND
+        table = "\n\n".join(tables) + "\n\n" + per_fault_markdown(paired[names[0]], names[0]) \
+            + "\n\n" + LEGEND
         (out / "results.md").write_text(table + "\n")
         plots(out, episodes, log)
         for name, s in results.items():

@@ -11,7 +11,7 @@ from agents.paired import censored_mttr, compare, iqm, per_fault_mttr
 def ep(uptime, mttr=None, onset=100.0, reward=0.0, harmful=0, fault="process_crash"):
     incidents = [] if mttr is False else [{"mttr_s": mttr, "onset_s": onset, "fault": fault}]
     return {"uptime_pct": uptime, "incidents": incidents, "elapsed_s": 3600.0,
-            "total_reward": reward, "ineffective_actions": harmful}
+            "total_reward": reward, "ineffective_actions": harmful, "n_actions": harmful}
 
 
 def test_identical_policies_differ_by_exactly_nothing():
@@ -77,3 +77,15 @@ def test_per_fault_mttr_breakdown():
     assert t["process_crash"] == {"incidents": 2, "mttr_mean_s": 330.0, "mttr_median_s": 330.0,
                                   "resolved_share": 0.5}
     assert t["gpu_oom"]["incidents"] == 1
+
+
+def test_the_per_fault_table_has_a_column_per_policy():
+    from agents.study import PolicyRuns, paired_summary, per_fault_markdown
+
+    a = PolicyRuns("a", [[ep(90, mttr=60.0), ep(90, mttr=30.0, fault="gpu_oom")]])
+    b = PolicyRuns("b", [[ep(80, mttr=600.0), ep(80, mttr=None, onset=600.0, fault="gpu_oom")]])
+    table = per_fault_markdown(paired_summary({"a": a, "b": b}, "a", 3600.0, reps=50), "chaos")
+    lines = table.splitlines()
+    assert lines[2] == "| fault | a | b |"
+    assert "| gpu_oom | 30 (1) | 3000 (1) |" in lines
+    assert "| process_crash | 60 (1) | 600 (1) |" in lines
