@@ -22,9 +22,10 @@ BOOTSTRAP = 2000
 
 
 def evaluate(make_env: Callable[[], Any], policy_factory: Callable[[Any], Policy],
-             seeds: Sequence[int], scenarios: Sequence[str | None] = (None,)
-             ) -> list[dict[str, Any]]:
-    """Episode metrics of a policy over every (scenario, seed) pair."""
+             seeds: Sequence[int], scenarios: Sequence[str | None] = (None,),
+             progress: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Episode metrics of a policy over every (scenario, seed) pair; ``progress()`` is called
+    after each episode."""
     env = make_env()
     policy = policy_factory(env)
     out = []
@@ -32,6 +33,8 @@ def evaluate(make_env: Callable[[], Any], policy_factory: Callable[[Any], Policy
         options = {"scenario": scenario} if scenario is not None else None
         for seed in seeds:
             out.append(run_episode(env, policy, seed, options))
+            if progress is not None:
+                progress()
     env.close()
     return out
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.evaluation import evaluate
 from agents.paired import censored_mttr, compare, per_fault_mttr
-from healgym.policy import Policy, run_episode
+from healgym.policy import Policy
 
 
 @dataclass
@@ -40,17 +41,13 @@ def play(make_env: Callable[[], Any], policies: Sequence[Policy], seeds: Sequenc
          options: dict[str, Any] | None, progress: Callable[[], None] | None = None
          ) -> list[list[dict[str, Any]]]:
     """Each policy (one per training seed) on every episode seed."""
-    env = make_env()
-    out = []
-    for policy in policies:
-        runs = []
-        for seed in seeds:
-            runs.append(run_episode(env, policy, seed, options))
-            if progress is not None:
-                progress()
-        out.append(runs)
-    env.close()
-    return out
+    if options and set(options) - {"scenario"}:
+        raise ValueError(f"play: only a scenario option is supported, got {sorted(options)}")
+    scenario = None if options is None else options.get("scenario")
+    def fixed(policy: Policy) -> Callable[[Any], Policy]:
+        return lambda env: policy
+
+    return [evaluate(make_env, fixed(p), seeds, (scenario,), progress) for p in policies]
 
 
 def paired_summary(runs: dict[str, PolicyRuns], reference: str, horizon_s: float,

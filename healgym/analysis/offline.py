@@ -34,7 +34,7 @@ from healgym.sim import actions as act
 from healgym.sim.jit import compiled
 from healgym.sim.model import MAX_REPLICAS, PipelineModel
 from healgym.sim.observation import obs_violates_slo
-from healgym.sim.reward import action_reward, state_reward
+from healgym.sim.reward import action_reward, recovery_bonus, state_reward
 from healgym.sim.signals import observation_names
 
 DATASET_FORMAT = "healgym-offline"
@@ -97,26 +97,27 @@ def log_reward(model: PipelineModel, obs: np.ndarray, actions: np.ndarray,
     nxt = obs_violates_slo(model, next_obs)
     now = obs_violates_slo(model, obs)
     cf = np.asarray(next_obs, dtype=float)[:, model.layout.ctx("cost_factor")]
-    rec = np.asarray(recovery_s, dtype=float)
-    cleared = now & ~nxt & np.isfinite(rec)
-    bonus = np.where(cleared, r.recovery_bonus * np.clip(
-        1.0 - np.nan_to_num(rec) / r.recovery_horizon_s, 0.0, 1.0), 0.0)
+    rec = np.asarray(recovery_s, dtype=float) * np.ones(len(cost))
+    rec = np.where(now & ~nxt, rec, np.nan)  # NaN: no violation cleared, no bonus
     shed = np.where(np.asarray(next_obs, dtype=float)[:, model.layout.ctx("shedding")] > 0.5,
                     act.SHED_SHARE, 0.0)
     out = np.zeros(len(cost))
-    _log_rewards(out, cost, bonus, nxt, shed, np.asarray(dt_s, dtype=np.float64).reshape(-1)
+    _log_rewards(out, cost, rec, nxt, shed, np.asarray(dt_s, dtype=np.float64).reshape(-1)
                  * np.ones(len(cost)), cf * model.base_cost, float(model.base_cost),
                  float(r.invalid_action_penalty), float(r.action_cost_weight),
-                 float(r.slo_violation_per_s), float(r.infra_cost_weight))
+                 float(r.slo_violation_per_s), float(r.infra_cost_weight),
+                 float(r.recovery_bonus), float(r.recovery_horizon_s))
     return out
 
 
 @compiled()
-def _log_rewards(out, cost, bonus, violated, shed, dt, running_cost, base_cost, invalid_penalty,
-                 cost_weight, slo_per_s, infra_weight):
+def _log_rewards(out, cost, recovery_s, violated, shed, dt, running_cost, base_cost,
+                 invalid_penalty, cost_weight, slo_per_s, infra_weight, bonus, horizon_s):
     """The env's own reward terms (:mod:`healgym.sim.reward`), transition by transition."""
     for i in range(out.size):
-        r = action_reward(False, cost[i], invalid_penalty, cost_weight) + bonus[i]
+        r = action_reward(False, cost[i], invalid_penalty, cost_weight)
+        if not np.isnan(recovery_s[i]):
+            r += recovery_bonus(recovery_s[i], bonus, horizon_s)
         out[i] = state_reward(r, violated[i], shed[i], dt[i], running_cost[i], base_cost,
                               slo_per_s, infra_weight)
 

@@ -32,18 +32,8 @@ import numba
 import numpy as np
 
 from healgym.envs import _kernel as K
-from healgym.envs.consts import (  # noqa: F401  (re-exported: the env's codes)
-    FAULT_CODE,
-    FAULT_LABEL,
-    LIGHT,
-    OLD,
-    RESTART,
-    SHED,
-    KernelConsts,
-    escalate_index,
-    kernel_consts,
-)
-from healgym.envs.metrics import EpisodeMetrics, episode_metrics, metrics_dict  # noqa: F401
+from healgym.envs.consts import FAULT_LABEL, kernel_consts
+from healgym.envs.metrics import metrics_dict
 from healgym.envs.state import (
     FIELDS,
     METRIC_FIELDS,
