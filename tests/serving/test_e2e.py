@@ -158,10 +158,21 @@ def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: boo
                    Observer(model, conf.source), actuators=actuators, policy_version=version)
 
 
+def healthy(adapter: Adapter) -> bool:
+    """One adapter step; whether it read the service as healthy with no incident open (a scrape
+    that times out on a busy machine reads as down: callers wait it out)."""
+    rec = adapter.log.record(adapter.step())
+    return bool(rec and rec["observation"] is not None and adapter.incident is None
+                and rec["signals"].get("error_rate[serve]", 1.0) < 0.05)
+
+
 def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.0
          ) -> tuple[float, list[str]]:
     """Inject ``fault``; step the adapter every second until the SLO holds again; returns the
-    time to recover (from the injection) and the decision ids."""
+    time to recover (from the injection) and the decision ids. Waits for a healthy reading
+    first: on a busy machine an earlier restart may still be starting up, and its incident would
+    end before this fault is even seen."""
+    wait_for(lambda: healthy(adapter), 120, f"a healthy reading before the {fault}")
     pid = rig["procs"].procs["serve"][0].pid
     t0 = time.time()
     if fault == "kill":
@@ -191,13 +202,7 @@ def heal(adapter: Adapter, rig: dict[str, Any], fault: str, timeout: float = 60.
 
 def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(rig):
     a = make_adapter(rig, str(ROOT / "configs" / "runbooks" / "demo.yaml"), "runbook")
-    # healthy first (a scrape that times out on a busy machine reads as down: wait it out)
-    def healthy() -> bool:
-        rec = a.log.record(a.step())
-        return bool(rec and rec["status"] == "proposed"
-                    and rec["signals"].get("error_rate[serve]", 1.0) < 0.05)
-
-    wait_for(healthy, 60, "a healthy reading of the demo service")
+    wait_for(lambda: healthy(a), 120, "a healthy reading of the demo service")
     pid0 = rig["procs"].procs["serve"][0].pid
     ttr_kill, ids = heal(a, rig, "kill")
     assert rig["procs"].procs["serve"][0].pid != pid0  # really restarted
@@ -235,6 +240,7 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     assert acted & {"retrain", "restart_serve"}
     # a memory leak: restarted before the service runs out of memory (no SLO breach needed)
     time.sleep(9)
+    wait_for(lambda: healthy(a), 120, "a healthy reading before the leak")
     pid2 = rig["procs"].procs["serve"][0].pid
     inject(rig["url"], leak_mb_per_s=20.0)
     t0, restart = time.time(), None
@@ -246,8 +252,10 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     assert restart is not None  # by the memory rule, or an earlier rule on a busy machine
     ttr_leak = time.time() - t0
     assert rig["procs"].procs["serve"][0].pid != pid2
-    time.sleep(3)
-    assert requests.get(f"{rig['url']}/healthz", timeout=5).json()["leak_mb_per_s"] == 0.0
+    # the new process answers once it has started (slow on a busy machine: it imports MLflow)
+    fresh = wait_for(lambda: requests.get(f"{rig['url']}/healthz", timeout=5).json(), 120,
+                     "the restarted service")
+    assert fresh["leak_mb_per_s"] == 0.0
     print(f"\nrunbook MTTR on real processes: crash {ttr_kill:.1f} s, latency {ttr_latency:.1f} s,"
           f" bad deploy {ttr_deploy:.1f} s, drift {ttr_drift:.1f} s; leak restarted after "
           f"{ttr_leak:.1f} s")
@@ -294,12 +302,25 @@ def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
     for _ in range(12):  # 20 s into the simulated crash
         obs, *_, info = env.step(0)
     sim_state = q.decide(obs, info).explanation["state"]
+    # an earlier test's restart may still be starting up (slow on a busy machine: MLflow); the
+    # adapter starts only once Prometheus has scraped the service up, so that nothing it does
+    # (a restart of a service still starting) is in flight when the crash comes
+    def scraped_up() -> bool:
+        r = requests.get(f"{rig['source'].url}/api/v1/query", timeout=5,
+                         params={"query": 'min_over_time(up{job="demo"}[5s])'}).json()
+        return bool(r["data"]["result"]) and float(r["data"]["result"][0]["value"][1]) == 1.0
+
+    wait_for(scraped_up, 120, "Prometheus to scrape the demo service up")
     a = make_adapter(rig, str(tmp_path / "q"), "qlearning", rollback=False)
+    wait_for(lambda: healthy(a), 60, "a healthy reading of the demo service before the crash")
+    assert not [r["executed_action"] for r in a.log.records() if r["executed_action"]]
     kill(rig["procs"].procs["serve"][0].pid)
-    t0, ttr, states = time.time(), None, []
+    t0, ttr, states, seen = time.time(), None, [], []
     while time.time() - t0 < 45:
         rec = a.log.record(a.step())
         assert rec is not None and rec["policy"] == "qlearning"
+        seen.append((round(time.time() - t0, 1), rec["status"], rec["executed_action"],
+                     rec["observation"] is not None, rec["signals"].get("error_rate[serve]")))
         if rec["observation"] is not None and rec["signals"].get("error_rate[serve]") == 1.0:
             states.append(rec["explanation"]["state"])
         if rec["executed_action"] == "restart_serve" and ttr is None:
@@ -307,7 +328,9 @@ def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
         if ttr is not None and a.incident is None:
             break
         time.sleep(1.0)
-    assert states and states[0] == sim_state  # before any action was taken
+    # before any action was taken; `seen`: (s since the kill, status, action, observed, errors)
+    assert states, f"no reading of the crash (error rate 1) in 45 s: {seen}"
+    assert states[0] == sim_state, seen
     if rig["procs"].workers("serve") == 0 or ttr is None:  # leave the service up for others
         rig["procs"].execute("restart", "serve", "cleanup")
     print("\nQ-learning on a real crash: "
