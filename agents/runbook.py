@@ -19,7 +19,9 @@ rules and on-call runbooks have:
   twice in 10 minutes: roll back").
 * ``actions``: an escalation ladder in place of ``action``: the first firing takes the first
   rung; firing again within ``ladder_window_s`` (default 1800 s) of the previous rung takes the
-  next one ("restart; if it is still broken, roll back; then page a human").
+  next one ("restart; if it is still broken, roll back; then page a human"), but never while
+  an action is in flight (the previous rung has not had its effect yet: a ladder climbs on a
+  fix that did not work, not on one still running).
 
 Files written for the basic format keep working unchanged.
 """
@@ -266,6 +268,9 @@ class RunbookAgent:
                 if n < rule.after.count:
                     continue
             rung, t_rung = self._rung.get(rule.name, (-1, -np.inf))
+            if rung >= 0 and t - t_rung <= rule.ladder_window_s \
+                    and signals.get("action_in_flight", 0.0) > 0.5:
+                continue  # the previous rung is still running
             rung = min(rung + 1, len(rule.rungs) - 1) if t - t_rung <= rule.ladder_window_s \
                 else 0
             name = rule.rungs[rung].replace("{stage}", bound)

@@ -77,7 +77,9 @@ def _faults(args: argparse.Namespace) -> int:
         from healgym.sim import tables
 
         print("## Fault library\n\n" + tables.fault_table() + "\n\n## Actions\n\n"
-              + tables.action_table() + "\n\n## Healing matrix\n\n" + tables.healing_table())
+              + tables.action_table() + "\n\n## Healing matrix\n\n" + tables.healing_table()
+              + "\n\n## Healing that depends on history and state\n\n"
+              + tables.ambiguity_table())
         return 0
     for f in LIBRARY:
         print(f"{f.name:22s} {f.category:6s} {f.onset:18s} {f.course:36s} {f.description}")

@@ -13,7 +13,8 @@ def test_environment_doc_tables_match_the_code():
     doc = (ROOT / "docs" / "environment.md").read_text()
     for name, table in [("fault library", tables.fault_table()),
                         ("healing matrix", tables.healing_table()),
-                        ("actions", tables.action_table())]:
+                        ("actions", tables.action_table()),
+                        ("ambiguity", tables.ambiguity_table())]:
         assert table in doc, f"docs/environment.md: the {name} table is stale; regenerate it " \
                              "with `healgym faults --markdown`"
 

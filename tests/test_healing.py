@@ -7,7 +7,7 @@ import pytest
 
 from healgym.sim.actions import DEFAULT_HEALING, KINDS
 from healgym.sim.chaos import stage_choices
-from healgym.sim.faults import FAULT_NAMES
+from healgym.sim.faults import BY_NAME, FAULT_NAMES
 from tests.helpers import action_index, quiet_env
 
 # The default matrix made deterministic: an entry >= 0.5 always heals, the rest never do.
@@ -18,11 +18,16 @@ ACTION_KINDS = [k.name for k in KINDS if k.name != "noop"]
 
 def outcome(fault: str, kind: str, matrix: dict | None, seed: int = 0) -> str | None:
     """Inject ``fault`` at 10 s, take ``kind`` (on the fault's stage) at 10 s, wait it out;
-    returns who resolved the incident (action name, 'natural') or None if it is still open."""
-    env = quiet_env(episode_steps=200, healing_matrix=matrix,
+    returns who resolved the incident (action name, 'natural') or None if it is still open.
+    An action that heals the fault only after its ramp (``FaultSpec.heals_after_ramp``, tested
+    in tests/envs/test_ambiguity.py) is taken once the ramp is over."""
+    env = quiet_env(episode_steps=400, healing_matrix=matrix,
                     scenario={"faults": [{"at": 10, "fault": fault}]})
     env.reset(seed=seed)
     env.step(0)  # t = 10: the fault is active
+    if kind in BY_NAME[fault].heals_after_ramp:
+        for _ in range(int(BY_NAME[fault].ramp_s // env.dt)):
+            env.step(0)
     stage = env.stages[stage_choices(fault, env.stages)[0]]
     name = f"{kind}_{stage}" if KINDS[[k.name for k in KINDS].index(kind)].per_stage else kind
     a = action_index(env, name)

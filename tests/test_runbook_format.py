@@ -98,6 +98,30 @@ def test_a_ladder_climbs_while_the_problem_stays_and_starts_over_later():
     assert env.action_names[d.action] == "restart_serve" and d.explanation["rung"] == 0
 
 
+def test_a_ladder_waits_for_its_previous_rung_to_take_effect():
+    """The page comes after the restart has run (30 s) and failed, not while it runs."""
+    book = {"cooldown_s": 0, "rules": [
+        {"name": "slow", "signal": "*.latency_p95_ms_ratio", "op": ">", "threshold": 5,
+         "actions": ["restart_{stage}", "escalate"]}]}
+    env = quiet_env(episode_steps=60, scenario=crash(fault="network_delay"),
+                    healing_matrix={"network_delay": {"restart": 0.0, "escalate": 1.0}})
+    got, _ = fired(env, book)
+    (t_restart, a0, _), (t_page, a1, _) = got[:2]
+    assert (a0, a1) == ("restart_serve", "escalate")
+    assert t_page >= t_restart + 3  # steps of 10 s
+
+
+def test_the_expert_runbook_separates_the_look_alikes_by_history():
+    """A crash loop: restart (it reads as a crash), then roll back once the crash is back; a
+    drift: retrain only once it stopped moving (after its 1800 s ramp)."""
+    env = quiet_env(episode_steps=60, scenario=crash(fault="crash_loop"))
+    got, _ = fired(env, ROOT / "configs/runbooks/expert.yaml")
+    assert [a for _, a, _ in got[:2]] == ["restart_serve", "rollback"]
+    env = quiet_env(episode_steps=300, scenario=crash(fault="covariate_drift", stage="ingest"))
+    got, _ = fired(env, ROOT / "configs/runbooks/expert.yaml")
+    assert got and got[0][1] == "retrain" and got[0][0] >= (100 + 1800) / 10, got
+
+
 def test_old_runbooks_load_and_decide_as_before():
     env = quiet_env(episode_steps=40, scenario=crash())
     got, _ = fired(env, ROOT / "configs/runbooks/classic.yaml")

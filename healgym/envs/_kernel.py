@@ -74,6 +74,7 @@ def write_slot(i, kind, col, stage, sev, onset, inc, end, cascade, sl):
     sl.stage[i, f] = stage
     sl.sev[i, f] = sev
     sl.onset[i, f] = onset
+    sl.shown[i, f] = onset
     sl.inc[i, f] = inc
     sl.end[i, f] = end
     sl.cascade[i, f] = cascade
@@ -130,7 +131,7 @@ def compact(i, rm, sl):
     if rm == 0:
         return
     s_kind, s_fault, s_stage, s_sev, s_onset = sl.kind, sl.fault, sl.stage, sl.sev, sl.onset
-    s_end, s_cascade, s_inc, s_uid = sl.end, sl.cascade, sl.inc, sl.uid
+    s_end, s_cascade, s_inc, s_uid, s_shown = sl.end, sl.cascade, sl.inc, sl.uid, sl.shown
     sl.dirty[i] = True  # effects changed
     w = 0
     for f in range(sl.n[i]):
@@ -142,6 +143,7 @@ def compact(i, rm, sl):
             s_stage[i, w] = s_stage[i, f]
             s_sev[i, w] = s_sev[i, f]
             s_onset[i, w] = s_onset[i, f]
+            s_shown[i, w] = s_shown[i, f]
             s_end[i, w] = s_end[i, f]
             s_cascade[i, w] = s_cascade[i, f]
             s_inc[i, w] = s_inc[i, f]
@@ -181,29 +183,53 @@ def clear(i, f, by, t, k, s, c):
 # --------------------------------------------------------------------------- actions, events
 @compiled(inline="always")
 def complete(i, a, issued, stream, t, k, key, s, c):
-    """An action takes effect: it may heal the faults that were active when it was issued."""
+    """An action takes effect: it may heal the faults that were active when it was issued.
+
+    State matters (FaultSpec): a fault whose ``blocks`` names the action's kind, showing on a
+    target stage when the action was issued, makes it heal nothing; a fault that
+    ``heals_after_ramp`` by it heals only if its ramp was over when the action was issued; a
+    fault it only ``relieves`` (and does not heal) loses its symptom until ``relapse_s`` later.
+    """
     sl, pl = s.slots, s.pipeline
     kind = c.a_kind[a]
     astage = c.a_stage[a]
     rm = 0
     bonus = 0.0
     healed_release = False
+    relieved = False
+    blocked = False
+    for f in range(sl.n[i]):
+        if (sl.inc[i, f] >= 0 and sl.shown[i, f] <= issued
+                and (astage < 0 or sl.stage[i, f] == astage)
+                and c.blocks[kind, sl.fault[i, f]]):
+            blocked = True
     j = 0
     for f in range(sl.n[i]):
         if sl.inc[i, f] < 0 or sl.onset[i, f] > issued or (astage >= 0
                                                           and sl.stage[i, f] != astage):
             continue
-        p = c.healing[kind, sl.fault[i, f]]
-        u = uniform(key, k, stream + j)
+        col = sl.fault[i, f]
+        p = c.healing[kind, col]
+        if blocked or (c.after_ramp[kind, col]
+                       and issued - sl.shown[i, f] < c.t_ramp[sl.kind[i, f]]):
+            p = 0.0
+        u = uniform(key, k, stream + j)  # drawn whatever p is: outcomes keep their streams
         j += 1
         if u < p:
-            healed_release = healed_release or c.release[sl.fault[i, f]]
+            healed_release = healed_release or c.release[col]
             bonus += clear(i, f, a, t, k, s, c)
             rm |= 1 << f
+        elif c.relieve[kind, col] and not blocked:
+            relieved = True
+            sl.shown[i, f] = t + c.relapse_s[col]
+            if sl.cascade[i, f] != INF:  # a leak's crash is due again from the new start
+                sl.cascade[i, f] = sl.shown[i, f] + c.cascade_after[sl.kind[i, f]]
+            sl.dirty[i] = True  # effects changed
     if rm == 0:
-        s.actions.ineffective[i] += 1  # it fixed nothing
+        s.actions.ineffective[i] += 1  # it fixed nothing (relieving is not fixing)
     s.actions.completed[i] = a
-    s.actions.completed_fixed[i] = rm != 0
+    # what an operator sees: the target recovered (healed, or relieved for now)
+    s.actions.completed_fixed[i] = rm != 0 or relieved
     compact(i, rm, sl)
     eff = c.a_effect[a]
     if eff == ADD_REPLICA:
@@ -339,7 +365,7 @@ def effects(s, c, mult, add, ml, lo, hi):
         if not dirty[i] and now < stable[i]:
             continue
         dirty[i] = False
-        stable[i] = accumulate(sl.kind[i], sl.stage[i], sl.sev[i], sl.onset[i], sl.n[i], now,
+        stable[i] = accumulate(sl.kind[i], sl.stage[i], sl.sev[i], sl.shown[i], sl.n[i], now,
                                c.hops, c.t_mult, c.t_add, c.t_pmult, c.t_padd, c.t_ml, c.t_ramp,
                                c.t_dur, c.t_fade, c.t_lag, c.atten_pow, mult, add, ml)
         zai, zbi = ef.za[i], ef.zb[i]

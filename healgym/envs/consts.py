@@ -63,7 +63,7 @@ KERNEL_CONST_FIELDS = (
     "drift_every", "inv_drift_every", "pool_size", "healthy_ks", "healthy_psi", "pool_windows",
     "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
-    "slo_schema", "slo_cost", "detect_z",
+    "slo_schema", "slo_cost", "detect_z", "relieve", "relapse_s", "after_ramp", "blocks",
 )
 KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
@@ -84,6 +84,21 @@ def kernel_consts(m: PipelineModel) -> Any:
     for name in RELEASE_FAULTS:
         release[FAULT_CODE[name]] = True
     T = fault_table(m.metrics)
+    # ambiguity and state-dependent healing (FaultSpec.relieved_by, heals_after_ramp, blocks):
+    # (action kind x healing column) tables, as the healing matrix
+    n_cols = len(FAULT_CODE)
+    relieve, after_ramp, blocks = (np.zeros((len(m.kinds), n_cols), dtype=np.bool_)
+                                   for _ in range(3))
+    relapse = np.zeros(n_cols)
+    kind_row = {k.name: r for r, k in enumerate(m.kinds)}
+    for f in flt.LIBRARY:
+        col = FAULT_CODE[f.name]
+        relapse[col] = f.relapse_s
+        for table, names in ((relieve, f.relieved_by), (after_ramp, f.heals_after_ramp),
+                             (blocks, f.blocks)):
+            for name in names:
+                if name in kind_row:
+                    table[kind_row[name], col] = True
     r, slo = m.reward, m.slo
     arrays = act.action_arrays(m.actions, m.kinds)
     fields: dict[str, Any] = {
@@ -134,6 +149,7 @@ def kernel_consts(m: PipelineModel) -> Any:
         "slo_acc": float(slo.accuracy_min), "slo_stale": float(slo.staleness_max_s),
         "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
         "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
+        "relieve": relieve, "relapse_s": relapse, "after_ramp": after_ramp, "blocks": blocks,
     }
     return KernelConsts(**fields)
 

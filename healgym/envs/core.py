@@ -326,5 +326,19 @@ class BatchCore:
             sl.fault[i, :n].tolist(), sl.stage[i, :n].tolist(), sl.inc[i, :n].tolist(),
             strict=True) if inc >= 0]
 
+    def fault_states(self, i: int) -> list[dict[str, Any]]:
+        """Sub-env ``i``'s active faults with their timing: type, stage, onset, the start of
+        the symptom now showing (later than the onset once an action relieved it) and the ramp
+        (the oracle reads these to know which fixes can work now)."""
+        from healgym.sim.faults import ALL_SPECS
+
+        sl = self.state.slots
+        n = int(sl.n[i])
+        return [{"fault": FAULT_LABEL[int(sl.fault[i, f])], "stage": self.model.stages[
+                    int(sl.stage[i, f])], "onset_s": float(sl.onset[i, f]),
+                 "shown_s": float(sl.shown[i, f]),
+                 "ramp_s": float(ALL_SPECS[int(sl.kind[i, f])].ramp_s)}
+                for f in range(n) if sl.inc[i, f] >= 0]
+
 
 __all__ = ["BatchCore", "default_threads"]

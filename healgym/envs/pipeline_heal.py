@@ -39,7 +39,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     A pipeline of stages (default ``ingest -> features -> train -> serve -> deliver``) runs on a
     simulated clock (``step_seconds`` per step, default 10 s). Each stage's healthy metrics are
     replayed from a telemetry dataset (real logs, or the embedded seeded synthetic default).
-    Chaos injects faults from a library of 17 types (infrastructure and ML), at random or from a
+    Chaos injects faults from a library of 18 types (infrastructure and ML), at random or from a
     scenario file; faults ramp up, fade or persist, spread downstream with a lag, and cascade.
     The agent sees what an operator sees, not the hidden faults, and acts: restart, scale,
     roll back, retrain, backfill, switch model, shed load, escalate. See ``docs/environment.md``.
@@ -222,6 +222,11 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             self._fault_sig = sig
             self._fault_list = self._core.faults(0)
         return list(self._fault_list)
+
+    def fault_states(self) -> list[dict[str, Any]]:
+        """The active faults with their timing (:meth:`BatchCore.fault_states`): ground
+        truth, for the oracle and analysis."""
+        return self._core.fault_states(0)
 
     def action_masks(self) -> np.ndarray:
         """The current action mask (for maskable-policy libraries)."""

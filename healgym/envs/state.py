@@ -76,6 +76,8 @@ FIELDS: tuple[Field, ...] = (
     _F("slots", "stage", np.int8, ("N", "F"), 0, "stage index"),
     _F("slots", "sev", np.float64, ("N", "F"), 0.0, "severity", 0.0),
     _F("slots", "onset", np.float64, ("N", "F"), 0.0, "onset, s"),
+    _F("slots", "shown", np.float64, ("N", "F"), 0.0, "onset of its symptom, s (later than the "
+       "onset once an action relieved it: FaultSpec.relieved_by)"),
     _F("slots", "end", np.float64, ("N", "F"), INF, "natural end, s", INF),
     _F("slots", "cascade", np.float64, ("N", "F"), INF, "time its cascade fires, s", INF),
     _F("slots", "inc", np.int8, ("N", "F"), -1, "incident (-1: a side effect)", -1),

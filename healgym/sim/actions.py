@@ -105,7 +105,7 @@ SHED_SHARE = 0.3
 #: Success probability of each action kind on each fault type; absent entries are 0.
 DEFAULT_HEALING: dict[str, dict[str, float]] = {
     "process_crash": {"restart": 0.95, "scale_up": 0.6, "escalate": 0.98},
-    "crash_loop": {"restart": 0.05, "rollback": 0.9, "escalate": 0.95},
+    "crash_loop": {"rollback": 0.9, "escalate": 0.95},  # a restart relieves it for a minute
     "memory_leak": {"restart": 0.9, "scale_up": 0.2, "escalate": 0.95},
     "cpu_contention": {"restart": 0.6, "scale_up": 0.85, "escalate": 0.9},
     "network_delay": {"restart": 0.3, "escalate": 0.9},
@@ -121,6 +121,7 @@ DEFAULT_HEALING: dict[str, dict[str, float]] = {
     "stale_feature_store": {"backfill": 0.9, "restart": 0.5, "escalate": 0.9},
     "sink_write_failure": {"restart": 0.7, "escalate": 0.9},
     "cost_overrun": {"scale_down": 0.85, "escalate": 0.9},
+    "leaky_release": {"rollback": 0.95, "escalate": 0.95},  # a restart resets its memory only
     "unknown": {"restart": 0.5, "rollback": 0.3, "escalate": 0.9},
 }
 

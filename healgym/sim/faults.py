@@ -60,6 +60,15 @@ class FaultSpec:
     hop_lag_s: float = 30.0
     cascade: tuple[str, float] | None = None  # (child fault, seconds after onset if unhealed)
     rate_per_h: float = 0.1  # default random-arrival rate
+    # What makes healing it ambiguous or state-dependent (docs/environment.md, section 5):
+    #: action kinds that only relieve it: the symptom goes away, the fault stays and its
+    #: symptom returns ``relapse_s`` after the action completes (ramping again from zero)
+    relieved_by: tuple[str, ...] = ()
+    relapse_s: float = 0.0
+    #: action kinds that heal it only once its ramp is over (a retrain on drifting data)
+    heals_after_ramp: tuple[str, ...] = ()
+    #: action kinds that heal nothing on its stage while it is active (a restart under a surge)
+    blocks: tuple[str, ...] = ()
 
     @property
     def onset(self) -> str:
@@ -84,10 +93,12 @@ LIBRARY: tuple[FaultSpec, ...] = (
     ),
     FaultSpec(
         "crash_loop", "infra",
-        "A bad dependency upgrade: the stage restarts in a loop; restarting again does not help.",
-        _ALL, mult={"throughput_rps": -0.85, "queue_depth": -0.8},
-        add={"error_rate": 0.8, "cpu_pct": 25.0}, propagate=0.8,
-        propagate_metrics=("throughput_rps",), rate_per_h=0.08,
+        "A bad dependency upgrade: the process crashes exactly like a plain crash; a restart "
+        "brings it back for a minute, then it crashes again. A rollback fixes it.",
+        _ALL, mult={"throughput_rps": -1.0, "cpu_pct": -0.9, "memory_pct": -0.8,
+                    "queue_depth": -1.0}, add={"error_rate": 1.0},
+        ml={"staleness_s": 900.0}, propagate=0.9, propagate_metrics=("throughput_rps",),
+        rate_per_h=0.08, relieved_by=("restart",), relapse_s=60.0,
     ),
     FaultSpec(
         "memory_leak", "infra",
@@ -119,7 +130,7 @@ LIBRARY: tuple[FaultSpec, ...] = (
         ("ingest", "serve"), mult={"throughput_rps": 1.5, "latency_p95_ms": 2.0,
                                    "queue_depth": 5.0}, add={"cpu_pct": 40.0},
         duration_s=1200.0, fade_s=120.0, propagate=0.6,
-        propagate_metrics=("throughput_rps", "cpu_pct"), rate_per_h=0.1,
+        propagate_metrics=("throughput_rps", "cpu_pct"), rate_per_h=0.1, blocks=("restart",),
     ),
     FaultSpec(
         "gpu_oom", "infra", "The GPU runs out of memory: batches fail, throughput collapses.",
@@ -133,12 +144,13 @@ LIBRARY: tuple[FaultSpec, ...] = (
     FaultSpec(
         "covariate_drift", "data", "Input features drift: KS/PSI rise, accuracy erodes slowly.",
         ("ingest",), ml={"covariate_shift": 1.5, "accuracy": -0.06}, ramp_s=1800.0,
-        rate_per_h=0.06,
+        rate_per_h=0.06, heals_after_ramp=("retrain",),
     ),
     FaultSpec(
         "concept_drift", "data",
         "The label relation changes: accuracy falls while input drift tests stay quiet.",
         ("serve",), ml={"accuracy": -0.15}, ramp_s=1800.0, rate_per_h=0.05,
+        heals_after_ramp=("retrain",),
     ),
     FaultSpec(
         "schema_mismatch", "data",
@@ -173,6 +185,14 @@ LIBRARY: tuple[FaultSpec, ...] = (
     FaultSpec(
         "cost_overrun", "infra", "Runaway autoscaling or a leaked job: the running cost climbs.",
         _ALL, add={"cpu_pct": 10.0}, ml={"cost_factor": 2.0}, ramp_s=900.0, rate_per_h=0.05,
+    ),
+    FaultSpec(
+        "leaky_release", "infra",
+        "A new release leaks memory: it looks like any leak, but a restart only resets it (the "
+        "memory grows back over 20 minutes); a rollback fixes it.",
+        ("features", "serve", "train"), mult={"latency_p95_ms": 0.8},
+        add={"memory_pct": 55.0}, ramp_s=1200.0, cascade=("process_crash", 1500.0),
+        rate_per_h=0.05, relieved_by=("restart",), relapse_s=0.0,
     ),
 )
 

@@ -53,7 +53,8 @@ DETECT_Z = 6.0
 F_MAX = 16  # fault and side-effect slots per env; beyond it a new fault is dropped (counted)
 I_MAX = 32  # incidents tracked per episode; beyond it a new incident is dropped (counted)
 HEAL_STREAM, ESCALATE_STREAM = 16, 64  # counter-RNG streams of heal draws (+ target index)
-RELEASE_FAULTS = ("bad_model_deploy", "error_spike", "crash_loop", "schema_mismatch")
+RELEASE_FAULTS = ("bad_model_deploy", "error_spike", "crash_loop", "schema_mismatch",
+                  "leaky_release")
 SIDE_KINDS = {name: SPEC_INDEX[name] for name in ("_restarting", "_shedding", "_light_model",
                                                    "_old_model")}
 CARRIER_KIND = SPEC_INDEX["_old_model"]  # effect-free on metrics when severity is 0

@@ -37,6 +37,22 @@ def healing_table() -> str:
     return "\n".join(rows)
 
 
+def ambiguity_table() -> str:
+    """The faults whose healing depends on history or state (FaultSpec.relieved_by,
+    relapse_s, heals_after_ramp, blocks)."""
+    rows = ["| fault | only relieved by (symptom back after) | heals only after its ramp | "
+            "makes fail on its stage |", "|---|---|---|---|"]
+    for f in LIBRARY:
+        if not (f.relieved_by or f.heals_after_ramp or f.blocks):
+            continue
+        relieved = (f"{', '.join(f.relieved_by)} ({f.relapse_s:g} s, ramping again)"
+                    if f.relieved_by else "-")
+        after = (f"{', '.join(f.heals_after_ramp)} (ramp {f.ramp_s:g} s)"
+                 if f.heals_after_ramp else "-")
+        rows.append(f"| `{f.name}` | {relieved} | {after} | {', '.join(f.blocks) or '-'} |")
+    return "\n".join(rows)
+
+
 def action_table() -> str:
     rows = ["| action | per stage | duration s | cost | what it does |", "|---|---|---|---|---|"]
     for k in KINDS:

@@ -76,14 +76,14 @@ def scalar_digest(episodes: int, seed: int, **kw: Any) -> str:
 
 
 DIGESTS = {
-    "scalar_chaos": "654649e137f8d7e393cdaf1517ab98347d25be4de94b6400cc30771fc91886d3",
-    "vector_budget": "b384f1cddd8a05bcf5843e10f38122080fa46cc351a62ca8efb7e56f4797058a",
-    "vector_chaos": "1a5f6d326d1a996d4414ec64be68430d6d4f1025be45b6200ab3650100841351",
+    "scalar_chaos": "11d1c759e89ef46f7fb8420797a0ccc56ee18aa2a7ee26ccb8b62fdc0f7bb219",
+    "vector_budget": "e4aaf8048b12b50ac152d8f41321985094779d9ec4e11ade5f31d946c53a397e",
+    "vector_chaos": "af608859e1b6e4858a8f44b49b3c8323b4e1bc5843e0c735cff5639afb756221",
     "vector_no_limit": "4c5dcf280f2e0805f2238e0362e7a5f2f78035a8f7ae41e32a4ad19a73349716",
 }
 SCENARIO_DIGESTS = {
     "bad_deploy_then_surge": "ba6f8adf403ce88a63c77ce2e45a0c73f0388d373acbaccd38c7b2e33429e052",
-    "data_incidents": "5e59c79e434347c08c1f175a46e3c5e626def86988d3bb3fa1f277472a108e5c",
+    "data_incidents": "ef7b0c0006b63ce51ddbf3bb5d76245e24fd30a8545db73f23d850fa1de8c04a",
     "leak_cascade": "e5e70d890164ddc81ab794e5daa32d546e22741989ed338bbd898d25ac7418b7",
 }
 
@@ -128,7 +128,7 @@ def test_dynamics_fingerprint_on_real_telemetry_with_replayed_incidents(shared_d
                          chaos=True, episode_steps=120) == REAL_SCALAR_DIGEST
 
 
-REAL_DIGEST = "36420c33cb219957320583039fa27ec8928d63a639b20d3344c401b812d70206"
+REAL_DIGEST = "fdd08334a725deadcaeaf89ef3fcad5b19476e9e7c1f2b71689c62b2728ce29b"
 REAL_SCALAR_DIGEST = "7ff5ac807201a57658838578550b9e3117f1c446ad588bb7a0f76e7d1baed1ba"
 
 

@@ -1,0 +1,170 @@
+"""Ambiguity that real incidents have (docs/environment.md, section 5): look-alikes that only
+history separates, and healing odds that depend on the state. Each test drives the env through
+its public API, scalar and batched (the compiled kernel is one), and checks what an operator
+would see and what the ground truth says."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import healgym
+from agents.oracle import OracleAgent
+from healgym.sim.actions import KIND_INDEX
+from healgym.sim.faults import BY_NAME, LIBRARY
+from tests.helpers import action_index, quiet_env
+
+
+def scenario(*faults: tuple[int, str, str]) -> dict:
+    return {"faults": [{"at": at, "fault": f, "stage": st} for at, f, st in faults]}
+
+
+def play(env, seed: int, plan: dict[int, str], steps: int):
+    """Noop except ``plan[step] = action name``: per step (obs, info)."""
+    obs, info = env.reset(seed=seed)
+    out = [(obs, info)]
+    for k in range(steps):
+        a = action_index(env, plan[k]) if k in plan else 0
+        obs, _, _, _, info = env.step(a)
+        out.append((obs, info))
+    return out
+
+
+def err(env, obs, stage: str = "serve") -> float:
+    """The error-rate z-score of ``stage`` in an observation."""
+    z = env.unwrapped.model.layout.z_block(obs[None])[0]
+    return float(z[env.unwrapped.model.stages.index(stage), 1])
+
+
+def test_the_ambiguity_rules_name_real_action_kinds():
+    for f in LIBRARY:
+        for kind in (*f.relieved_by, *f.heals_after_ramp, *f.blocks):
+            assert kind in KIND_INDEX, (f.name, kind)
+        assert f.relapse_s >= 0
+
+
+def test_a_crash_loop_looks_like_a_crash_until_it_recurs_after_the_restart():
+    """Kubernetes' CrashLoopBackOff after a bad dependency upgrade: the first crash reads
+    exactly like a plain one; the restart brings the process back (the operator sees it
+    recover); a minute later it crashes again; only the rollback heals it."""
+    runs = {}
+    for fault in ("process_crash", "crash_loop"):
+        env = quiet_env(episode_steps=60, scenario=scenario((50, fault, "serve")),
+                        healing_matrix={"process_crash": {"restart": 1.0}})
+        runs[fault] = (env, play(env, 3, {7: "restart_serve"}, 40))
+    (ec, crash), (el, loop) = runs["process_crash"], runs["crash_loop"]
+    lay = ec.unwrapped.model.layout
+    # before the restart the two observations are the same, bit for bit (z-scores and context)
+    for k in range(6, 8):
+        assert np.array_equal(crash[k][0][:lay.replicas.start], loop[k][0][:lay.replicas.start])
+        assert err(ec, crash[k][0]) > 10
+    # the restart (issued at 70 s, done at 100 s) heals the crash; the loop is back up from
+    # 100 s, as a healed crash is, and crashes again 60 s later (160 s: observation 16)
+    after = [round(err(el, o)) for o, _ in loop[10:22]]
+    assert all(abs(err(ec, o)) < 3 for o, _ in crash[10:22])
+    assert max(abs(e) for e in after[:6]) < 3 and min(after[6:]) > 10, after
+    assert loop[-1][1]["faults"] == [("crash_loop", "serve")]
+    assert el.episode_metrics()["ineffective_actions"] == 1  # relieving is not healing
+    # the rollback heals it for good
+    env = quiet_env(episode_steps=60, scenario=scenario((50, "crash_loop", "serve")),
+                    healing_matrix={"crash_loop": {"rollback": 1.0}})
+    fixed = play(env, 3, {7: "restart_serve", 20: "rollback"}, 40)
+    assert fixed[-1][1]["faults"] == [] and abs(err(env, fixed[-1][0])) < 3
+
+
+def test_a_leak_in_a_new_release_comes_back_after_a_restart_until_rolled_back():
+    """A restart resets a leaky release's memory, which grows back (and the crash it leads to
+    is due again from the restart); a plain leak is healed by the restart."""
+    def memory(env, obs):
+        z = env.unwrapped.model.layout.z_block(obs[None])[0]
+        return float(z[env.unwrapped.model.stages.index("serve"), 3])
+
+    out = {}
+    for fault in ("memory_leak", "leaky_release"):
+        env = quiet_env(episode_steps=300, scenario=scenario((10, fault, "serve")),
+                        healing_matrix={"memory_leak": {"restart": 1.0}})
+        out[fault] = (env, play(env, 1, {120: "restart_serve"}, 290))
+    (em, leak), (er, rel) = out["memory_leak"], out["leaky_release"]
+    assert memory(em, leak[119][0]) == pytest.approx(memory(er, rel[119][0]))  # look-alikes
+    assert memory(er, rel[119][0]) > 6
+    assert abs(memory(em, leak[-1][0])) < 3 and leak[-1][1]["faults"] == []
+    grown = [memory(er, o) for o, _ in rel[126:240:20]]  # ramping again until 2430 s
+    assert grown[0] < 3 and all(b > a for a, b in zip(grown, grown[1:], strict=False)), grown
+    assert ("leaky_release", "serve") in rel[-1][1]["faults"]
+    # the cascade's crash is due 1500 s after the new start (1230 s), not after the onset
+    assert ("process_crash", "serve") not in rel[270][1]["faults"]  # 1510 s and 2700 s
+    assert ("process_crash", "serve") in rel[275][1]["faults"]
+    env = quiet_env(episode_steps=300, scenario=scenario((10, "leaky_release", "serve")),
+                    healing_matrix={"leaky_release": {"rollback": 1.0}})
+    assert play(env, 1, {120: "rollback"}, 140)[-1][1]["faults"] == []
+
+
+def test_a_restart_during_a_surge_heals_nothing_on_that_stage():
+    """A stage restarted under overload fails again (Google SRE book, ch. 22): the surge on
+    serve blocks the restart of a crashed serve; the same restart after the surge heals."""
+    heal = {"process_crash": {"restart": 1.0}}
+    faults = scenario((20, "request_surge", "serve"), (40, "process_crash", "serve"))
+    env = quiet_env(episode_steps=200, scenario=faults, healing_matrix=heal)
+    during = play(env, 0, {6: "restart_serve"}, 12)
+    assert ("process_crash", "serve") in during[-1][1]["faults"]
+    env = quiet_env(episode_steps=200, scenario=faults, healing_matrix=heal)
+    after = play(env, 0, {140: "restart_serve"}, 146)  # the surge fades at 1220-1340 s
+    assert ("request_surge", "serve") not in after[140][1]["faults"]
+    assert ("process_crash", "serve") not in after[-1][1]["faults"]
+    # a surge on another stage does not block it
+    env = quiet_env(episode_steps=200, healing_matrix=heal, scenario=scenario(
+        (20, "request_surge", "ingest"), (40, "process_crash", "serve")))
+    assert ("process_crash", "serve") not in play(env, 0, {6: "restart_serve"}, 12)[-1][1][
+        "faults"]
+
+
+@pytest.mark.parametrize("fault,stage", [("covariate_drift", "ingest"),
+                                         ("concept_drift", "serve")])
+def test_a_retrain_while_drift_still_ramps_does_not_hold(fault, stage):
+    """Retraining on data that is still moving fits a distribution that is already gone
+    (Gama et al. 2014): issued before the 1800 s ramp is over, the retrain heals nothing;
+    issued after it, it heals."""
+    heal = {fault: {"retrain": 1.0}}
+    env = quiet_env(episode_steps=360, scenario=scenario((10, fault, stage)),
+                    healing_matrix=heal)
+    early = play(env, 0, {60: "retrain"}, 185)  # issued at 600 s, done at 1800 s
+    assert (fault, stage) in early[-1][1]["faults"]
+    env = quiet_env(episode_steps=360, scenario=scenario((10, fault, stage)),
+                    healing_matrix=heal)
+    late = play(env, 0, {190: "retrain"}, 312)  # issued at 1900 s, after the ramp (1810 s)
+    assert late[-1][1]["faults"] == []
+
+
+def test_the_batched_env_applies_the_same_rules():
+    """Scalar and batched envs share the kernel: the same plans give the same observations."""
+    faults = scenario((20, "request_surge", "serve"), (40, "crash_loop", "serve"))
+    kw = {"chaos": False, "episode_steps": 60, "scenario": faults}
+    venv = gym.make_vec(healgym.ENV_ID, num_envs=2, **kw)
+    env = quiet_env(**kw)
+    plans = [{6: "restart_serve", 30: "rollback"}, {4: "restart_serve"}]
+    scalar = [play(env, 5 + n, p, 40) for n, p in enumerate(plans)]
+    obs, _ = venv.reset(seed=[5, 6])
+    for k in range(40):
+        acts = [action_index(env, p[k]) if k in p else 0 for p in plans]
+        obs, *_ = venv.step(np.array(acts))
+        for n in range(2):
+            assert np.array_equal(obs[n], scalar[n][k + 1][0]), (n, k)
+
+
+def test_the_oracle_knows_the_state_dependent_rules():
+    env = quiet_env(episode_steps=30, scenario=scenario((20, "request_surge", "serve"),
+                                                         (30, "process_crash", "serve")))
+    oracle = OracleAgent(env)
+    obs, info = env.reset(seed=0)
+    for _ in range(4):
+        obs, *_, info = env.step(0)
+    assert set(info["faults"]) == {("request_surge", "serve"), ("process_crash", "serve")}
+    # a restart is blocked by the surge: not the restart (scale_up heals both kinds)
+    assert env.action_names[oracle.decide(obs, info).action] != "restart_serve"
+    oracle.reset()
+    drift = {**info, "faults": [("covariate_drift", "ingest")]}
+    assert env.action_names[oracle.decide(obs, drift).action] != "retrain"  # still ramping
+    for _ in range(int(BY_NAME["covariate_drift"].ramp_s / 10) + 1):
+        a = oracle.decide(obs, drift).action
+    assert env.action_names[a] == "retrain"
