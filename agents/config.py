@@ -24,6 +24,7 @@ class EnvConf:
     # (name, doc, lo, hi, neutral, scale_floor), replayed from the dataset column of its name
     extra_metrics: list[dict[str, Any]] = field(default_factory=list)
     history: bool = False  # the observation's history block (see docs/environment.md)
+    label_lag_s: float = 600.0  # labels arrive late: the accuracy estimate's lag, s (0: none)
 
 
 @dataclass
@@ -255,6 +256,8 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
     }
     if cfg.env.get("history"):
         kw["history"] = True
+    if cfg.env.get("label_lag_s") is not None:
+        kw["label_lag_s"] = float(cfg.env.label_lag_s)
     if cfg.env.get("extra_metrics"):
         kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:

@@ -69,11 +69,12 @@ DEFAULT_FEATURES: tuple[Feature, ...] = (
 )
 
 
-#: With the env's history block (``history=True``): was there a deploy in the last 6 minutes
-#: (a bad release, or a rollback/retrain), and did the last completed action fail to heal
-#: anything (a restart that did not hold: a crash loop, a leak in a new release).
+#: History features (``agent.history_features``; the second needs the env's history block,
+#: ``history=True``): was there a deploy in the last 6 minutes (a bad release, or a
+#: rollback/retrain: in every observation's context), and did the last completed action's target
+#: recover (a restart relieves a crash loop for a minute: a recovery that does not hold).
 HISTORY_FEATURES: tuple[Feature, ...] = (
-    Feature("recent_deploy", "hist:since_deploy_h", (0.1,)),
+    Feature("recent_deploy", "ctx:since_deploy_h", (0.1,)),
     Feature("last_fix_held", "hist:last_done_fixed", (0.5,)),
 )
 

@@ -136,7 +136,9 @@ def test_render_ansi_dashboard():
 
 
 def test_observation_is_what_an_operator_sees_not_the_fault():
-    env = quiet_env(scenario={"faults": [{"at": 10, "fault": "bad_model_deploy"}]})
+    # (label_lag_s=0: labels at once; their lag is tested in tests/envs/test_ambiguity.py)
+    env = quiet_env(scenario={"faults": [{"at": 10, "fault": "bad_model_deploy"}]},
+                    label_lag_s=0)
     res = run_actions(env, 0, steps=3)
     obs, _, info = res[-1]
     assert info["faults"] == [("bad_model_deploy", "serve")]  # ground truth in info only

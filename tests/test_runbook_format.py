@@ -48,8 +48,9 @@ def test_for_s_waits_until_the_condition_has_held_that_long():
 def test_a_rate_of_change_separates_a_sudden_drop_from_a_slow_one():
     cliff = {"rules": [{"name": "cliff", "signal": "accuracy", "op": "<", "threshold": -0.03,
                         "rate_window_s": 60, "action": "rollback"}]}
-    deploy = quiet_env(episode_steps=60, scenario=crash(fault="bad_model_deploy"))
-    drift = quiet_env(episode_steps=200, scenario=crash(fault="concept_drift"))
+    # labels at once (label_lag_s=0), so the release's drop is a cliff
+    deploy = quiet_env(episode_steps=60, scenario=crash(fault="bad_model_deploy"), label_lag_s=0)
+    drift = quiet_env(episode_steps=200, scenario=crash(fault="concept_drift"), label_lag_s=0)
     got, _ = fired(deploy, cliff)
     assert got and got[0][1] == "rollback" and 10 <= got[0][0] <= 12
     assert fired(drift, cliff)[0] == []  # -0.15 over 30 minutes: never that steep

@@ -57,8 +57,8 @@ CX_COST, CX_SINCE, CX_IN_FLIGHT = (CONTEXT_INDEX[k] for k in ("cost_factor",
                                                               "action_in_flight"))
 CX_LIGHT, CX_ROLLBACK = CONTEXT_INDEX["light_model"], CONTEXT_INDEX["can_rollback"]
 CX_PAGED, CX_SHEDDING = CONTEXT_INDEX["escalation_in_flight"], CONTEXT_INDEX["shedding"]
-HI_ALARM, HI_DEPLOY, HI_FIXED = (HISTORY_INDEX[k] for k in ("since_alarm_h", "since_deploy_h",
-                                                            "last_done_fixed"))
+CX_DEPLOY = CONTEXT_INDEX["since_deploy_h"]
+HI_ALARM, HI_FIXED = (HISTORY_INDEX[k] for k in ("since_alarm_h", "last_done_fixed"))
 
 
 # --------------------------------------------------------------------------- slots, incidents
@@ -449,7 +449,11 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
         acc, null, schema = ml_now[i, H_ACC], ml_now[i, H_NULL], ml_now[i, H_SCHEMA]
         stale, cost_mult = ml_now[i, H_STALE], ml_now[i, H_COST]
-        acc_est = min(max(acc + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
+        # labels arrive late: the estimate follows the true accuracy with a first-order lag
+        # (time constant label_lag_s), once per step of a live episode
+        if live[i]:
+            pl.acc_seen[i] += (acc - pl.acc_seen[i]) * c.label_alpha
+        acc_est = min(max(pl.acc_seen[i] + c.acc_noise_sd * normal(key[i], k[i]), 0.0), 1.0)
         rsum = 0
         for d in range(S):
             rsum += replicas[i, d]
@@ -479,6 +483,7 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 shedding = True
         out[b + CX_PAGED] = 1.0 if ac.esc_done[i] != INF else 0.0
         out[b + CX_SHEDDING] = 1.0 if shedding else 0.0
+        out[b + CX_DEPLOY] = min((t[i] - pl.deploy_t[i]) / 3600.0, 1.0)
         out[c.o_last + ac.last[i]] = 1.0
         if c.has_history:
             zp = ef.z_prev[i]
@@ -493,7 +498,6 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 if np.isnan(i_resolved[i, q]) and not np.isnan(i_detected[i, q]):
                     first = min(first, i_detected[i, q])
             out[c.o_hist + HI_ALARM] = min((t[i] - first) / 3600.0, 1.0) if first < INF else 0.0
-            out[c.o_hist + HI_DEPLOY] = min((t[i] - pl.deploy_t[i]) / 3600.0, 1.0)
             out[c.o_hist + HI_FIXED] = 1.0 if ac.completed_fixed[i] else 0.0
             out[c.o_done + ac.completed[i]] = 1.0
         if live[i]:
@@ -613,6 +617,7 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
         ac.completed[i] = 0
         ac.completed_fixed[i] = False
         pl.deploy_t[i] = -INF
+        pl.acc_seen[i] = c.base_accuracy
         s.effects.z_prev_ok[i] = False
         ac.spent[i] = 0.0
         pl.downtime[i] = 0.0

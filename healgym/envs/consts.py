@@ -64,6 +64,7 @@ KERNEL_CONST_FIELDS = (
     "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z", "relieve", "relapse_s", "after_ramp", "blocks",
+    "label_alpha",
 )
 KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
@@ -150,6 +151,8 @@ def kernel_consts(m: PipelineModel) -> Any:
         "slo_null": float(slo.null_rate_max), "slo_schema": float(slo.schema_error_max),
         "slo_cost": float(slo.cost_factor_max), "detect_z": DETECT_Z,
         "relieve": relieve, "relapse_s": relapse, "after_ramp": after_ramp, "blocks": blocks,
+        # the late labels' lag per step (1: none)
+        "label_alpha": 1.0 if m.label_lag_s <= 0 else float(1.0 - np.exp(-m.dt / m.label_lag_s)),
     }
     return KernelConsts(**fields)
 

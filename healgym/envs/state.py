@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from healgym.sim.model import DEFAULT_REPLICAS, F_MAX, HEALTH, I_MAX
+from healgym.sim.model import BASE_ACCURACY, DEFAULT_REPLICAS, F_MAX, HEALTH, I_MAX
 
 INF = np.inf
 NATURAL = -1  # an incident resolved by its natural end (``incidents.by``)
@@ -137,6 +137,8 @@ FIELDS: tuple[Field, ...] = (
     _F("pipeline", "n_faults", np.int64, ("N",), 0, "active faults (ground truth)"),
     _F("pipeline", "deploy_t", np.float64, ("N",), -INF, "last deploy (a release, rollback or "
        "retrain), s", -INF),
+    _F("pipeline", "acc_seen", np.float64, ("N",), BASE_ACCURACY, "the accuracy the late "
+       "labels show (before the estimate's noise)", BASE_ACCURACY),
     _F("effects", "za", np.float64, ("N", "SM"), 1.0, "z = base * za + zb (set by the env)"),
     _F("effects", "zb", np.float64, ("N", "SM"), 0.0, "z = base * za + zb (set by the env)"),
     _F("effects", "ml_now", np.float64, ("N", len(HEALTH)), 0.0,

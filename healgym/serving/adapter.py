@@ -218,6 +218,8 @@ class Adapter:
             self.state.in_flight_until = now + duration
         if effect == act.SHED:
             self.state.shedding_until = now + act.SHED_SECONDS
+        if effect in (act.PREVIOUS_VERSION, act.NEW_VERSION):  # a deploy, once it completes
+            self.state.deploy_t = now + duration
         if info.kind in ("switch_light", "switch_back"):
             self.state.light_model = info.kind == "switch_light"
         if self.incident is not None:

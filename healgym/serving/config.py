@@ -23,8 +23,11 @@ class SourceConf(Strict):
     replaced by each stage's name) for per-stage metrics (``latency_p95_ms``, ``error_rate``,
     ``cpu_pct``, ``memory_pct``, ``throughput_rps``, ``queue_depth``, ``replicas``) or to a plain
     query for pipeline signals (``accuracy``, ``drift_ks``, ``drift_psi``, ``null_rate``,
-    ``schema_error_rate``, ``staleness_s``, ``cost_factor``). ``scrape`` mode reads the same
-    names (with a ``stage`` label) straight from /metrics endpoints."""
+    ``schema_error_rate``, ``staleness_s``, ``cost_factor``), and optionally
+    ``last_deploy_unix_s`` (when the model or release last changed, unix seconds: a deploy
+    annotation, e.g. ``max(model_deploy_timestamp_seconds)``; without it the observation's
+    ``since_deploy_h`` counts from the adapter's own rollbacks and retrains). ``scrape`` mode
+    reads the same names (with a ``stage`` label) straight from /metrics endpoints."""
 
     kind: Literal["prometheus", "scrape"] = "prometheus"
     url: str = "http://127.0.0.1:9090"

@@ -26,6 +26,9 @@ PIPELINE = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate
 HEALTHY = {"accuracy": 0.95, "drift_ks": 0.0, "drift_psi": 0.0, "null_rate": 0.0,
            "schema_error_rate": 0.0, "staleness_s": 0.0, "cost_factor": 1.0}
 
+#: optional pipeline signals: when the model or release last changed (unix seconds)
+DEPLOY_SIGNAL = "last_deploy_unix_s"
+
 Key = tuple[str, str | None]  # (signal, stage or None)
 
 
@@ -101,8 +104,9 @@ class ScrapeSource:
             for fam in text_string_to_metric_families(r.text):
                 for s in fam.samples:  # pipeline signals by name; any other with a stage label
                     stage = s.labels.get("stage")
-                    if s.name in PIPELINE or stage in wanted:
-                        out[(s.name, None if s.name in PIPELINE else stage)] = Sample(
+                    pipe = s.name in PIPELINE or s.name == DEPLOY_SIGNAL
+                    if pipe or stage in wanted:
+                        out[(s.name, None if pipe else stage)] = Sample(
                             float(s.value), float(s.timestamp or now))
         return out
 
@@ -120,6 +124,7 @@ class AdapterState:
     in_flight_until: float = -math.inf
     paged_until: float = -math.inf  # an escalation is with a human until then
     shedding_until: float = -math.inf  # load is shed until then
+    deploy_t: float = -math.inf  # the adapter's last rollback or retrain completes then
     spent: float = 0.0  # the cost of the actions taken (against the reward's cost_budget)
     light_model: bool = False
     can_rollback: bool = False
@@ -174,10 +179,15 @@ class Observer:
                                 for k in PIPELINE}
         if problems:
             return Reading(None, problems, flat)
+        deployed = samples.get((DEPLOY_SIGNAL, None))
+        deploy_t = max(state.deploy_t if state.deploy_t <= now else -math.inf,
+                       deployed.value if deployed is not None
+                       and math.isfinite(deployed.value) else -math.inf)
         signals = Signals(
             raw=raw, replicas=replicas, **pipe,
             since_last_action_s=min(now - state.last_action_t, 3600.0),
             action_in_flight=now < state.in_flight_until, light_model=state.light_model,
             can_rollback=state.can_rollback, escalation_in_flight=now < state.paged_until,
-            shedding=now < state.shedding_until, last_action=state.last_action)
+            shedding=now < state.shedding_until, last_action=state.last_action,
+            since_deploy_s=min(max(now - deploy_t, 0.0), 3600.0))
         return Reading(signals, [], flat)

@@ -44,6 +44,8 @@ from healgym.telemetry.synthetic import generate_synthetic
 
 Z_CLIP = 50.0
 BASE_ACCURACY = 0.92
+#: labels arrive late (PipelineConfig.label_lag_s): the accuracy estimate's lag, s
+LABEL_LAG_S = 600.0
 BASE_NULL_RATE = 0.005
 BASE_STALENESS_S = 120.0
 ACC_NOISE_SD = 0.004
@@ -154,6 +156,8 @@ class PipelineModel:
     observation_space: spaces.Box
     action_space: spaces.Discrete
     metric_specs: tuple[MetricSpec, ...]  # the canonical six, then the pipeline's extra ones
+    #: labels arrive late: the time constant, s, of the accuracy estimate's lag (0: none)
+    label_lag_s: float = LABEL_LAG_S
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -220,6 +224,9 @@ class PipelineConfig:
     #: add the history block to the observation (z deltas, time since the first open alarm and
     #: since the last deploy, the last completed action and whether it healed something)
     history: bool = False
+    #: labels arrive late: the observed accuracy estimate follows the true accuracy with a
+    #: first-order lag of this time constant, s (0: no lag); the SLO counts the true accuracy
+    label_lag_s: float = LABEL_LAG_S
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -255,6 +262,9 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
     if episode_steps < 1:
         raise ConfigError(f"episode_steps={episode_steps!r}: must be >= 1")
+    if not cfg.label_lag_s >= 0:
+        raise ConfigError(f"label_lag_s={cfg.label_lag_s!r}: must be >= 0 seconds (0: labels "
+                          "arrive at once)")
     if dataset is None:
         ds = default_dataset()
     elif isinstance(dataset, TelemetryDataset):
@@ -313,6 +323,7 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         fault_cols={name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))},
         layout=layout, observation_space=spaces.Box(low, high, dtype=np.float32),
         action_space=spaces.Discrete(len(actions)), metric_specs=specs,
+        label_lag_s=float(cfg.label_lag_s),
     )
 
 

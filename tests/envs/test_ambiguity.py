@@ -11,6 +11,7 @@ import pytest
 
 import healgym
 from agents.oracle import OracleAgent
+from healgym.errors import ConfigError
 from healgym.sim.actions import KIND_INDEX
 from healgym.sim.faults import BY_NAME, LIBRARY
 from tests.helpers import action_index, quiet_env
@@ -168,3 +169,49 @@ def test_the_oracle_knows_the_state_dependent_rules():
     for _ in range(int(BY_NAME["covariate_drift"].ramp_s / 10) + 1):
         a = oracle.decide(obs, drift).action
     assert env.action_names[a] == "retrain"
+
+
+def test_labels_arrive_late_and_the_slo_counts_the_true_accuracy():
+    """A bad release drops the true accuracy by 0.18 at once; the estimate, from late labels,
+    slides over minutes (time constant 600 s), while the SLO is breached from the onset. With
+    label_lag_s=0 the estimate drops at once. The deploy shows in the context at once."""
+    deploy = scenario((100, "bad_model_deploy", "serve"))
+    env = quiet_env(episode_steps=200, scenario=deploy)
+    lay = env.unwrapped.model.layout
+    acc, since = lay.ctx("accuracy"), lay.ctx("since_deploy_h")
+    run = play(env, 0, {}, 150)
+    assert run[9][0][since] == 1.0 and run[10][0][since] == 0.0  # the release lands at 100 s
+    assert run[12][0][since] == pytest.approx(20 / 3600)
+    first = run[11][0][acc]  # 10 s after the drop: ~1.6 % of it shows
+    assert first > 0.90
+    assert run[70][0][acc] < 0.92 - 0.18 * 0.55  # 600 s: 1 - 1/e of it (plus noise)
+    assert run[140][0][acc] < 0.92 - 0.18 * 0.8
+    # the SLO (true accuracy) breaks at once: every step since the onset is downtime
+    assert env.unwrapped.downtime_s == pytest.approx(150 * 10 - 100, abs=10)
+    now = play(quiet_env(episode_steps=200, scenario=deploy, label_lag_s=0), 0, {}, 12)
+    assert now[11][0][acc] < 0.92 - 0.18 + 0.02
+    with pytest.raises(ConfigError, match="label_lag_s=-1"):
+        quiet_env(label_lag_s=-1)
+
+
+def test_serving_reads_the_deploy_time_from_a_query_or_its_own_deploys():
+    from healgym.serving.config import SourceConf
+    from healgym.serving.observe import AdapterState, Observer
+    from tests.serving_helpers import DictSource
+
+    env = quiet_env()
+    m = env.unwrapped.model
+    src = DictSource(m)
+    obs = Observer(m, SourceConf(), source=src)
+    now = 1_000_000.0
+    src.t = now
+    since = lambda r: r.signals.since_deploy_s  # noqa: E731
+    assert since(obs.read(AdapterState(), now)) == 3600.0  # nothing known: long ago
+    assert since(obs.read(AdapterState(deploy_t=now - 120), now)) == 120.0  # its rollback
+    assert since(obs.read(AdapterState(deploy_t=now + 30), now)) == 3600.0  # still running
+    src.values[("last_deploy_unix_s", None)] = now - 45  # a deploy annotation
+    assert since(obs.read(AdapterState(deploy_t=now - 120), now)) == 45.0
+    from healgym.sim.observation import encode
+
+    o = encode(m, obs.read(AdapterState(), now).signals)
+    assert o[m.layout.ctx("since_deploy_h")] == pytest.approx(45 / 3600)

@@ -76,15 +76,15 @@ def scalar_digest(episodes: int, seed: int, **kw: Any) -> str:
 
 
 DIGESTS = {
-    "scalar_chaos": "11d1c759e89ef46f7fb8420797a0ccc56ee18aa2a7ee26ccb8b62fdc0f7bb219",
-    "vector_budget": "e4aaf8048b12b50ac152d8f41321985094779d9ec4e11ade5f31d946c53a397e",
-    "vector_chaos": "af608859e1b6e4858a8f44b49b3c8323b4e1bc5843e0c735cff5639afb756221",
-    "vector_no_limit": "4c5dcf280f2e0805f2238e0362e7a5f2f78035a8f7ae41e32a4ad19a73349716",
+    "scalar_chaos": "7ccc5c17bc02b2eaa2cd94ed8b9162b25534540591730e9247db5ee3564354e1",
+    "vector_budget": "d1278c9fdb7c7517291e40c268f505e5b75eb099876da4673840ad1bf798b014",
+    "vector_chaos": "a2d5c23aa66a2cd6318faa81195b0777cd69c2109caa296755315539cfad85b2",
+    "vector_no_limit": "addc35200d77b02a26a8cff7a2ef5a5b8b8c9fc4f41191b51843eaaac49ad4c1",
 }
 SCENARIO_DIGESTS = {
-    "bad_deploy_then_surge": "ba6f8adf403ce88a63c77ce2e45a0c73f0388d373acbaccd38c7b2e33429e052",
-    "data_incidents": "ef7b0c0006b63ce51ddbf3bb5d76245e24fd30a8545db73f23d850fa1de8c04a",
-    "leak_cascade": "e5e70d890164ddc81ab794e5daa32d546e22741989ed338bbd898d25ac7418b7",
+    "bad_deploy_then_surge": "ae201f40686bfdef4d5b8649ec10d00f2970c68a3ed7b67b12b0e39d19d1b6f5",
+    "data_incidents": "0269e86c2a20b01a1f163a142ccd685ef63e94e6db49934318870fdfd8a3156e",
+    "leak_cascade": "b1b5cfb16fe032624990647b2903c7eb1300dba6fde034ddee22b78757b13b3f",
 }
 
 CASES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -128,8 +128,8 @@ def test_dynamics_fingerprint_on_real_telemetry_with_replayed_incidents(shared_d
                          chaos=True, episode_steps=120) == REAL_SCALAR_DIGEST
 
 
-REAL_DIGEST = "fdd08334a725deadcaeaf89ef3fcad5b19476e9e7c1f2b71689c62b2728ce29b"
-REAL_SCALAR_DIGEST = "7ff5ac807201a57658838578550b9e3117f1c446ad588bb7a0f76e7d1baed1ba"
+REAL_DIGEST = "b1176fbacab05e7f1e5a28e95d14145b36a0a452734621be6e4749f0e9136951"
+REAL_SCALAR_DIGEST = "945ca02d38ffef3925ddeed69b60d80a0042c90c5988495d123962e93a1f883c"
 
 
 if __name__ == "__main__":  # print the digests (for a deliberate change of the dynamics)

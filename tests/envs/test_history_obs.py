@@ -21,8 +21,8 @@ def test_the_history_block_follows_the_plain_observation():
     hist = PipelineHealEnv(chaos=False, history=True)
     lay, m = hist.model.layout, hist.model
     assert lay.dz.start == plain.model.n_obs
-    assert hist.model.n_obs == plain.model.n_obs + m.n_stages * m.n_metrics + 3 + len(m.actions)
-    assert lay.names()[lay.hst("since_deploy_h")] == "since_deploy_h"
+    assert hist.model.n_obs == plain.model.n_obs + m.n_stages * m.n_metrics + 2 + len(m.actions)
+    assert lay.names()[lay.hst("last_done_fixed")] == "last_done_fixed"
     o1, _ = plain.reset(seed=4)
     o2, _ = hist.reset(seed=4)
     np.testing.assert_array_equal(o2[:plain.model.n_obs], o1)
@@ -47,7 +47,7 @@ def test_deltas_alarm_age_deploy_age_and_the_last_completed_action():
         np.testing.assert_allclose(obs[lay.dz.slice], obs[lay.z.slice] - prev[lay.z.slice],
                                    atol=1e-5)
         prev = obs
-        rows.append((obs[lay.hst("since_alarm_h")], obs[lay.hst("since_deploy_h")],
+        rows.append((obs[lay.hst("since_alarm_h")], obs[lay.ctx("since_deploy_h")],
                      obs[lay.hst("last_done_fixed")], int(np.argmax(obs[lay.done.slice]))))
     # the bad release lands at t=100 s (step call 9): a deploy; detected there, alarm ages after
     assert rows[8][1] == 1.0 and rows[9][1] == 0.0 and rows[10][1] == pytest.approx(10 / 3600)
