@@ -19,6 +19,7 @@ names, env id and version, training config). Never pickled.
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,44 @@ class Discretiser:
     def n_states(self) -> int:
         return int(np.prod(self.sizes()))
 
+    def plan(self, model: PipelineModel) -> list[tuple[str, Any, tuple[float, ...], int]]:
+        """Each feature as (how, observation indices, edges, size): :meth:`state` reads one
+        observation with it (the same state as :meth:`states`, without its batch overhead)."""
+        lay = model.layout
+        S, M = model.n_stages, model.n_metrics
+        groups = {"latency": [LAT], "error": [ERR], "throughput": [THR], "resource": [CPU, MEM]}
+        out: list[tuple[str, Any, tuple[float, ...], int]] = []
+        for f, size in zip(self.features, self.sizes(), strict=True):
+            kind, _, arg = f.source.partition(":")
+            if f.source in ("worst_stage", "inflight_action"):
+                ix: Any = (lay.last.start, lay.last.stop, lay.ctx("action_in_flight"))
+                out.append((f.source, ix, (), size))
+            elif kind in ("max_z", "min_z"):
+                ix = np.array([lay.z.start + s * M + m for s in range(S) for m in groups[arg]])
+                out.append((kind, ix, tuple(f.edges), size))
+            else:  # a context or history value: feature_values checks the name
+                feature_values(model, np.zeros((1, lay.n)), f.source)
+                cols = [lay.hst(arg)] if kind == "hist" else \
+                    [_ctx_index(lay, name, f.source) for name in arg.split(",")]
+                out.append(("max", np.array(cols), tuple(f.edges), size))
+        return out
+
+    def state(self, model: PipelineModel, plan: list[tuple[str, Any, tuple[float, ...], int]],
+              obs: np.ndarray) -> int:
+        """The state of one observation (n_obs,), read with :meth:`plan`."""
+        idx = 0
+        lay = model.layout
+        for how, ix, edges, size in plan:
+            if how == "worst_stage":
+                b = int(np.abs(obs[lay.z.slice]).reshape(model.n_stages, -1).max(axis=1).argmax())
+            elif how == "inflight_action":
+                b = int(obs[ix[0]:ix[1]].argmax()) if obs[ix[2]] > 0.5 else 0
+            else:
+                v = float(obs[ix].min()) if how == "min_z" else float(obs[ix].max())
+                b = bisect_right(edges, v)
+            idx = idx * size + min(max(b, 0), size - 1)
+        return idx
+
     def states(self, model: PipelineModel, obs: np.ndarray) -> np.ndarray:
         obs = np.atleast_2d(obs)
         idx = np.zeros(len(obs), dtype=np.int64)
@@ -182,6 +221,7 @@ class QLearningAgent:
             if c.pessimistic else 0.0
         self.q = np.full((self.disc.n_states, len(model.actions)), float(init))
         self.visits = np.zeros(self.disc.n_states, dtype=np.int64)
+        self._plan: list[tuple[str, Any, tuple[float, ...], int]] | None = None
 
     # -------------------------------------------------------------- acting
     def reset(self) -> None:
@@ -192,10 +232,12 @@ class QLearningAgent:
         return q.argmax(axis=1)
 
     def decide(self, obs: np.ndarray, info: dict[str, Any]) -> Decision:
-        s = self.disc.states(self.model, obs)
-        mask = np.atleast_2d(info["action_mask"])
-        a = int(self.greedy(s, mask)[0])
-        return Decision(a, {"state": int(s[0]), "q": self.q[s[0]].round(2).tolist()})
+        if self._plan is None:
+            self._plan = self.disc.plan(self.model)
+        s = self.disc.state(self.model, self._plan, np.asarray(obs).reshape(-1))
+        row = self.q[s]
+        a = int(np.where(np.asarray(info["action_mask"]).astype(bool), row, -np.inf).argmax())
+        return Decision(a, {"state": s, "q": row.round(2).tolist()})
 
     # -------------------------------------------------------------- learning
     def epsilon_at(self, step: int) -> float:

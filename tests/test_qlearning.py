@@ -95,3 +95,25 @@ def test_history_features_need_the_history_block():
     obs, info = hist.reset(seed=0)
     assert agent.decide(obs, info).action == 0
     assert agent.q.shape[0] == 4 * QLearningAgent(plain.model).q.shape[0]
+
+
+def test_one_observations_state_is_the_batch_state():
+    """decide reads one observation with a precomputed plan; it must give the state the batch
+    discretiser gives (which training uses), for every feature kind."""
+    from agents.qlearning import DEFAULT_FEATURES, HISTORY_FEATURES, Discretiser
+
+    env = PipelineHealEnv(history=True, episode_steps=200, chaos={"rate_scale": 4.0})
+    m = env.model
+    rng = np.random.default_rng(0)
+    obs, info = env.reset(seed=0)
+    rows = []
+    for _ in range(200):
+        rows.append(obs)
+        a = int(rng.choice(np.flatnonzero(info["action_mask"]))) if rng.random() < 0.3 else 0
+        obs, *_, info = env.step(a)
+    batch = np.array(rows)
+    disc = Discretiser((*DEFAULT_FEATURES, *HISTORY_FEATURES), m.n_stages, len(m.actions))
+    plan = disc.plan(m)
+    one = [disc.state(m, plan, o) for o in batch]
+    np.testing.assert_array_equal(one, disc.states(m, batch))
+    assert len(set(one)) > 10  # the episode visits many states
