@@ -25,6 +25,7 @@ class EnvConf:
     extra_metrics: list[dict[str, Any]] = field(default_factory=list)
     history: bool = False  # the observation's history block (see docs/environment.md)
     label_lag_s: float = 600.0  # labels arrive late: the accuracy estimate's lag, s (0: none)
+    scrape_gap_p: float = 0.02  # a stage's scrape fails at a step with this probability
 
 
 @dataclass
@@ -256,8 +257,9 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
     }
     if cfg.env.get("history"):
         kw["history"] = True
-    if cfg.env.get("label_lag_s") is not None:
-        kw["label_lag_s"] = float(cfg.env.label_lag_s)
+    for key in ("label_lag_s", "scrape_gap_p"):
+        if cfg.env.get(key) is not None:
+            kw[key] = float(cfg.env[key])
     if cfg.env.get("extra_metrics"):
         kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:

@@ -447,6 +447,16 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                 j = sd * M + m
                 zf[j] = (q0[j] * (1.0 - w2) + q1[j] * w2) * zai[j] + zbi[j]
                 out[j] = np.float32(min(max(zf[j], z_lo[j]), z_hi[j]))
+        if c.gap_p > 0.0:  # scrape gaps: a failed scrape shows the stage's previous metrics
+            zs = ef.z_seen[i]
+            if ef.z_seen_ok[i]:
+                for d in range(S):
+                    if uniform(key[i], k[i], c.gap_stream + d) < c.gap_p:
+                        for m in range(M):
+                            out[d * M + m] = zs[d * M + m]
+            for j in range(SM):
+                zs[j] = out[j]
+            ef.z_seen_ok[i] = True
         acc, null, schema = ml_now[i, H_ACC], ml_now[i, H_NULL], ml_now[i, H_SCHEMA]
         stale, cost_mult = ml_now[i, H_STALE], ml_now[i, H_COST]
         # labels arrive late: the estimate follows the true accuracy with a first-order lag
@@ -619,6 +629,7 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
         pl.deploy_t[i] = -INF
         pl.acc_seen[i] = c.base_accuracy
         s.effects.z_prev_ok[i] = False
+        s.effects.z_seen_ok[i] = False
         ac.spent[i] = 0.0
         pl.downtime[i] = 0.0
         pl.total_reward[i] = 0.0

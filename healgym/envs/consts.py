@@ -37,6 +37,7 @@ from healgym.sim.model import (
     SIDE_KINDS,
     PipelineModel,
 )
+from healgym.sim.rng import SCRAPE_GAP
 
 FAULT_CODE = {name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))}
 FAULT_LABEL = (*FAULT_NAMES, "unknown")
@@ -64,7 +65,7 @@ KERNEL_CONST_FIELDS = (
     "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z", "relieve", "relapse_s", "after_ramp", "blocks",
-    "label_alpha",
+    "label_alpha", "gap_p", "gap_stream",
 )
 KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
@@ -153,6 +154,7 @@ def kernel_consts(m: PipelineModel) -> Any:
         "relieve": relieve, "relapse_s": relapse, "after_ramp": after_ramp, "blocks": blocks,
         # the late labels' lag per step (1: none)
         "label_alpha": 1.0 if m.label_lag_s <= 0 else float(1.0 - np.exp(-m.dt / m.label_lag_s)),
+        "gap_p": float(m.scrape_gap_p), "gap_stream": SCRAPE_GAP,
     }
     return KernelConsts(**fields)
 

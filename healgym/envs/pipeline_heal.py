@@ -118,6 +118,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     * ``action_kinds``: a table of :class:`healgym.sim.actions.ActionKind` in place of the
       built-in one (each kind: target, duration, cost, mask rule, effect); heal with it through
       ``healing_matrix``. The observation's layout follows (:class:`healgym.sim.layout.ObsLayout`).
+    * ``history``: add the history block to the observation (docs/environment.md, section 2).
+    * ``label_lag_s``: labels arrive late: the accuracy estimate's lag, s (600; 0: none).
+    * ``scrape_gap_p``: the chance a stage's scrape fails at a step, repeating its previous
+      metrics (0.02; 0: never).
 
     ## Version History
     * v1: no traps (issue 15): a bad release is a new model version, so rollback always has the
@@ -125,7 +129,14 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
       that share of an SLO violation) instead of adding errors; the fast-fix bonus is a recovery
       bonus falling linearly with the time to recovery (0 at ``recovery_horizon_s``), earned by
       actions only; an escalation in flight and load shedding are observed; running below the
-      baseline cost earns nothing; scale_down costs 1. Policies trained on v0 are refused.
+      baseline cost earns nothing; scale_down costs 1. Then, still v1 (unreleased): ambiguity
+      (docs/environment.md, section 4b): crash_loop is an exact look-alike of process_crash
+      that a restart only relieves, the new leaky_release, a restart under a surge and a
+      retrain during a drift's ramp heal nothing, labels arrive late, scrapes fail;
+      ``since_deploy_h`` joined the context (72 observation values for 5 stages: exported RLlib
+      policies that recorded the old layout are refused; Q-tables still load, their features
+      are named, but were learned on other dynamics: retrain them, as the zoo was). Policies
+      trained on v0 are refused.
     * v0: initial release.
     """
 

@@ -148,6 +148,10 @@ FIELDS: tuple[Field, ...] = (
        "deltas)"),
     _F("effects", "z_prev_ok", np.bool_, ("N",), False, "z_prev holds this episode's last z",
        False),
+    _F("effects", "z_seen", np.float32, ("N", "SM"), 0.0, "the z the last observation showed "
+       "(a stage whose scrape fails shows it again)"),
+    _F("effects", "z_seen_ok", np.bool_, ("N",), False, "z_seen holds this episode's last "
+       "observation", False),
 )
 
 GROUPS = ("clock", "events", "slots", "incidents", "actions", "pipeline", "effects")

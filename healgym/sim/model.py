@@ -46,6 +46,9 @@ Z_CLIP = 50.0
 BASE_ACCURACY = 0.92
 #: labels arrive late (PipelineConfig.label_lag_s): the accuracy estimate's lag, s
 LABEL_LAG_S = 600.0
+#: scrape gaps (PipelineConfig.scrape_gap_p): a stage's scrape fails at a step with this
+#: probability
+SCRAPE_GAP_P = 0.02
 BASE_NULL_RATE = 0.005
 BASE_STALENESS_S = 120.0
 ACC_NOISE_SD = 0.004
@@ -158,6 +161,7 @@ class PipelineModel:
     metric_specs: tuple[MetricSpec, ...]  # the canonical six, then the pipeline's extra ones
     #: labels arrive late: the time constant, s, of the accuracy estimate's lag (0: none)
     label_lag_s: float = LABEL_LAG_S
+    scrape_gap_p: float = SCRAPE_GAP_P
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -227,6 +231,9 @@ class PipelineConfig:
     #: labels arrive late: the observed accuracy estimate follows the true accuracy with a
     #: first-order lag of this time constant, s (0: no lag); the SLO counts the true accuracy
     label_lag_s: float = LABEL_LAG_S
+    #: scrape gaps: the probability that a stage's scrape fails at a step, so the observation
+    #: repeats that stage's previous metrics (Prometheus' lookback); the SLO counts the truth
+    scrape_gap_p: float = SCRAPE_GAP_P
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -262,6 +269,9 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         raise ConfigError(f"step_seconds={step_seconds!r}: must be > 0 seconds")
     if episode_steps < 1:
         raise ConfigError(f"episode_steps={episode_steps!r}: must be >= 1")
+    if not 0.0 <= cfg.scrape_gap_p < 1.0:
+        raise ConfigError(f"scrape_gap_p={cfg.scrape_gap_p!r}: a probability in [0, 1) (the "
+                          "chance a stage's scrape fails at a step; 0: never)")
     if not cfg.label_lag_s >= 0:
         raise ConfigError(f"label_lag_s={cfg.label_lag_s!r}: must be >= 0 seconds (0: labels "
                           "arrive at once)")
@@ -299,6 +309,9 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     actions = act.action_table(names, kinds)
     S = len(names)
     model_stage = names.index("serve") if "serve" in names else max(S - 2, 0)
+    if cfg.scrape_gap_p > 0 and S > 64:
+        raise ConfigError(f"scrape_gap_p={cfg.scrape_gap_p!r} needs at most 64 stages (one "
+                          f"random stream each), this pipeline has {S}: set scrape_gap_p=0")
     layout = ObsLayout(tuple(names), tuple(m.name for m in specs), tuple(a.name for a in actions),
                        history=bool(cfg.history))
     low, high = layout.bounds(Z_CLIP)
@@ -323,7 +336,7 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         fault_cols={name: i for i, name in enumerate((*FAULT_NAMES, "unknown"))},
         layout=layout, observation_space=spaces.Box(low, high, dtype=np.float32),
         action_space=spaces.Discrete(len(actions)), metric_specs=specs,
-        label_lag_s=float(cfg.label_lag_s),
+        label_lag_s=float(cfg.label_lag_s), scrape_gap_p=float(cfg.scrape_gap_p),
     )
 
 

@@ -22,6 +22,7 @@ _Q, _TO_Q = np.uint64(0xFFFF), 1.0 / 65536.0
 
 # Streams: which quantity a draw is for.
 ACC_NOISE, DRIFT_WINDOW = 1, 3
+SCRAPE_GAP = 192  # + the stage index (so at most 64 stages): does this step's scrape fail
 SQRT3 = 1.7320508075688772
 
 

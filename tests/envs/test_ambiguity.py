@@ -215,3 +215,28 @@ def test_serving_reads_the_deploy_time_from_a_query_or_its_own_deploys():
 
     o = encode(m, obs.read(AdapterState(), now).signals)
     assert o[m.layout.ctx("since_deploy_h")] == pytest.approx(45 / 3600)
+
+
+def test_a_failed_scrape_repeats_the_stages_previous_metrics():
+    """With scrape gaps, a stage's observed metrics sometimes repeat the previous step's (as
+    Prometheus' lookback serves the last sample), stage by stage, while the SLO counts the
+    truth; without them the same episode never repeats a crashed stage's reading."""
+    faults = scenario((100, "memory_leak", "serve"))
+    gappy = quiet_env(episode_steps=200, scenario=faults, scrape_gap_p=0.3)
+    clean = quiet_env(episode_steps=200, scenario=faults, scrape_gap_p=0.0)
+    lay, m = gappy.unwrapped.model.layout, gappy.unwrapped.model
+    a, b = play(gappy, 2, {}, 150), play(clean, 2, {}, 150)
+    za = np.array([lay.z_block(o[None])[0] for o, _ in a])
+    zb = np.array([lay.z_block(o[None])[0] for o, _ in b])
+    same_a = (za[1:] == za[:-1]).all(axis=2)  # (steps, stages): the reading repeated
+    same_b = (zb[1:] == zb[:-1]).all(axis=2)
+    assert not same_b.any()  # the replayed telemetry moves every step
+    share = same_a.mean()
+    assert 0.2 < share < 0.4, share
+    assert 0 < same_a.all(axis=1).mean() < share  # gaps are per stage
+    # where a stage's scrape did not fail, the reading is the clean one, exactly
+    fresh = ~np.concatenate([np.zeros((1, m.n_stages), bool), same_a])
+    np.testing.assert_array_equal(za[fresh], zb[fresh])
+    assert gappy.unwrapped.downtime_s == clean.unwrapped.downtime_s  # the truth
+    with pytest.raises(ConfigError, match="scrape_gap_p=1.5"):
+        quiet_env(scrape_gap_p=1.5)

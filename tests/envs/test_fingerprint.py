@@ -76,15 +76,15 @@ def scalar_digest(episodes: int, seed: int, **kw: Any) -> str:
 
 
 DIGESTS = {
-    "scalar_chaos": "7ccc5c17bc02b2eaa2cd94ed8b9162b25534540591730e9247db5ee3564354e1",
-    "vector_budget": "d1278c9fdb7c7517291e40c268f505e5b75eb099876da4673840ad1bf798b014",
-    "vector_chaos": "a2d5c23aa66a2cd6318faa81195b0777cd69c2109caa296755315539cfad85b2",
-    "vector_no_limit": "addc35200d77b02a26a8cff7a2ef5a5b8b8c9fc4f41191b51843eaaac49ad4c1",
+    "scalar_chaos": "04b4aff140fa5c8f11180a1e45dda2befcddb45e86e3605adab911db386b618a",
+    "vector_budget": "7343b359c800968be2bc963f7c7ce6b3e1d9b89bc896673fbb6f3e7f8e9f37ed",
+    "vector_chaos": "7b4bfe144c6f9b20c389043077c9bee1be0a826f7d49624750b8c08ff8e5ccef",
+    "vector_no_limit": "36ccf43ab98134d1e0a1c6ed3cb15b731ba6570c0d538a948dd06b14dc7758d3",
 }
 SCENARIO_DIGESTS = {
-    "bad_deploy_then_surge": "ae201f40686bfdef4d5b8649ec10d00f2970c68a3ed7b67b12b0e39d19d1b6f5",
-    "data_incidents": "0269e86c2a20b01a1f163a142ccd685ef63e94e6db49934318870fdfd8a3156e",
-    "leak_cascade": "b1b5cfb16fe032624990647b2903c7eb1300dba6fde034ddee22b78757b13b3f",
+    "bad_deploy_then_surge": "b010af2725566a4a3a2590eaad31fe67658d15d9ab4ef34bb1394150b379d434",
+    "data_incidents": "aaa63679ebf832b2c1597936003de39b8e4fc0b142529d6306510ebb5d4347d4",
+    "leak_cascade": "bc5a8de9cbfa4b96938f831d75c36d1618a0aa0c4358449a77d7521960527f6a",
 }
 
 CASES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -128,8 +128,8 @@ def test_dynamics_fingerprint_on_real_telemetry_with_replayed_incidents(shared_d
                          chaos=True, episode_steps=120) == REAL_SCALAR_DIGEST
 
 
-REAL_DIGEST = "b1176fbacab05e7f1e5a28e95d14145b36a0a452734621be6e4749f0e9136951"
-REAL_SCALAR_DIGEST = "945ca02d38ffef3925ddeed69b60d80a0042c90c5988495d123962e93a1f883c"
+REAL_DIGEST = "30dfb18d1fa4e0e82ac8eb06e4a321931a591b6565df31285c32b7bcd08954d7"
+REAL_SCALAR_DIGEST = "bcca61f02e09e4df0b3e2319218aaed944ccc944be0a297c92084a9636e737fd"
 
 
 if __name__ == "__main__":  # print the digests (for a deliberate change of the dynamics)
