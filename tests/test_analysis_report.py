@@ -36,6 +36,10 @@ def simlog(tmp_path_factory) -> Path:
     # cooldown then has proposals to block
     classic = yaml.safe_load((ROOT / "configs/runbooks/classic.yaml").read_text())
     eager = {**classic, "cooldown_s": 0, "rules": [
+        # a restart under a surge heals nothing (docs/environment.md 4b): the surge stays,
+        # and this rule asks again inside the adapter's cooldown
+        {"name": "slow-serve", "signal": "serve.latency_p95_ms_ratio", "op": ">",
+         "threshold": 1.5, "action": "restart_serve"},
         {"name": "hot-serve", "signal": "serve.cpu_pct_ratio", "op": ">", "threshold": 1.3,
          "action": "scale_up_serve"}, *classic["rules"]]}
     for i, sc in enumerate([None, "bad_deploy_then_surge.yaml", "leak_cascade.yaml"]):

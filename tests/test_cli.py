@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from healgym.cli import main
+from healgym.sim.faults import LIBRARY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def test_generate_import_info(tmp_path, capsys):
 def test_faults_lists_the_library(capsys):
     assert main(["faults"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == 17 and "schema_mismatch" in out
+    assert out.count("\n") == len(LIBRARY) == 18 and "leaky_release" in out
 
 
 def test_console_script_and_error_exit_code(tmp_path):

@@ -37,7 +37,7 @@ from healgym.sim.faults import (
     fault_table,
 )
 from healgym.sim.layout import CONTEXT_INDEX as CTX
-from healgym.sim.model import PipelineModel, ml_signals
+from healgym.sim.model import RELEASE_FAULTS, PipelineModel, ml_signals
 from healgym.sim.observation import clip_z
 
 FAULT_INDEX = {f.name: i for i, f in enumerate(LIBRARY)}
@@ -117,13 +117,15 @@ class Diagnosis:
 
 
 def diagnose(model: PipelineModel, obs: np.ndarray, resolved_by: str | None = None,
-             gradual: bool | None = None, self_healed: bool = False, top: int = 3
-             ) -> Diagnosis:
+             gradual: bool | None = None, self_healed: bool = False, top: int = 3,
+             recent_deploy: bool | None = None) -> Diagnosis:
     """The library fault (and stage) whose signature best matches ``obs``. Among near-ties
     (cosine within 0.05 of the best) the preference goes to a fault the resolving action heals
-    (``self_healed``: one that fades by itself), then one whose onset matches (``gradual``: the
-    deviation was building up before the incident), then one of the fault's usual stages, then
-    the closer match."""
+    (``self_healed``: one that fades by itself), then one that is a release exactly when a
+    deploy came shortly before (``recent_deploy``: late labels make a bad release's accuracy
+    slide look gradual, like drift; the deploy log tells them apart), then one whose onset
+    matches (``gradual``: the deviation was building up before the incident), then one of the
+    fault's usual stages, then the closer match."""
     x = observed_features(model, obs)
     nx = float(np.linalg.norm(x))
     action = next((a for a in model.actions if a.name == resolved_by), None)
@@ -139,11 +141,13 @@ def diagnose(model: PipelineModel, obs: np.ndarray, resolved_by: str | None = No
                 heals = float(model.healing[action.kind, model.fault_cols.get(
                     f.name, model.fault_cols["unknown"])])
             onset = 0.0 if gradual is None else float((f.ramp_s > 0) == gradual)
+            release = 0.0 if recent_deploy is None else float(
+                (f.name in RELEASE_FAULTS) == recent_deploy)
             usual = float(stage in f.stages)
-            scores.append((cos, heals, onset, usual, f.name, stage))
+            scores.append((cos, heals, onset, usual, f.name, stage, release))
     best_cos = max(s[0] for s in scores)
     near = [s for s in scores if s[0] >= best_cos - 0.05]
-    pick = max(near, key=lambda s: (s[1], s[2], s[3], s[0]))
+    pick = max(near, key=lambda s: (s[1], s[6], s[2], s[3], s[0]))
     ranked = sorted(scores, key=lambda s: -s[0])
     alts, seen = [], {pick[4]}
     for s in ranked:  # the runners-up: other faults, each at its best stage
@@ -186,8 +190,13 @@ def replay_incidents(frames: LogFrames, model: PipelineModel, lead_s: float = 60
                for o in before["observation"] if isinstance(o, list) and len(o) == model.n_obs]
         peak = float(max(np.linalg.norm(f) for f in feats))
         gradual = bool(np.median(pre[-5:]) > 0.3 * peak) if pre else None
+        # a deploy in the 30 minutes before the incident began (the deploy annotation)
+        first = np.asarray(d.loc[trail[0], "observation"])
+        since = float(first[model.layout.ctx("since_deploy_h")]) * 3600.0 \
+            - max(float(d.loc[trail[0], "created_at"]) - float(inc["start"]), 0.0)
         dg = diagnose(model, np.asarray(d.loc[worst, "observation"]), resolved_by, gradual,
-                      self_healed=bool(inc["resolved"]) and not acted)
+                      self_healed=bool(inc["resolved"]) and not acted,
+                      recent_deploy=True if since < 1800.0 else None)  # none seen: unknown
         ttr = float(inc["ttr_s"]) if inc["resolved"] and inc["ttr_s"] is not None else None
         span = max(ttr or 0.0, 600.0) * 2 + lead_s
         outcome = f"resolved in {ttr:.0f} s" if ttr else "unresolved"

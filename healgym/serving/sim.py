@@ -75,6 +75,9 @@ class SimPipeline:
             out[("replicas", s)] = Sample(d[f"{s}.replicas"], self.now)
         for k in PIPELINE:
             out[(k, None)] = Sample(d[k], self.now)
+        if d["since_deploy_h"] < 1.0:  # what a deploy annotation tells a real adapter
+            out[("last_deploy_unix_s", None)] = Sample(self.now - d["since_deploy_h"] * 3600.0,
+                                                       self.now)
         return out
 
     # the Actuator protocol
