@@ -501,7 +501,7 @@ def test_an_offline_policy_trained_on_masked_observations_is_served_like_ppo(ray
     env, tr, ds = served_dataset(tmp_path, episodes=2)
     algo = offline_config(ds, algo="marwil", masked=True, batch_size=128).build_algo()
     try:
-        for _ in range(10):
+        for _ in range(30):
             algo.train()
         path = export_offline_policy(algo, ds, env.model, tmp_path / "policy", "marwil")
     finally:
