@@ -152,7 +152,8 @@ class Adapter:
                 self.alert(f"policy proposed invalid action {proposed}; taking the safe default")
                 proposed = self.guard.safe
             confidence = float(decision.explanation.get("confidence", 1.0))
-            g = self.guard.check(proposed, now, confidence)
+            g = self.guard.check(proposed, now, confidence,
+                                 incident_open=self.incident is not None)
             for v in g.verdicts:
                 if not v.ok:
                     self.metrics.guard_blocks.labels(check=v.check).inc()

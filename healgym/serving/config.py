@@ -53,6 +53,11 @@ class GuardConf(Strict):
     shadow: bool = False  # decide and log, never act
     kill_switch_file: str | None = None  # while this file exists, nothing is executed
     safe_default: str = "noop"
+    # act only while an incident is open (the SLO is violated): a proposal on a healthy pipeline
+    # is blocked ("incident_only"). A learned policy's values in healthy states are the least
+    # certain (costs of 1 under a crash's variance of hundreds): this keeps it from touching a
+    # service that is fine, at the price of never acting ahead of an SLO breach (a leak's ramp).
+    incident_only: bool = False
 
 
 class HumanConf(Strict):

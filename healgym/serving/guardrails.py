@@ -93,7 +93,8 @@ class Guard:
         return self.conf.risk.get(a.name) or self.conf.risk.get(a.kind) or \
             DEFAULT_RISK.get(a.kind, "high")
 
-    def check(self, action: int, now: float, confidence: float = 1.0) -> GuardResult:
+    def check(self, action: int, now: float, confidence: float = 1.0,
+              incident_open: bool = True) -> GuardResult:
         c, a = self.conf, self.actions[action]
         self._forget(now)
         verdicts: list[Verdict] = []
@@ -111,6 +112,11 @@ class Guard:
         if c.allowed is not None and a.name not in c.allowed:
             return fail("allowed", f"{a.name} is not in guard.allowed")
         verdicts.append(Verdict("allowed", True))
+        if c.incident_only:
+            if not incident_open:
+                return fail("incident_only", "no incident is open (the SLO holds) and "
+                                             "guard.incident_only is set")
+            verdicts.append(Verdict("incident_only", True))
         if confidence < c.min_confidence:
             return fail("confidence", f"confidence {confidence:.2f} < guard.min_confidence "
                                       f"{c.min_confidence:.2f}")

@@ -74,6 +74,51 @@ def test_action_durations_are_the_infrastructures(tmp_path):
         adapter(tmp_path, ServeConf(durations_s={"reboot": 1.0}))
 
 
+class AlwaysRestart:
+    """Proposes restarting serve at every step it may (a policy unsure of healthy states)."""
+
+    name = "always-restart"
+
+    def reset(self) -> None:
+        pass
+
+    def decide(self, obs, info):
+        from healgym.policy import Decision
+
+        m = model()
+        a = m.action_names.index("restart_serve")
+        return Decision(a if info["action_mask"][a] else 0, {})
+
+
+def test_incident_only_never_touches_a_healthy_pipeline(tmp_path):
+    """guard.incident_only: a restart proposed while the SLO holds is blocked with its reason; once
+    the SLO is violated (an incident opens at that reading) the same proposal is executed."""
+    m = model()
+    conf = ServeConf(guard=GuardConf(cooldown_s=0, incident_only=True, approval_risk="never"),
+                     actuators=[ActuatorConf(type="log", actions=["restart_serve"])])
+    src = DictSource(m)
+    a = Adapter(conf, AlwaysRestart(), m, DecisionLog(f"sqlite:///{tmp_path / 'log.db'}"),
+                Observer(m, conf.source, src), policy_version="test")
+    t = time.time()
+    for k in range(3):
+        src.t = t + 10 * k
+        rec = a.log.record(a.step(t + 10 * k))
+        assert rec["proposed_action"] == "restart_serve" and rec["executed_action"] is None
+        assert rec["guard"]["blocked"] and "no incident is open" in rec["reason"]
+    src.crash("serve")
+    src.t = t + 30
+    rec = a.log.record(a.step(t + 30))
+    assert rec["executed_action"] == "restart_serve" and not rec["guard"]["blocked"]
+    assert a.actuators["restart_serve"].actuator.calls == [("restart", "serve", rec["id"])]
+    # without the flag, the healthy pipeline is restarted at once
+    conf2 = ServeConf(guard=GuardConf(cooldown_s=0, approval_risk="never"),
+                      actuators=[ActuatorConf(type="log", actions=["restart_serve"])])
+    src2 = DictSource(m)
+    b = Adapter(conf2, AlwaysRestart(), m, DecisionLog(f"sqlite:///{tmp_path / 'log2.db'}"),
+                Observer(m, conf2.source, src2), policy_version="test")
+    assert b.log.record(b.step(t))["executed_action"] == "restart_serve"
+
+
 def test_unresolved_incidents_escalate_after_the_deadline(tmp_path):
     m = model()
     conf = ServeConf(verify_deadline_s=60, actuators=[ActuatorConf(

@@ -56,5 +56,10 @@ def test_kill_switch_shadow_confidence_and_approval(tmp_path):
     assert g.check(restart, 0.0, confidence=0.2).verdicts[-1].check == "confidence"
     assert g.check(rollback, 0.0).needs_approval  # rollback is high risk
     assert Guard(GuardConf(shadow=True), infos).check(restart, 0.0).shadow
+    only = Guard(GuardConf(incident_only=True), infos)
+    r = only.check(restart, 0.0, incident_open=False)
+    assert r.blocked and r.action == only.safe and r.verdicts[-1].check == "incident_only"
+    assert not only.check(restart, 0.0, incident_open=True).blocked
+    assert not g.check(restart, 0.0, incident_open=False).blocked  # off by default
     with pytest.raises(ConfigError, match="unknown action names"):
         Guard(GuardConf(allowed=["restart_srve"]), infos)
