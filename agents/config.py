@@ -26,6 +26,7 @@ class EnvConf:
     history: bool = False  # the observation's history block (see docs/environment.md)
     label_lag_s: float = 600.0  # labels arrive late: the accuracy estimate's lag, s (0: none)
     scrape_gap_p: float = 0.02  # a stage's scrape fails at a step with this probability
+    metric_lag_s: float = 20.0  # the per-stage metrics shown are this old, s (0: current)
 
 
 @dataclass
@@ -257,7 +258,7 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
     }
     if cfg.env.get("history"):
         kw["history"] = True
-    for key in ("label_lag_s", "scrape_gap_p"):
+    for key in ("label_lag_s", "scrape_gap_p", "metric_lag_s"):
         if cfg.env.get(key) is not None:
             kw[key] = float(cfg.env[key])
     if cfg.env.get("extra_metrics"):

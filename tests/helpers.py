@@ -12,8 +12,10 @@ from healgym.envs.pipeline_heal import PipelineHealEnv
 
 
 def quiet_env(**kw: Any) -> PipelineHealEnv:
-    """A scalar env without random chaos, with an unwrapped handle for inspection."""
+    """A scalar env without random chaos or delayed metrics (tests of other rules time their
+    observations to the step), with an unwrapped handle for inspection."""
     kw.setdefault("chaos", False)
+    kw.setdefault("metric_lag_s", 0.0)
     kw.setdefault("episode_steps", 120)
     return PipelineHealEnv(**kw)
 

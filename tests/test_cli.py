@@ -22,7 +22,7 @@ def test_generate_import_info(tmp_path, capsys):
 def test_faults_lists_the_library(capsys):
     assert main(["faults"]) == 0
     out = capsys.readouterr().out
-    assert out.count("\n") == len(LIBRARY) == 18 and "leaky_release" in out
+    assert out.count("\n") == len(LIBRARY) == 19 and "slow_dependency" in out
 
 
 def test_console_script_and_error_exit_code(tmp_path):

@@ -26,7 +26,7 @@ def signals_from(env: PipelineHealEnv | PipelineModel, obs: np.ndarray) -> Signa
         action_in_flight=bool(ctx["action_in_flight"]), light_model=bool(ctx["light_model"]),
         can_rollback=bool(ctx["can_rollback"]),
         escalation_in_flight=bool(ctx["escalation_in_flight"]), shedding=bool(ctx["shedding"]),
-        since_deploy_s=float(ctx["since_deploy_h"]) * 3600.0,
+        since_deploy_s=float(ctx["since_deploy_h"]) * 3600.0, pred_shift=ctx["pred_shift"],
         last_action=int(obs[m.layout.last.slice].argmax()))
 
 

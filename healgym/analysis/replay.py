@@ -31,6 +31,8 @@ from healgym.analysis.log import LogFrames, iso
 from healgym.sim.faults import (
     COST,
     LIBRARY,
+    ML_SIGNALS,
+    PRED,
     SHIFT,
     effect_factor,
     effects_at,
@@ -42,7 +44,8 @@ from healgym.sim.observation import clip_z
 
 FAULT_INDEX = {f.name: i for i, f in enumerate(LIBRARY)}
 NOISE_Z = 3.0  # |z| below this is healthy noise
-BASE = ml_signals(np.zeros(6))  # healthy accuracy, null rate, schema errors, staleness
+#: healthy accuracy, null rate, schema errors, staleness
+BASE = ml_signals(np.zeros(len(ML_SIGNALS)))
 
 
 def _squash(z: np.ndarray) -> np.ndarray:
@@ -50,11 +53,11 @@ def _squash(z: np.ndarray) -> np.ndarray:
 
 
 def _ml_features(acc: float, psi: float, null: float, schema: float, stale_s: float,
-                 cost: float) -> np.ndarray:
+                 cost: float, pred: float) -> np.ndarray:
     return np.array([(acc - float(BASE[0])) * 20.0, math.log1p(max(psi, 0.0)),
                      (null - float(BASE[1])) * 10.0, (schema - float(BASE[2])) * 10.0,
                      math.log1p(max(stale_s, 0.0) / 3600.0) - math.log1p(float(BASE[3]) / 3600.0),
-                     (cost - 1.0) * 2.0])
+                     (cost - 1.0) * 2.0, 2.0 * math.log1p(max(pred, 0.0))])
 
 
 def observed_features(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
@@ -67,9 +70,10 @@ def observed_features(model: PipelineModel, obs: np.ndarray) -> np.ndarray:
     if abs(acc - float(BASE[0])) < 0.03:  # the accuracy estimate's own noise
         acc = float(BASE[0])
     psi = float(c[CTX["drift_psi"]])
+    pred = float(c[CTX["pred_shift"]])  # its healthy floor is sampling noise (<= 0.04)
     ml = _ml_features(acc, psi if psi > 0.2 else 0.0, float(c[CTX["null_rate"]]),
                       float(c[CTX["schema_error_rate"]]), float(c[CTX["staleness_h"]]) * 3600.0,
-                      float(c[CTX["cost_factor"]]))
+                      float(c[CTX["cost_factor"]]), pred if pred > 0.1 else 0.0)
     return np.concatenate([_squash(z), ml])
 
 
@@ -87,7 +91,7 @@ def signature(model: PipelineModel, fault: str, stage: int) -> np.ndarray:
     z = clip_z(model, (model.median * (factor - 1.0) + add) * model.inv_scale)
     acc, null, schema, stale = ml_signals(ml)
     feats = _ml_features(float(acc), float(ml[SHIFT]), float(null), float(schema), float(stale),
-                         1.0 + float(ml[COST]))
+                         1.0 + float(ml[COST]), float(ml[PRED]))
     zz = z.ravel().copy()
     zz[np.abs(zz) < NOISE_Z] = 0.0
     return np.concatenate([_squash(zz), feats])

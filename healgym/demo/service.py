@@ -58,6 +58,8 @@ class Service:
             "queue_depth")}
         self.accuracy = Gauge("model_accuracy", "accuracy on labelled traffic", registry=r)
         self.psi = Gauge("drift_psi", "PSI of the input vs the training data", registry=r)
+        self.pred_psi = Gauge("prediction_psi", "PSI of the predicted classes vs the labels' "
+                              "base rate (a proxy that needs no fresh label)", registry=r)
         self.version = Gauge("model_threshold", "the deployed model's threshold", registry=r)
         self._cpu0, self._t0 = time.process_time(), time.time()
 
@@ -129,6 +131,11 @@ class Service:
         if xs.size > 50:
             cur = np.histogram(np.clip(xs, -3, 3), BINS)[0] / xs.size + 1e-4
             self.psi.set(float(np.sum((cur - self.ref) * np.log(cur / self.ref))))
+            with self.lock:
+                base = float(np.mean([y for _, y in self.labels])) if self.labels else 0.5
+            p = np.clip([np.mean(xs > self.threshold), base], 1e-3, 1 - 1e-3)
+            self.pred_psi.set(float((p[0] - p[1]) * np.log(p[0] / p[1])
+                                    + (p[1] - p[0]) * np.log((1 - p[0]) / (1 - p[1]))))
         self.version.set(self.threshold)
 
     def retrain(self) -> float:

@@ -43,8 +43,18 @@ from healgym.sim.episode import fill_events, fill_rows, next_key, pick_window
 from healgym.sim.faults import accumulate, capacity, factor
 from healgym.sim.jit import compiled
 from healgym.sim.layout import CONTEXT_INDEX, HISTORY_INDEX
-from healgym.sim.model import H_ACC, H_COST, H_NULL, H_SCHEMA, H_SHIFT, H_STALE, ml_health
+from healgym.sim.model import (
+    H_ACC,
+    H_COST,
+    H_NULL,
+    H_PRED,
+    H_SCHEMA,
+    H_SHIFT,
+    H_STALE,
+    ml_health,
+)
 from healgym.sim.reward import action_reward, recovery_bonus, slo_violated_z, state_reward
+from healgym.sim.rng import PRED_NOISE
 from healgym.sim.rng import normal1 as normal
 from healgym.sim.rng import uniform1 as uniform
 
@@ -57,7 +67,9 @@ CX_COST, CX_SINCE, CX_IN_FLIGHT = (CONTEXT_INDEX[k] for k in ("cost_factor",
                                                               "action_in_flight"))
 CX_LIGHT, CX_ROLLBACK = CONTEXT_INDEX["light_model"], CONTEXT_INDEX["can_rollback"]
 CX_PAGED, CX_SHEDDING = CONTEXT_INDEX["escalation_in_flight"], CONTEXT_INDEX["shedding"]
-CX_DEPLOY = CONTEXT_INDEX["since_deploy_h"]
+CX_DEPLOY, CX_PRED = CONTEXT_INDEX["since_deploy_h"], CONTEXT_INDEX["pred_shift"]
+#: the prediction-shift proxy's healthy floor and sampling spread (PSI units; 0.25 alarms)
+PRED_FLOOR, PRED_SPREAD = 0.01, 0.03
 HI_ALARM, HI_FIXED = (HISTORY_INDEX[k] for k in ("since_alarm_h", "last_done_fixed"))
 
 
@@ -457,6 +469,18 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
             for j in range(SM):
                 zs[j] = out[j]
             ef.z_seen_ok[i] = True
+        if c.metric_lag > 0:  # delayed metrics: show the row scraped lag steps ago, keep this one
+            ring = ef.z_ring[i]
+            if ef.z_ring_n[i] == 0:  # the episode's first observation: no older row yet
+                for r in range(c.metric_lag):
+                    for j in range(SM):
+                        ring[r * SM + j] = out[j]
+            base = (ef.z_ring_n[i] % c.metric_lag) * SM
+            for j in range(SM):
+                old = ring[base + j]
+                ring[base + j] = out[j]
+                out[j] = old
+            ef.z_ring_n[i] += 1
         acc, null, schema = ml_now[i, H_ACC], ml_now[i, H_NULL], ml_now[i, H_SCHEMA]
         stale, cost_mult = ml_now[i, H_STALE], ml_now[i, H_COST]
         # labels arrive late: the estimate follows the true accuracy with a first-order lag
@@ -470,6 +494,11 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         cost = float(rsum) * c.replica_cost * cost_mult
         cost_factor = cost / c.base_cost
         ks_v, psi_v = drift[i, DRIFT_KS], drift[i, DRIFT_PSI]
+        # the prediction distribution's PSI against the model's reference: a proxy that moves
+        # as soon as the served model (or its inputs) change, before any label; its healthy
+        # floor is the sampling noise of a window of scored traffic
+        pred_v = ml_now[i, H_PRED] + PRED_FLOOR + \
+            PRED_SPREAD * uniform(key[i], k[i], PRED_NOISE)
         violated = slo_violated_z(zf, S, M, c.model_stage, c.lat, c.thr, c.err, c.lat_limit_z,
                                   c.thr_limit_z, c.err_limit_z, acc, stale, null, schema,
                                   cost_factor, c.slo_acc, c.slo_stale, c.slo_null, c.slo_schema,
@@ -494,6 +523,7 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
         out[b + CX_PAGED] = 1.0 if ac.esc_done[i] != INF else 0.0
         out[b + CX_SHEDDING] = 1.0 if shedding else 0.0
         out[b + CX_DEPLOY] = min((t[i] - pl.deploy_t[i]) / 3600.0, 1.0)
+        out[b + CX_PRED] = min(pred_v, 10.0)
         out[c.o_last + ac.last[i]] = 1.0
         if c.has_history:
             zp = ef.z_prev[i]
@@ -530,7 +560,8 @@ def observe(live, s, values, c, obs, reward, violated_out, zf, lo, hi):
                         break
                 watch[i] = wt
             if wt:
-                alarm = violated or psi_v > 0.25 or acc_est < c.base_accuracy - 0.05
+                alarm = violated or psi_v > 0.25 or pred_v > 0.25 or \
+                    acc_est < c.base_accuracy - 0.05
                 if not alarm:
                     for j in range(SM):
                         if abs(out[j]) > c.detect_z:
@@ -630,6 +661,7 @@ def reset_range(todo, advance, s, ec, c, lo, hi):
         pl.acc_seen[i] = c.base_accuracy
         s.effects.z_prev_ok[i] = False
         s.effects.z_seen_ok[i] = False
+        s.effects.z_ring_n[i] = 0
         ac.spent[i] = 0.0
         pl.downtime[i] = 0.0
         pl.total_reward[i] = 0.0

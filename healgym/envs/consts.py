@@ -65,7 +65,7 @@ KERNEL_CONST_FIELDS = (
     "ref_sorted", "ref_edges", "ref_frac", "lat_limit_z", "thr_limit_z",
     "err_limit_z", "z_lo", "z_hi", "replica_cost", "base_cost", "slo_acc", "slo_stale", "slo_null",
     "slo_schema", "slo_cost", "detect_z", "relieve", "relapse_s", "after_ramp", "blocks",
-    "label_alpha", "gap_p", "gap_stream",
+    "label_alpha", "gap_p", "gap_stream", "metric_lag",
 )
 KernelConsts = namedtuple("KernelConsts", KERNEL_CONST_FIELDS)  # type: ignore[misc]
 
@@ -155,6 +155,7 @@ def kernel_consts(m: PipelineModel) -> Any:
         # the late labels' lag per step (1: none)
         "label_alpha": 1.0 if m.label_lag_s <= 0 else float(1.0 - np.exp(-m.dt / m.label_lag_s)),
         "gap_p": float(m.scrape_gap_p), "gap_stream": SCRAPE_GAP,
+        "metric_lag": int(m.metric_lag_steps),
     }
     return KernelConsts(**fields)
 

@@ -130,7 +130,7 @@ class BatchCore:
     # ------------------------------------------------------------------ storage
     def _alloc(self, N: int, S: int, M: int, A: int) -> None:
         """The state, from :data:`healgym.envs.state.FIELDS`."""
-        self.state = allocate(dims(N, S, M, A))
+        self.state = allocate(dims(N, S, M, A, lag=self.model.metric_lag_steps))
         ef = self.state.effects
         ef.za[:] = self._clean_za.ravel()
         ef.zb[:] = self._clean_zb.ravel()

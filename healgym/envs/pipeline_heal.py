@@ -122,6 +122,8 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
     * ``label_lag_s``: labels arrive late: the accuracy estimate's lag, s (600; 0: none).
     * ``scrape_gap_p``: the chance a stage's scrape fails at a step, repeating its previous
       metrics (0.02; 0: never).
+    * ``metric_lag_s``: the per-stage metrics an observation shows are this old, s (20, two
+      steps; rounded to whole steps; 0: current). The SLO and the reward count the present.
 
     ## Version History
     * v1: no traps (issue 15): a bad release is a new model version, so rollback always has the
@@ -135,8 +137,10 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
       retrain during a drift's ramp heal nothing, labels arrive late, scrapes fail;
       ``since_deploy_h`` joined the context (72 observation values for 5 stages: exported RLlib
       policies that recorded the old layout are refused; Q-tables still load, their features
-      are named, but were learned on other dynamics: retrain them, as the zoo was). Policies
-      trained on v0 are refused.
+      are named, but were learned on other dynamics: retrain them, as the zoo was). Then the
+      label-free proxy ``pred_shift`` joined the context (73 values for 5 stages), the
+      slow_dependency fault (its loudest symptom downstream) joined the library, and the
+      per-stage metrics arrive ``metric_lag_s`` late. Policies trained on v0 are refused.
     * v0: initial release.
     """
 
@@ -294,6 +298,7 @@ class PipelineHealEnv(gym.Env[np.ndarray, np.int64]):
             "cost_factor": cost / self.model.base_cost,
             "drift_ks": float(c.pipeline.drift[0, DRIFT_KS]),
             "drift_psi": float(c.pipeline.drift[0, DRIFT_PSI]),
+            "pred_shift": h["pred_shift"],
         }
 
     @property

@@ -37,7 +37,8 @@ SP_STAGE, SP_FROM, SP_TO, SP_ONSET = range(4)  # pipeline.splice (steps)
 @dataclass(frozen=True)
 class Field:
     """One per-env array: ``shape`` is symbolic ("N" envs, "F" slots, "I" incidents, "S" stages,
-    "A" actions, "SM" stage-metrics, "E" planned events, "R" replay rows, or an int)."""
+    "A" actions, "SM" stage-metrics, "E" planned events, "R" replay rows, "LSM" the delayed
+    metrics' ring (metric_lag_steps x SM), or an int)."""
 
     group: str
     name: str
@@ -152,6 +153,9 @@ FIELDS: tuple[Field, ...] = (
        "(a stage whose scrape fails shows it again)"),
     _F("effects", "z_seen_ok", np.bool_, ("N",), False, "z_seen holds this episode's last "
        "observation", False),
+    _F("effects", "z_ring", np.float32, ("N", "LSM"), 0.0, "the last metric_lag_steps scraped "
+       "z rows (delayed metrics: the observation shows the oldest)"),
+    _F("effects", "z_ring_n", np.int64, ("N",), 0, "rows pushed to z_ring this episode", 0),
 )
 
 GROUPS = ("clock", "events", "slots", "incidents", "actions", "pipeline", "effects")
@@ -178,9 +182,10 @@ METRIC_FIELDS = tuple(f"{f.group}.{f.name}" for f in FIELDS if f.metric)
 
 
 def dims(n: int, n_stages: int, n_metrics: int, n_actions: int, events: int = 1,
-         rows: int = 2) -> dict[str, int]:
+         rows: int = 2, lag: int = 0) -> dict[str, int]:
     return {"N": n, "F": F_MAX, "I": I_MAX, "S": n_stages, "A": n_actions,
-            "SM": n_stages * n_metrics, "E": events, "R": rows}
+            "SM": n_stages * n_metrics, "E": events, "R": rows,
+            "LSM": max(lag, 1) * n_stages * n_metrics}
 
 
 def allocate(d: dict[str, int]) -> Any:

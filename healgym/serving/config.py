@@ -23,7 +23,8 @@ class SourceConf(Strict):
     replaced by each stage's name) for per-stage metrics (``latency_p95_ms``, ``error_rate``,
     ``cpu_pct``, ``memory_pct``, ``throughput_rps``, ``queue_depth``, ``replicas``) or to a plain
     query for pipeline signals (``accuracy``, ``drift_ks``, ``drift_psi``, ``null_rate``,
-    ``schema_error_rate``, ``staleness_s``, ``cost_factor``), and optionally
+    ``schema_error_rate``, ``staleness_s``, ``cost_factor``, ``pred_shift``: the PSI of the
+    prediction distribution against the model's reference), and optionally
     ``last_deploy_unix_s`` (when the model or release last changed, unix seconds: a deploy
     annotation, e.g. ``max(model_deploy_timestamp_seconds)``; without it the observation's
     ``since_deploy_h`` counts from the adapter's own rollbacks and retrains). ``scrape`` mode

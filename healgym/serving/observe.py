@@ -22,9 +22,9 @@ from healgym.sim.model import DEFAULT_REPLICAS, PipelineModel
 from healgym.sim.observation import Signals
 
 PIPELINE = ("accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate",
-            "staleness_s", "cost_factor")
+            "staleness_s", "cost_factor", "pred_shift")
 HEALTHY = {"accuracy": 0.95, "drift_ks": 0.0, "drift_psi": 0.0, "null_rate": 0.0,
-           "schema_error_rate": 0.0, "staleness_s": 0.0, "cost_factor": 1.0}
+           "schema_error_rate": 0.0, "staleness_s": 0.0, "cost_factor": 1.0, "pred_shift": 0.0}
 
 #: optional pipeline signals: when the model or release last changed (unix seconds)
 DEPLOY_SIGNAL = "last_deploy_unix_s"

@@ -122,6 +122,7 @@ DEFAULT_HEALING: dict[str, dict[str, float]] = {
     "sink_write_failure": {"restart": 0.7, "escalate": 0.9},
     "cost_overrun": {"scale_down": 0.85, "escalate": 0.9},
     "leaky_release": {"rollback": 0.95, "escalate": 0.95},  # a restart resets its memory only
+    "slow_dependency": {"restart": 0.7, "scale_up": 0.6, "escalate": 0.9},  # on its own stage
     "unknown": {"restart": 0.5, "rollback": 0.3, "escalate": 0.9},
 }
 

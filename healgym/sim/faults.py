@@ -33,9 +33,10 @@ ML_SIGNALS: tuple[str, ...] = (
     "schema_error_rate",  # fraction of records rejected by schema validation
     "staleness_s",  # age of the newest features/model inputs, seconds
     "cost_factor",  # relative change of the pipeline's running cost
+    "pred_shift",  # PSI of the served model's prediction distribution against its reference
 )
 K = {name: i for i, name in enumerate(ML_SIGNALS)}
-ACC, SHIFT, NULL, SCHEMA, STALE, COST = (K[s] for s in ML_SIGNALS)
+ACC, SHIFT, NULL, SCHEMA, STALE, COST, PRED = (K[s] for s in ML_SIGNALS)
 
 INF = float("inf")
 MAX_HOPS = 64
@@ -57,6 +58,10 @@ class FaultSpec:
     fade_s: float = 60.0
     propagate: float = 0.0  # fraction of the signature felt one hop downstream
     propagate_metrics: tuple[str, ...] = ()
+    #: what a stage downstream feels where it is not the fault's own signature (per hop, with
+    #: ``propagate``'s attenuation): callers of a slow dependency time out and fail
+    downstream_mult: dict[str, float] = field(default_factory=dict)
+    downstream_add: dict[str, float] = field(default_factory=dict)
     hop_lag_s: float = 30.0
     cascade: tuple[str, float] | None = None  # (child fault, seconds after onset if unhealed)
     rate_per_h: float = 0.1  # default random-arrival rate
@@ -139,11 +144,13 @@ LIBRARY: tuple[FaultSpec, ...] = (
     ),
     FaultSpec(
         "bad_model_deploy", "ml", "A worse model is deployed: accuracy drops, nothing else moves.",
-        ("serve",), add={"error_rate": 0.01}, ml={"accuracy": -0.18}, rate_per_h=0.08,
+        ("serve",), add={"error_rate": 0.01}, ml={"accuracy": -0.18, "pred_shift": 0.6},
+        rate_per_h=0.08,
     ),
     FaultSpec(
         "covariate_drift", "data", "Input features drift: KS/PSI rise, accuracy erodes slowly.",
-        ("ingest",), ml={"covariate_shift": 1.5, "accuracy": -0.06}, ramp_s=1800.0,
+        ("ingest",), ml={"covariate_shift": 1.5, "accuracy": -0.06, "pred_shift": 0.5},
+        ramp_s=1800.0,
         rate_per_h=0.06, heals_after_ramp=("retrain",),
     ),
     FaultSpec(
@@ -156,7 +163,7 @@ LIBRARY: tuple[FaultSpec, ...] = (
         "schema_mismatch", "data",
         "An upstream schema change: records are rejected, nulls appear, accuracy falls.",
         ("features", "ingest"), add={"error_rate": 0.45},
-        ml={"schema_error_rate": 0.6, "null_rate": 0.25, "accuracy": -0.08},
+        ml={"schema_error_rate": 0.6, "null_rate": 0.25, "accuracy": -0.08, "pred_shift": 0.3},
         propagate=0.3, propagate_metrics=("throughput_rps",), mult={"throughput_rps": -0.45},
         rate_per_h=0.06,
     ),
@@ -169,7 +176,8 @@ LIBRARY: tuple[FaultSpec, ...] = (
     ),
     FaultSpec(
         "null_surge", "data", "A surge of null values in the input: accuracy falls.",
-        ("ingest",), ml={"null_rate": 0.35, "accuracy": -0.07}, rate_per_h=0.08,
+        ("ingest",), ml={"null_rate": 0.35, "accuracy": -0.07, "pred_shift": 0.3},
+        rate_per_h=0.08,
     ),
     FaultSpec(
         "stale_feature_store", "data", "The feature store stops refreshing: features age.",
@@ -194,6 +202,16 @@ LIBRARY: tuple[FaultSpec, ...] = (
         add={"memory_pct": 55.0}, ramp_s=1200.0, cascade=("process_crash", 1500.0),
         rate_per_h=0.05, relieved_by=("restart",), relapse_s=0.0,
     ),
+    FaultSpec(
+        "slow_dependency", "infra",
+        "A dependency slows down (a degraded feature-store node): its own latency rises, but "
+        "the loudest symptom is downstream, where its callers time out and fail; restarting "
+        "the callers heals nothing.",
+        ("features",), mult={"latency_p95_ms": 4.0, "queue_depth": 3.0},
+        add={"error_rate": 0.01}, propagate=0.9, hop_lag_s=10.0,
+        downstream_mult={"latency_p95_ms": 1.0, "throughput_rps": -0.3},
+        downstream_add={"error_rate": 0.3}, rate_per_h=0.06,
+    ),
 )
 
 #: Effects that the simulator's own actions cause; not injected by chaos, not incidents.
@@ -210,9 +228,9 @@ SIDE_EFFECTS: tuple[FaultSpec, ...] = (
               hop_lag_s=0.0, rate_per_h=0.0),
     FaultSpec("_light_model", "action", "The lighter model: faster and smaller, a little worse.",
               _ALL, mult={"latency_p95_ms": -0.4, "cpu_pct": -0.3, "memory_pct": -0.3},
-              ml={"accuracy": -0.03}, rate_per_h=0.0),
+              ml={"accuracy": -0.03, "pred_shift": 0.15}, rate_per_h=0.0),
     FaultSpec("_old_model", "action", "A rollback with nothing to roll back: an older model.",
-              _ALL, ml={"accuracy": -0.02}, rate_per_h=0.0),
+              _ALL, ml={"accuracy": -0.02, "pred_shift": 0.05}, rate_per_h=0.0),
 )
 
 FAULT_NAMES: tuple[str, ...] = tuple(f.name for f in LIBRARY)
@@ -258,6 +276,10 @@ def compile_faults(specs: tuple[FaultSpec, ...] = ALL_SPECS,
         for k in f.propagate_metrics:
             pmult[i, M[k]] = f.mult.get(k, 0.0)
             padd[i, M[k]] = f.add.get(k, 0.0)
+        for k, v in f.downstream_mult.items():
+            pmult[i, M[k]] = v
+        for k, v in f.downstream_add.items():
+            padd[i, M[k]] = v
     return CompiledFaults(
         mult=mult, add=add, prop_mult=pmult, prop_add=padd, ml=ml,
         ramp_s=np.array([f.ramp_s for f in specs]),

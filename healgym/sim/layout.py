@@ -32,9 +32,9 @@ import numpy as np
 CONTEXT: tuple[str, ...] = (
     "accuracy", "drift_ks", "drift_psi", "null_rate", "schema_error_rate", "staleness_h",
     "cost_factor", "since_last_action_h", "action_in_flight", "light_model", "can_rollback",
-    "escalation_in_flight", "shedding", "since_deploy_h")
+    "escalation_in_flight", "shedding", "since_deploy_h", "pred_shift")
 CONTEXT_HIGH: tuple[float, ...] = (1.0, 1.0, 10.0, 1.0, 1.0, 24.0, 10.0, 1.0, 1.0, 1.0, 1.0,
-                                   1.0, 1.0, 1.0)
+                                   1.0, 1.0, 1.0, 10.0)
 CONTEXT_INDEX = {name: i for i, name in enumerate(CONTEXT)}
 #: The history block's named signals (after the z deltas), with their upper bounds (lower: 0).
 HISTORY: tuple[str, ...] = ("since_alarm_h", "last_done_fixed")

@@ -28,6 +28,7 @@ from healgym.sim.faults import (
     FAULT_NAMES,
     LAT,
     NULL,
+    PRED,
     SCHEMA,
     SHIFT,
     SPEC_INDEX,
@@ -49,6 +50,10 @@ LABEL_LAG_S = 600.0
 #: scrape gaps (PipelineConfig.scrape_gap_p): a stage's scrape fails at a step with this
 #: probability
 SCRAPE_GAP_P = 0.02
+#: delayed metrics (PipelineConfig.metric_lag_s): the per-stage metrics an observation shows are
+#: this old (a scrape interval, a recording rule's evaluation and a rate window's lag), s
+METRIC_LAG_S = 20.0
+MAX_METRIC_LAG_STEPS = 60
 BASE_NULL_RATE = 0.005
 BASE_STALENESS_S = 120.0
 ACC_NOISE_SD = 0.004
@@ -162,6 +167,8 @@ class PipelineModel:
     #: labels arrive late: the time constant, s, of the accuracy estimate's lag (0: none)
     label_lag_s: float = LABEL_LAG_S
     scrape_gap_p: float = SCRAPE_GAP_P
+    #: delayed metrics: the per-stage metrics shown are this many steps old (0: current)
+    metric_lag_steps: int = 2
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -234,6 +241,9 @@ class PipelineConfig:
     #: scrape gaps: the probability that a stage's scrape fails at a step, so the observation
     #: repeats that stage's previous metrics (Prometheus' lookback); the SLO counts the truth
     scrape_gap_p: float = SCRAPE_GAP_P
+    #: delayed metrics: the per-stage metrics an observation shows are this old, s (rounded to
+    #: whole steps; 0: current); the SLO, the reward and the downtime count the current truth
+    metric_lag_s: float = METRIC_LAG_S
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -272,6 +282,11 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
     if not 0.0 <= cfg.scrape_gap_p < 1.0:
         raise ConfigError(f"scrape_gap_p={cfg.scrape_gap_p!r}: a probability in [0, 1) (the "
                           "chance a stage's scrape fails at a step; 0: never)")
+    lag_steps = round(cfg.metric_lag_s / step_seconds) if cfg.metric_lag_s >= 0 else -1
+    if not 0 <= lag_steps <= MAX_METRIC_LAG_STEPS:
+        raise ConfigError(f"metric_lag_s={cfg.metric_lag_s!r}: the age of the metrics shown, "
+                          f"in [0, {MAX_METRIC_LAG_STEPS} steps x step_seconds={step_seconds:g}] "
+                          "seconds (0: current)")
     if not cfg.label_lag_s >= 0:
         raise ConfigError(f"label_lag_s={cfg.label_lag_s!r}: must be >= 0 seconds (0: labels "
                           "arrive at once)")
@@ -337,6 +352,7 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         layout=layout, observation_space=spaces.Box(low, high, dtype=np.float32),
         action_space=spaces.Discrete(len(actions)), metric_specs=specs,
         label_lag_s=float(cfg.label_lag_s), scrape_gap_p=float(cfg.scrape_gap_p),
+        metric_lag_steps=int(lag_steps),
     )
 
 
@@ -348,8 +364,8 @@ def affine(model: PipelineModel, factor: np.ndarray, add: np.ndarray
 
 #: The columns of the ML health :func:`ml_health` writes (``effects.ml_now`` in the env).
 HEALTH = ("accuracy", "null_rate", "schema_error_rate", "staleness_s", "covariate_shift",
-          "cost_mult")
-H_ACC, H_NULL, H_SCHEMA, H_STALE, H_SHIFT, H_COST = range(len(HEALTH))
+          "cost_mult", "pred_shift")
+H_ACC, H_NULL, H_SCHEMA, H_STALE, H_SHIFT, H_COST, H_PRED = range(len(HEALTH))
 
 
 @compiled(inline="always")
@@ -362,6 +378,7 @@ def ml_health(ml, out):
     out[H_STALE] = max(BASE_STALENESS_S + ml[STALE], 0.0)
     out[H_SHIFT] = ml[SHIFT]
     out[H_COST] = max(1.0 + ml[COST], 0.0)
+    out[H_PRED] = max(ml[PRED], 0.0)
 
 
 @compiled()

@@ -66,6 +66,7 @@ class Signals:
     escalation_in_flight: bool = False  # a paged human is working on it
     shedding: bool = False  # the circuit breaker sheds load
     since_deploy_s: float = 3600.0  # since the last deploy (a release, rollback or retrain)
+    pred_shift: float = 0.0  # PSI of the prediction distribution against the model's reference
     last_action: int = 0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -75,7 +76,8 @@ class Signals:
                   min(self.cost_factor, 10.0), min(self.since_last_action_s / 3600.0, 1.0),
                   float(self.action_in_flight), float(self.light_model),
                   float(self.can_rollback), float(self.escalation_in_flight),
-                  float(self.shedding), min(self.since_deploy_s / 3600.0, 1.0))
+                  float(self.shedding), min(self.since_deploy_s / 3600.0, 1.0),
+                  min(self.pred_shift, 10.0))
         return tuple(float(np.clip(v, 0.0, hi)) for v, hi in zip(values, CONTEXT_HIGH,
                                                                    strict=True))
 

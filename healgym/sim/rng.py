@@ -21,7 +21,7 @@ _TO_UNIT = 1.0 / 9007199254740992.0  # 2 ** -53
 _Q, _TO_Q = np.uint64(0xFFFF), 1.0 / 65536.0
 
 # Streams: which quantity a draw is for.
-ACC_NOISE, DRIFT_WINDOW = 1, 3
+ACC_NOISE, DRIFT_WINDOW, PRED_NOISE = 1, 3, 4
 SCRAPE_GAP = 192  # + the stage index (so at most 64 stages): does this step's scrape fail
 SQRT3 = 1.7320508075688772
 

@@ -18,8 +18,13 @@ def fault_table() -> str:
     rows = ["| fault | kind | preferred stages | signature at severity 1 | onset | natural course "
             "| spreads downstream | cascades |", "|---|---|---|---|---|---|---|---|"]
     for f in LIBRARY:
-        prop = (f"{', '.join(f.propagate_metrics)} x{f.propagate:g}/hop after {f.hop_lag_s:g} s"
-                if f.propagate and f.propagate_metrics else "-")
+        spread = [m for m in f.propagate_metrics if m not in f.downstream_mult
+                  and m not in f.downstream_add]
+        spread += [f"{m} x{1 + v:g}" for m, v in f.downstream_mult.items()]
+        spread += [f"{m} {v:+g}" for m, v in f.downstream_add.items()]
+        sep = "; " if f.downstream_mult or f.downstream_add else " "
+        prop = (f"{', '.join(spread)}{sep}x{f.propagate:g}/hop after {f.hop_lag_s:g} s"
+                if f.propagate and spread else "-")
         cascade = f"{f.cascade[0]} after {f.cascade[1]:g} s" if f.cascade else "-"
         stages = ", ".join(f.stages) if len(f.stages) < 5 else "any"
         rows.append(f"| `{f.name}` | {f.category} | {stages} | {_signature(f)} | {f.onset} | "

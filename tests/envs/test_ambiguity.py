@@ -120,6 +120,28 @@ def test_a_restart_during_a_surge_heals_nothing_on_that_stage():
         "faults"]
 
 
+def test_a_slow_dependency_is_upstream_of_its_loudest_symptom():
+    """A slow feature store: its own latency rises five-fold, but its callers downstream (train,
+    then serve) time out and fail, so the loudest stage is not the cause. Restarting the stages
+    that fail heals nothing; restarting the slow one does (healing odds set to 1 here)."""
+    heal = {"slow_dependency": {"restart": 1.0}}
+    faults = scenario((100, "slow_dependency", "features"))
+    env = quiet_env(episode_steps=80, scenario=faults, healing_matrix=heal)
+    m = env.unwrapped.model
+    run = play(env, 0, {14: "restart_serve", 20: "restart_train"}, 30)
+    z = m.layout.z_block(run[13][0][None])[0]  # 30 s after the onset
+    stages = list(m.stages)
+    loudest = stages[int(np.abs(z).max(axis=1).argmax())]
+    assert loudest in ("train", "serve")
+    assert z[stages.index("features"), 0] > 3.0  # its latency shows, its errors barely
+    assert z[stages.index("serve"), 1] > z[stages.index("features"), 1] + 3.0
+    assert ("slow_dependency", "features") in run[-1][1]["faults"]  # both restarts in vain
+    env = quiet_env(episode_steps=80, scenario=faults, healing_matrix=heal)
+    fixed = play(env, 0, {14: "restart_features"}, 30)
+    assert ("slow_dependency", "features") not in fixed[-1][1]["faults"]
+    assert err(env, fixed[-1][0]) < 3.0  # serve's errors went with it
+
+
 @pytest.mark.parametrize("fault,stage", [("covariate_drift", "ingest"),
                                          ("concept_drift", "serve")])
 def test_a_retrain_while_drift_still_ramps_does_not_hold(fault, stage):
@@ -140,7 +162,7 @@ def test_a_retrain_while_drift_still_ramps_does_not_hold(fault, stage):
 def test_the_batched_env_applies_the_same_rules():
     """Scalar and batched envs share the kernel: the same plans give the same observations."""
     faults = scenario((20, "request_surge", "serve"), (40, "crash_loop", "serve"))
-    kw = {"chaos": False, "episode_steps": 60, "scenario": faults}
+    kw = {"chaos": False, "episode_steps": 60, "scenario": faults, "metric_lag_s": 20}
     venv = gym.make_vec(healgym.ENV_ID, num_envs=2, **kw)
     env = quiet_env(**kw)
     plans = [{6: "restart_serve", 30: "rollback"}, {4: "restart_serve"}]
@@ -194,6 +216,35 @@ def test_labels_arrive_late_and_the_slo_counts_the_true_accuracy():
         quiet_env(label_lag_s=-1)
 
 
+def test_the_prediction_shift_shows_a_bad_release_before_its_labels_and_not_concept_drift():
+    """A proxy that needs no label: the PSI of the prediction distribution. A bad release moves
+    it at once (past the 0.25 alarm on the first step) while the late-label accuracy estimate
+    has barely moved; concept drift (the label relation changes, the inputs and hence the
+    predictions do not) never moves it while the accuracy slides; covariate drift moves it with
+    its ramp. Its healthy floor is the sampling noise (0.01-0.04)."""
+    def shift_and_accuracy(fault: str, stage: str, steps: int):
+        env = quiet_env(episode_steps=steps + 10, scenario=scenario((100, fault, stage)))
+        lay = env.unwrapped.model.layout
+        run = play(env, 0, {}, steps)
+        return (np.array([o[lay.ctx("pred_shift")] for o, _ in run]),
+                np.array([o[lay.ctx("accuracy")] for o, _ in run]))
+
+    pred, acc = shift_and_accuracy("bad_model_deploy", "serve", 40)
+    assert pred[:10].max() < 0.05 and pred[:10].min() >= 0.01  # healthy: the noise floor
+    assert pred[11] > 0.25 and acc[11] > 0.90  # 10 s after the release: proxy yes, labels no
+    pred, acc = shift_and_accuracy("concept_drift", "serve", 250)
+    assert pred.max() < 0.05 and acc[240] < 0.92 - 0.15 * 0.7
+    pred, _ = shift_and_accuracy("covariate_drift", "ingest", 250)
+    assert pred[30] < pred[100] < pred[200] and pred[200] > 0.45
+    # serving reads it from its own query: the observation carries it at the same offset
+    from healgym.sim.observation import Signals, encode
+
+    m = quiet_env().unwrapped.model
+    obs = encode(m, Signals(raw=m.median.copy(), replicas=np.full(m.n_stages, 2.0),
+                            pred_shift=0.7))
+    assert obs[m.layout.ctx("pred_shift")] == pytest.approx(0.7)
+
+
 def test_serving_reads_the_deploy_time_from_a_query_or_its_own_deploys():
     from healgym.serving.config import SourceConf
     from healgym.serving.observe import AdapterState, Observer
@@ -240,3 +291,38 @@ def test_a_failed_scrape_repeats_the_stages_previous_metrics():
     assert gappy.unwrapped.downtime_s == clean.unwrapped.downtime_s  # the truth
     with pytest.raises(ConfigError, match="scrape_gap_p=1.5"):
         quiet_env(scrape_gap_p=1.5)
+
+
+def test_metrics_arrive_late_while_the_slo_counts_the_present():
+    """Delayed metrics (metric_lag_s, default 20 s: a scrape interval, a rule evaluation and a
+    rate window): a crash at 100 s shows in the observed error rate two steps after it shows
+    without the lag, the observation is the undelayed one shifted by two steps (the first
+    observation repeated before it), and the downtime is the same: the SLO counts the truth.
+    The batched env shows the same."""
+    faults = scenario((100, "process_crash", "serve"))
+    late = quiet_env(episode_steps=60, scenario=faults, metric_lag_s=20)
+    now = quiet_env(episode_steps=60, scenario=faults, metric_lag_s=0)
+    lay = late.unwrapped.model.layout
+    a, b = play(late, 3, {}, 40), play(now, 3, {}, 40)
+    za = np.array([lay.z_block(o[None])[0] for o, _ in a])
+    zb = np.array([lay.z_block(o[None])[0] for o, _ in b])
+    np.testing.assert_array_equal(za[2:], zb[:-2])
+    np.testing.assert_array_equal(za[0], zb[0])
+    np.testing.assert_array_equal(za[1], zb[0])
+    first = lambda run: next(k for k, (o, _) in enumerate(run) if err(late, o) > 10)  # noqa: E731
+    assert first(a) == first(b) + 2 == 12
+    assert late.unwrapped.downtime_s == now.unwrapped.downtime_s > 0
+    # the rest of the observation (context) is not delayed
+    assert a[11][0][lay.ctx("since_deploy_h")] == b[11][0][lay.ctx("since_deploy_h")]
+    venv = gym.make_vec(healgym.ENV_ID, num_envs=2, chaos=False, episode_steps=60,
+                        scenario=faults)
+    obs, _ = venv.reset(seed=3)
+    batched = [obs[0]]
+    for _ in range(40):
+        obs, *_ = venv.step(np.zeros(2, dtype=np.int64))
+        batched.append(obs[0])
+    np.testing.assert_array_equal(np.array(batched), np.array([o for o, _ in a]))
+    with pytest.raises(ConfigError, match="metric_lag_s=-5"):
+        quiet_env(metric_lag_s=-5)
+    with pytest.raises(ConfigError, match="metric_lag_s=9000"):
+        quiet_env(metric_lag_s=9000)

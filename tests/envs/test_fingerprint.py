@@ -76,15 +76,15 @@ def scalar_digest(episodes: int, seed: int, **kw: Any) -> str:
 
 
 DIGESTS = {
-    "scalar_chaos": "04b4aff140fa5c8f11180a1e45dda2befcddb45e86e3605adab911db386b618a",
-    "vector_budget": "7343b359c800968be2bc963f7c7ce6b3e1d9b89bc896673fbb6f3e7f8e9f37ed",
-    "vector_chaos": "7b4bfe144c6f9b20c389043077c9bee1be0a826f7d49624750b8c08ff8e5ccef",
-    "vector_no_limit": "36ccf43ab98134d1e0a1c6ed3cb15b731ba6570c0d538a948dd06b14dc7758d3",
+    "scalar_chaos": "9ca37d2519e749240c97d08b8a802f82244cef9a4d74cbb6ebf027ded57f1ba3",
+    "vector_budget": "e6e0c08eda604957d691539473ddceb8433d4d547b3b0ae61c7b1b0cf3fd7a88",
+    "vector_chaos": "18112c7fbd55748cccc0cc05703f103f5a9684e96b0f4837db30e1b543e265d6",
+    "vector_no_limit": "3aae5c63702ca2ddc43b7f29af5c595d3cb239b4edb8ae503dd808af01c14ea1",
 }
 SCENARIO_DIGESTS = {
-    "bad_deploy_then_surge": "b010af2725566a4a3a2590eaad31fe67658d15d9ab4ef34bb1394150b379d434",
-    "data_incidents": "aaa63679ebf832b2c1597936003de39b8e4fc0b142529d6306510ebb5d4347d4",
-    "leak_cascade": "bc5a8de9cbfa4b96938f831d75c36d1618a0aa0c4358449a77d7521960527f6a",
+    "bad_deploy_then_surge": "be7ba57f621ace3e909484eba06bc5f50eb99147012eb1dfd7c4e689c471ba04",
+    "data_incidents": "387565e8f999097c86beafc15a65f43baf0f64eedeebcbde555f9413b3021a5f",
+    "leak_cascade": "cae8cb14cdfd371b286dd1f5180c530f2be57db8d4d6a0e242fec69caa32fe85",
 }
 
 CASES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -128,8 +128,8 @@ def test_dynamics_fingerprint_on_real_telemetry_with_replayed_incidents(shared_d
                          chaos=True, episode_steps=120) == REAL_SCALAR_DIGEST
 
 
-REAL_DIGEST = "30dfb18d1fa4e0e82ac8eb06e4a321931a591b6565df31285c32b7bcd08954d7"
-REAL_SCALAR_DIGEST = "bcca61f02e09e4df0b3e2319218aaed944ccc944be0a297c92084a9636e737fd"
+REAL_DIGEST = "86ff80f4587013bc6ff80f2c7193b69d449bebd43a23c5d04d60f96148ed05ab"
+REAL_SCALAR_DIGEST = "6f4a4b698740e322ece54d57bc0d13c34f4e9afa7067b325700b938137fee364"
 
 
 if __name__ == "__main__":  # print the digests (for a deliberate change of the dynamics)

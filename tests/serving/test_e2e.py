@@ -50,6 +50,7 @@ Q.update({"throughput_rps": 'sum(throughput_rps{stage="{stage}"}) or on() vector
           # a target that does not answer serves nothing: every request fails
           "error_rate": 'max(error_rate{stage="{stage}"}) or on() (1 - max(up{job="demo"}))',
           "accuracy": "min(model_accuracy)", "drift_psi": "max(drift_psi)",
+          "pred_shift": "max(prediction_psi)",
           # a dead service refreshes nothing: its features age as the simulator's crash does
           "staleness_s": '(1 - max(up{job="demo"})) * 900 or on() vector(0)'})
 

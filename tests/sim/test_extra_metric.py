@@ -101,7 +101,7 @@ def test_encoder_decoder_observer_mask_and_offline_reward_read_the_extra_metric(
     from tests.serving_helpers import DictSource, RestartOnErrors
     from tests.test_observation import signals_from
 
-    _, env = pair(episode_steps=60, scenario=SCEN)
+    _, env = pair(episode_steps=60, scenario=SCEN, metric_lag_s=0)  # compared with _raw: now
     m = env.model
     obs, info = env.reset(seed=0)
     start_mask = info["action_mask"]
