@@ -174,6 +174,10 @@ class EvaluateConf(TrainConf):
     # exported RLlib policies (<train run>/policy), or models:/healgym-ppo@champion
     ppo_path: str | None = None
     dqn_path: str | None = None
+    # zoo entries of exported RLlib PPO policies (one folder per training seed): ppo on the
+    # plain observation, ppo_history on the one with the history block
+    ppo_zoo: str | None = None
+    ppo_history_zoo: str | None = None
     episodes: int = 30  # per distribution (random chaos; each scenario file)
     scenario_episodes: int | None = None  # per scenario file, if not `episodes`
     # held-out scenario files (null: random chaos); training only ever sees random chaos

@@ -266,6 +266,64 @@ def qlearning_figures(budget_chunks: int = 6, chunk: int = 5000, episodes: int =
             "qlearning_uptime_curve": curve}
 
 
+def ppo_figures(budget_chunks: int = 6, chunk: int = 25, episodes: int = 100
+                ) -> dict[str, Any]:
+    """PPO (the zoo's config, :data:`experiments.zoo.PPO_CONFIG`, 4096 env steps an
+    iteration) on make run's pipeline: its held-out uptime after each ``chunk`` of iterations,
+    paired against the expert runbook's on the same ``episodes`` seeds, and the wall time of
+    training to first beat it (None: not within ``budget_chunks`` x ``chunk`` iterations)."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/
+    from agents.config import PPOConf
+    from agents.paired import compare
+    from agents.rllib import trainer
+    from agents.rllib.policy import RLlibPolicy, export
+    from agents.runbook import RunbookAgent
+    from agents.study import play
+    from experiments.random_chaos import sample_dataset
+    from experiments.zoo import PPO_CONFIG, env_kwargs
+    from healgym.sim.model import build_model
+
+    ds = sample_dataset(Path(__file__).resolve().parents[1])
+
+    def make_env() -> Any:
+        return gym.make(healgym.ENV_ID, **env_kwargs(ds, "eval"))
+
+    seeds = range(10_000, 10_000 + episodes)
+    expert = play(make_env, [RunbookAgent(make_env(), "configs/runbooks/expert.yaml")], seeds,
+                  None)[0]
+    trainer.init_ray(num_cpus=2)
+    conf = PPOConf(iterations=budget_chunks * chunk, checkpoint_every=0, **PPO_CONFIG)
+    algo = trainer.build_config(conf, env_kwargs(ds, "train"), seed=0).build_algo()
+    model = build_model(**env_kwargs(ds, "eval"))
+    train_s, reached_s, curve = 0.0, None, []
+    try:
+        for k in range(budget_chunks):
+            t0 = time.perf_counter()
+            for _ in range(chunk):
+                algo.train()
+            train_s += time.perf_counter() - t0
+            with tempfile.TemporaryDirectory() as tmp:
+                export(algo.get_module(), "ppo", model, Path(tmp), ray_checkpoint=False)
+                policy = RLlibPolicy.load(Path(tmp), model)
+            diff = compare(play(make_env, [policy], seeds, None)[0], expert,
+                           "uptime_pct")["difference"]
+            curve.append({"iterations": (k + 1) * chunk, "train_seconds": train_s,
+                          "uptime_diff_pp": diff["value"],
+                          "ci_95": [diff["ci_low"], diff["ci_high"]]})
+            print(f"  PPO {(k + 1) * chunk} iterations ({train_s:.0f} s): uptime minus the "
+                  f"expert's {diff['value']:+.1f} pp", flush=True)
+            if reached_s is None and diff["value"] > 0:
+                reached_s = train_s
+    finally:
+        algo.stop()
+    return {"ppo_seconds_to_beat_expert_uptime": reached_s,  # None: not in the budget
+            "ppo_budget_iterations": budget_chunks * chunk,
+            "ppo_eval_episodes": episodes, "ppo_uptime_curve": curve}
+
+
 def resets_per_s(n: int) -> float:
     env = gym.make(healgym.ENV_ID)
     env.reset(seed=0)
@@ -521,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip-qlearning", action="store_true")
     p.add_argument("--skip-rllib", action="store_true")
+    p.add_argument("--skip-ppo", action="store_true",
+                   help="skip the ~6-minute PPO time-to-beat-the-expert figure")
     p.add_argument("--only-serving", action="store_true",
                    help="measure only the serving figures and merge them into --out")
     p.add_argument("--only-analysis", action="store_true",
@@ -599,6 +659,17 @@ def main(argv: list[str] | None = None) -> int:
                                     f"vector steps ({last['train_seconds']:.0f} s; last paired "
                                     f"difference {last['uptime_diff_pp']:+.1f} pp "
                                     f"[{last['ci_95'][0]:+.1f}, {last['ci_95'][1]:+.1f}])"))
+    if not args.skip_ppo:
+        pp = ppo_figures()
+        result.update(pp)
+        reached = pp["ppo_seconds_to_beat_expert_uptime"]
+        last = pp["ppo_uptime_curve"][-1]
+        print("PPO: the expert runbook's held-out uptime " + (
+            f"beaten after {reached:.0f} s of training" if reached is not None else
+            f"not beaten within {pp['ppo_budget_iterations']} iterations "
+            f"({last['train_seconds']:.0f} s; last paired difference "
+            f"{last['uptime_diff_pp']:+.1f} pp [{last['ci_95'][0]:+.1f}, "
+            f"{last['ci_95'][1]:+.1f}])"))
     if not args.skip_rllib:
         r = rllib_figures(max(3, args.repeats // 2))
         result.update(r)

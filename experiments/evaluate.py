@@ -49,10 +49,33 @@ from agents.tracking import mlflow_run  # noqa: E402
 from agents.training import QLearningTrainer  # noqa: E402
 from agents.tuning import tune_runbook  # noqa: E402
 from healgym.errors import HealgymError, user_errors  # noqa: E402
+from healgym.sim.model import build_model  # noqa: E402
 
 register()
-KNOWN = ("qlearning", "ppo", "dqn", "expert", "runbook_tuned", "runbook", "oracle", "random",
-         "noop")
+KNOWN = ("qlearning", "ppo", "ppo_history", "dqn", "expert", "runbook_tuned", "runbook",
+         "oracle", "random", "noop")
+
+
+class PlainObservation:
+    """A policy trained on the plain observation, run where the env adds the history block
+    (a suffix of the observation: ``healgym.sim.layout``): it sees the first ``n`` values."""
+
+    def __init__(self, policy: Any, n: int) -> None:
+        self.policy, self.n, self.name = policy, n, policy.name
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def decide(self, obs: Any, info: dict[str, Any]) -> Any:
+        return self.policy.decide(obs[: self.n], info)
+
+
+def zoo_seeds(path: str, key: str) -> list[Path]:
+    found = sorted(p for p in (ROOT / path).glob("seed*") if (p / "policy.json").is_file())
+    if not found:
+        raise HealgymError(f"{key}={path!r}: no seed*/policy.json there; build the zoo with "
+                           "`make zoo`")
+    return found
 
 
 @contextlib.contextmanager
@@ -150,6 +173,9 @@ def run(cfg: Any) -> float:
         raise SystemExit(f"policies: {unknown} unknown; choose from {list(KNOWN)}")
     kw = env_kwargs(cfg, "train")  # training and tuning
     kw_eval = env_kwargs(cfg, "eval")  # held-out telemetry windows
+    plain_model = build_model(**kw_eval)
+    if "ppo_history" in cfg.policies:  # the same dynamics; the history block is a suffix
+        kw_eval["history"] = True
 
     def make_env() -> gym.Env:
         return gym.make(healgym.ENV_ID, **kw)
@@ -170,12 +196,8 @@ def run(cfg: Any) -> float:
             if cfg.qlearning_path:
                 seeded["qlearning"] = [QLearningAgent.load(ROOT / cfg.qlearning_path, probe)]
             elif cfg.qlearning_zoo:
-                zoo = ROOT / cfg.qlearning_zoo
-                found = sorted(p for p in zoo.glob("seed*") if (p / "policy.json").is_file())
-                if not found:
-                    raise HealgymError(f"qlearning_zoo={cfg.qlearning_zoo!r}: no seed*/policy.json"
-                                       " there; build the zoo with `make zoo`")
-                seeded["qlearning"] = [QLearningAgent.load(p, probe) for p in found]
+                seeded["qlearning"] = [QLearningAgent.load(p, probe) for p in
+                                       zoo_seeds(cfg.qlearning_zoo, "qlearning_zoo")]
             else:
                 trainer = hydra.utils.instantiate(cfg.agent)
                 if not isinstance(trainer, QLearningTrainer):
@@ -194,8 +216,25 @@ def run(cfg: Any) -> float:
                     log = log or lg
                 timings["qlearning_train_s"] = time.perf_counter() - t_train
                 seeded["qlearning"] = agents
+        for kind in ("ppo", "ppo_history"):
+            zoo_key = f"{kind}_zoo"
+            if kind in cfg.policies and cfg.get(zoo_key):
+                from agents.rllib.policy import RLlibPolicy
+
+                model = make_eval_env().unwrapped.model if kind == "ppo_history" else plain_model
+                pols: list[Any] = [RLlibPolicy.load(p, model)
+                                   for p in zoo_seeds(cfg[zoo_key], zoo_key)]
+                if kind == "ppo_history":
+                    for p in pols:
+                        p.name = "ppo_history"
+                elif kw_eval.get("history"):
+                    pols = [PlainObservation(p, plain_model.n_obs) for p in pols]
+                seeded[kind] = pols
+            elif kind == "ppo_history" and kind in cfg.policies:
+                raise SystemExit("policies includes 'ppo_history': set ppo_history_zoo="
+                                 "zoo/ppo_history (built by `make zoo`)")
         for kind in ("ppo", "dqn"):
-            if kind in cfg.policies:
+            if kind in cfg.policies and kind not in seeded:
                 from agents.rllib.policy import RLlibPolicy
 
                 where = cfg.get(f"{kind}_path")
@@ -204,8 +243,10 @@ def run(cfg: Any) -> float:
                         f"policies includes {kind!r} but {kind}_path is not set: train one with "
                         f"`python experiments/train.py agent={kind}` and pass "
                         f"{kind}_path=<run>/policy (or models:/healgym-{kind}@champion)")
-                pol = RLlibPolicy.load(resolve_policy_path(where, f"{kind}_path"),
-                                       make_eval_env().unwrapped.model)
+                pol: Any = RLlibPolicy.load(resolve_policy_path(where, f"{kind}_path"),
+                                            plain_model)
+                if kw_eval.get("history"):
+                    pol = PlainObservation(pol, plain_model.n_obs)
                 factories[kind] = lambda env, pol=pol: pol
         runbook_path = ROOT / cfg.runbook.runbook
         if "runbook_tuned" in cfg.policies:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 import healgym
-from agents.qlearning import QLearningAgent
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = ROOT / "zoo" / "qlearning"
+ENTRIES = ("qlearning", "ppo", "ppo_history")
+WEIGHTS = {"qlearning": "q.npz", "ppo": "weights.npz", "ppo_history": "weights.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -23,27 +23,45 @@ def dataset(tmp_path_factory) -> Path:
     return sample_dataset(tmp_path_factory.mktemp("sample"))
 
 
-def test_the_card_says_how_each_policy_was_made():
-    card = json.loads((ENTRY / "card.json").read_text())
-    assert card["env"] == healgym.ENV_ID
-    assert card["command"].startswith("python experiments/zoo.py")
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_card_says_how_each_policy_was_made(entry):
+    where = ROOT / "zoo" / entry
+    card = json.loads((where / "card.json").read_text())
+    assert card["env"] == healgym.ENV_ID and card["policy"] == entry
+    assert card["command"].startswith(f"python experiments/zoo.py --entries {entry}")
     assert len(card["seeds"]) >= 3
     for name, s in card["seeds"].items():
-        assert (ENTRY / name / "q.npz").is_file() and s["train_wall_s"] > 0
+        assert (where / name / WEIGHTS[entry]).is_file() and s["train_wall_s"] > 0
+        assert not (where / name / "rl_module").exists()  # nothing pickled is committed
         d = s["uptime_diff_pp"]
         assert d["ci_low"] <= d["value"] <= d["ci_high"]
 
 
-@pytest.mark.parametrize("seed", ["seed0", "seed1", "seed2"])
-def test_each_zoo_policy_loads_and_replays_its_check_episodes(seed, dataset):
-    from experiments.zoo import check_episodes, env_kwargs
+def load(entry: str, seed: str, model) -> object:
+    if entry == "qlearning":
+        from agents.qlearning import QLearningAgent
 
-    card = json.loads((ENTRY / "card.json").read_text())
+        return QLearningAgent.load(ROOT / "zoo" / entry / seed, model)
+    from agents.rllib.policy import RLlibPolicy
+
+    return RLlibPolicy.load(ROOT / "zoo" / entry / seed, model)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("seed", ["seed0", "seed1", "seed2"])
+def test_each_zoo_policy_loads_and_replays_its_check_episodes(entry, seed, dataset):
+    """The same episodes, exactly: Q-learning's table lookups are exact; PPO's greedy action
+    is the argmax of torch's CPU forward pass, which is deterministic on one machine type (a
+    near-tie could flip on another CPU; then this test says so, and `make zoo` re-records)."""
     import gymnasium as gym
 
-    model = gym.make(healgym.ENV_ID, **env_kwargs(dataset, "eval")).unwrapped.model
-    agent = QLearningAgent.load(ENTRY / seed, model)
-    got, want = check_episodes(dataset, agent), card["seeds"][seed]["check"]
+    from experiments.zoo import PPO_ENTRIES, check_episodes, env_kwargs
+
+    history = PPO_ENTRIES.get(entry, False)
+    card = json.loads((ROOT / "zoo" / entry / "card.json").read_text())
+    model = gym.make(healgym.ENV_ID, **env_kwargs(dataset, "eval", history)).unwrapped.model
+    agent = load(entry, seed, model)
+    got, want = check_episodes(dataset, agent, history), card["seeds"][seed]["check"]
     assert [g["seed"] for g in got] == [w["seed"] for w in want]
     for g, w in zip(got, want, strict=True):
         assert g["uptime_pct"] == pytest.approx(w["uptime_pct"], abs=1e-9)

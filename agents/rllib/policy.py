@@ -43,8 +43,10 @@ def observation_layout(model: Any) -> list[str]:
 
 
 def export(module: Any, algo: str, model: Any, out: Path,
-           extra: dict[str, Any] | None = None) -> Path:
-    """Write the inference part of ``module`` (an RLlib RLModule) as a portable policy."""
+           extra: dict[str, Any] | None = None, ray_checkpoint: bool = True) -> Path:
+    """Write the inference part of ``module`` (an RLlib RLModule) as a portable policy;
+    ``ray_checkpoint=False`` leaves out RLlib's own (pickled) module checkpoint, as the zoo
+    does: what is committed stays arrays and JSON."""
     import gymnasium as gym
 
     import healgym
@@ -69,7 +71,8 @@ def export(module: Any, algo: str, model: Any, out: Path,
         **(extra or {}),
     }
     (out / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
-    module.save_to_path(str((out / "rl_module").resolve()))
+    if ray_checkpoint:
+        module.save_to_path(str((out / "rl_module").resolve()))
     return out
 
 
@@ -95,6 +98,11 @@ def check_compatible(meta: dict[str, Any], model: Any, where: str) -> None:
     if trained != layout:
         if len(trained) != len(layout):
             detail = f"{len(trained)} observation values, this pipeline has {len(layout)}"
+            with_h = any(n.startswith("last_done=") for n in trained)
+            if with_h != any(n.startswith("last_done=") for n in layout):
+                detail += (" (it was trained with the history block: set `history: true` in "
+                           "the serve config, env.history=true in Hydra)" if with_h else
+                           " (it was trained without the history block: history: false)")
         else:
             i = next(i for i, (a, b) in enumerate(zip(trained, layout, strict=True)) if a != b)
             detail = f"observation[{i}] was {trained[i]!r}, here it is {layout[i]!r}"

@@ -24,7 +24,7 @@ from healgym.serving.guardrails import Guard, action_infos
 from healgym.serving.metrics import AdapterMetrics
 from healgym.serving.observe import AdapterState, Observer
 from healgym.sim import actions as act
-from healgym.sim.observation import Signals, encode, slo_violated
+from healgym.sim.observation import HistoryBuilder, Signals, encode, slo_violated
 
 
 @dataclass
@@ -82,6 +82,9 @@ class Adapter:
         # and says why, when there is no older version)
         self.state = AdapterState(can_rollback="rollback" in self.actuators)
         self.pending: dict[str, Pending] = {}
+        # the history block's memory, for policies trained with history=True
+        self.history = HistoryBuilder() if model.layout.history else None
+        self._completion: tuple[int, float] | None = None  # (action, when it completes)
         self.incident: Incident | None = None
         self.paused = False
         self.last_now: float | None = None  # the clock of the last step
@@ -135,7 +138,13 @@ class Adapter:
                     observation=None, signals=reading.samples, proposed_action=None,
                     explanation={}, guard={}, status="skipped", reason=reason, at=now))
             s = reading.signals
-            obs = encode(self.model, s)
+            if self._completion is not None and now >= self._completion[1]:
+                done = self._completion[0]
+                if self.history is not None:
+                    st = self.model.actions[done].stage
+                    self.history.completed(done, st if st >= 0 else None)
+                self._completion = None
+            obs = encode(self.model, s, self.history, now)
             self._verify(now, slo_violated(self.model, s))
             if self.paused:
                 self.metrics.decisions.labels(action="none", status="paused").inc()
@@ -217,6 +226,7 @@ class Adapter:
             self.state.paged_until = now + duration
         else:
             self.state.in_flight_until = now + duration
+            self._completion = (action, now + duration)
         if effect == act.SHED:
             self.state.shedding_until = now + act.SHED_SECONDS
         if effect in (act.PREVIOUS_VERSION, act.NEW_VERSION):  # a deploy, once it completes

@@ -24,7 +24,7 @@ def build(args: argparse.Namespace) -> Any:
     if not conf.policy:
         raise ConfigError("no policy: pass --policy <folder | runbook.yaml | models:/NAME@ALIAS>"
                           " or set `policy:` in the serve config")
-    model = build_model(dataset=conf.dataset, stages=conf.stages)
+    model = build_model(dataset=conf.dataset, stages=conf.stages, history=conf.history)
     policy, version = load_policy(conf.policy, model)
     log = DecisionLog(conf.decision_log)
     return Adapter(conf, policy, model, log, Observer(model, conf.source), policy_version=version)

@@ -155,6 +155,9 @@ class ServeConf(Strict):
     policy: str | None = None  # a policy folder or models:/NAME@ALIAS (or --policy)
     stages: list[str] | None = None  # the pipeline's stages, as in training
     dataset: str | None = None  # the telemetry the policy was trained on (baselines)
+    # the observation's history block, as in training (env.history=true): the adapter
+    # remembers the readings before each one to fill it (healgym.sim.observation.HistoryBuilder)
+    history: bool = False
     interval_s: float = 10.0
     # how long an action kind takes on this infrastructure (default: the simulator's, e.g.
     # retrain 1200 s); while one runs the observation says so and only noop/escalate are offered

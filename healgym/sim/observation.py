@@ -82,15 +82,17 @@ class Signals:
                                                                    strict=True))
 
 
-def encode(model: PipelineModel, s: Signals) -> np.ndarray:
-    """The observation a policy trained on ``model`` expects, from measured signals."""
-    if model.layout.history:
+def encode(model: PipelineModel, s: Signals, history: HistoryBuilder | None = None,
+           now: float = 0.0) -> np.ndarray:
+    """The observation a policy trained on ``model`` expects, from measured signals. A model
+    with the history block (``history=True``) needs ``history``, which remembers the readings
+    before this one (serving keeps one per adapter)."""
+    if model.layout.history and history is None:
         from healgym.errors import ConfigError
 
         raise ConfigError("this pipeline's observation has the history block (history=True): "
-                          "policies trained on it run in the simulator (train, evaluate), but "
-                          "serving does not build history observations yet; train without "
-                          "history to serve")
+                          "encode it with a HistoryBuilder, which remembers the readings "
+                          "before this one (the serving adapter keeps one)")
     S, M = model.n_stages, model.n_metrics
     raw = np.asarray(s.raw, dtype=float)
     if raw.shape != (S, M):
@@ -100,7 +102,66 @@ def encode(model: PipelineModel, s: Signals) -> np.ndarray:
     obs[model.layout.z.slice] = metric_z(model, raw).ravel()
     replica_frac = np.clip(np.asarray(s.replicas, dtype=float) / MAX_REPLICAS, 0.0, 1.0)
     pack_tail(obs, model.layout, replica_frac, s.context(), int(s.last_action))
+    if history is not None and model.layout.history:
+        history.fill(model, obs, now)
     return obs
+
+
+def alarm(model: PipelineModel, obs: np.ndarray) -> bool:
+    """Whether the env's monitors would alarm on ``obs``: the SLO (as the observation shows
+    it), any metric's |z| above the detection threshold, the input PSI or the prediction shift
+    above 0.25, or the accuracy estimate 0.05 below its base (the kernel's detection rule)."""
+    from healgym.sim.model import BASE_ACCURACY, DETECT_Z
+
+    lay = model.layout
+    return bool(obs_violates_slo(model, obs)[0] or np.abs(obs[lay.z.slice]).max() > DETECT_Z
+                or obs[lay.ctx("drift_psi")] > 0.25 or obs[lay.ctx("pred_shift")] > 0.25
+                or obs[lay.ctx("accuracy")] < BASE_ACCURACY - 0.05)
+
+
+@dataclass
+class HistoryBuilder:
+    """The history block (docs/environment.md, section 2) from successive readings, as serving
+    sees them: each z-score's change since the previous reading; the time since the first
+    alarm of the alarm still standing (the env counts its open incidents' detections: here an
+    alarm that clears ends it); the last completed action and whether its target recovered
+    (the env knows whether it healed; here: no alarm on its target at the first reading after
+    it completed, so a metric lag delays this by that lag)."""
+
+    z_prev: np.ndarray | None = None
+    alarm_since: float | None = None
+    last_done: int = 0
+    last_done_fixed: bool = False
+    _completing: tuple[int, int | None] | None = None  # (action, target stage or None)
+
+    def completed(self, action: int, stage: int | None) -> None:
+        """An action finished: the next reading decides whether its target recovered."""
+        self._completing = (action, stage)
+
+    def fill(self, model: PipelineModel, obs: np.ndarray, now: float) -> None:
+        from healgym.sim.model import DETECT_Z
+
+        lay = model.layout
+        z = obs[lay.z.slice].copy()
+        obs[lay.dz.slice] = 0.0 if self.z_prev is None else z - self.z_prev
+        self.z_prev = z
+        alarmed = alarm(model, obs)
+        if alarmed and self.alarm_since is None:
+            self.alarm_since = now
+        elif not alarmed:
+            self.alarm_since = None
+        if self._completing is not None:
+            action, stage = self._completing
+            zz = lay.z_block(obs[None])[0]
+            self.last_done = action
+            self.last_done_fixed = (bool(np.abs(zz[stage]).max() <= DETECT_Z)
+                                    if stage is not None else not alarmed)
+            self._completing = None
+        obs[lay.hst("since_alarm_h")] = 0.0 if self.alarm_since is None else \
+            min((now - self.alarm_since) / 3600.0, 1.0)
+        obs[lay.hst("last_done_fixed")] = float(self.last_done_fixed)
+        obs[lay.done.slice] = 0.0
+        obs[lay.done.start + self.last_done] = 1.0
 
 
 def slo_rows(model: PipelineModel, z: np.ndarray, accuracy: np.ndarray | float,

@@ -201,3 +201,48 @@ def test_closing_the_adapter_releases_actuator_threads_and_logs_the_open_inciden
     incidents = [e for e in a.log.events_of(did) if e["kind"] == "incident"]
     assert len(incidents) == 1 and incidents[0]["payload"]["open"] is True
     assert incidents[0]["payload"]["resolved"] is False
+
+
+def test_a_history_policy_is_served_with_the_history_block(tmp_path):
+    """A pipeline trained with history=True is served: the adapter's HistoryBuilder fills the
+    block as the env lays it out: z deltas since the previous reading (0 on the first), the
+    time since the standing alarm began, and the last completed action with whether its target
+    recovered (read at the first reading after it completed)."""
+    from healgym.sim.observation import alarm
+
+    m = PipelineHealEnv(history=True).model
+    lay = m.layout
+    conf = ServeConf(durations_s={"restart": 5.0}, guard=GuardConf(cooldown_s=0),
+                     actuators=[ActuatorConf(type="log", actions=["restart_serve"])])
+    src = DictSource(m)
+    a = Adapter(conf, RestartOnErrors(m), m, DecisionLog(f"sqlite:///{tmp_path / 'log.db'}"),
+                Observer(m, conf.source, src), policy_version="test")
+    t = time.time()
+    obs = []
+    for when, crash in [(0, False), (10, False), (20, True), (30, True), (40, False),
+                        (50, False)]:
+        if crash:
+            src.crash("serve")
+        else:
+            src.healthy()
+        src.t = t + when
+        rec = a.log.record(a.step(t + when))
+        obs.append(np.asarray(rec["observation"], dtype=np.float32))
+        assert len(obs[-1]) == lay.n
+    o0, o1, o2, o3, o4, o5 = obs
+    assert not o0[lay.dz.slice].any()  # the first reading has no previous one
+    np.testing.assert_allclose(o2[lay.dz.slice], o2[lay.z.slice] - o1[lay.z.slice], atol=1e-5)
+    assert alarm(m, o2) and o2[lay.hst("since_alarm_h")] == 0.0
+    assert o3[lay.hst("since_alarm_h")] == pytest.approx(10 / 3600)
+    restart = m.action_names.index("restart_serve")
+    assert a.log.record(a.log.records()[2]["id"])["executed_action"] == "restart_serve"
+    assert o2[lay.done.slice].argmax() == 0  # nothing completed yet
+    # the restart at 20 s completed at 25 s; the next reading (30 s) still shows the crash
+    assert o3[lay.done.slice].argmax() == restart and o3[lay.hst("last_done_fixed")] == 0.0
+    # restarted again at 30 s (done at 35 s); at 40 s serve is healthy: its target recovered
+    assert o4[lay.done.slice].argmax() == restart and o4[lay.hst("last_done_fixed")] == 1.0
+    assert o5[lay.hst("since_alarm_h")] == 0.0 and not alarm(m, o5)
+    with pytest.raises(ConfigError, match="HistoryBuilder"):
+        from healgym.sim.observation import encode
+
+        encode(m, a.observer.read(a.state, t + 60).signals)
