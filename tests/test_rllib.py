@@ -145,7 +145,7 @@ def test_exported_policy_matches_the_trained_module_and_rllib_checkpoint(trained
     _, policy_dir, algo, _ = trained_ppo
     pol = RLlibPolicy.load(policy_dir)
     rng = np.random.default_rng(1)
-    obs = rng.normal(0, 2, size=(64, 72)).astype(np.float32)
+    obs = rng.normal(0, 2, size=(64, 73)).astype(np.float32)
     mask = np.ones((64, 23), dtype=np.float32)
     mask[:, 5:9] = 0
 
@@ -244,7 +244,7 @@ def test_dqn_masking_module_never_explores_or_picks_masked_actions():
         model_config={"fcnet_hiddens": [32], "epsilon": [(0, 1.0), (1, 1.0)], "dueling": True,
                       "double_q": True, "num_atoms": 1, "v_min": -10.0, "v_max": 10.0})
     rng = np.random.default_rng(2)
-    obs = torch.from_numpy(rng.normal(size=(400, 72)).astype(np.float32))
+    obs = torch.from_numpy(rng.normal(size=(400, 73)).astype(np.float32))
     mask = torch.from_numpy((rng.random((400, 23)) < 0.25).astype(np.float32))
     mask[:, 0] = 1
 
@@ -346,7 +346,7 @@ def test_train_py_ppo_registers_and_evaluate_py_includes_it(tmp_path):
                                                                           "iter_00003"]
     meta = json.loads((run_dir / "policy" / "policy.json").read_text())
     assert meta["algo"] == "ppo" and meta["env"] == "healgym/PipelineHeal-v1"
-    assert meta["iterations"] == 3 and len(meta["observation"]["layout"]) == 72
+    assert meta["iterations"] == 3 and len(meta["observation"]["layout"]) == 73
     assert "models:/healgym-ppo/1" in res.stdout
     import mlflow
 
