@@ -168,7 +168,7 @@ def test_a_log_from_another_pipeline_is_refused(tmp_path):
     env = PipelineHealEnv(episode_steps=30)
     served(env, watcher(env), tmp_path / "log.db", [0], None)
     other = PipelineHealEnv(stages=["ingest", "serve"]).model
-    with pytest.raises(HealgymError, match=r"observation has 72 values, this pipeline.s has 42"):
+    with pytest.raises(HealgymError, match=r"observation has 73 values, this pipeline.s has 43"):
         transitions_from_log(load_log(str(tmp_path / "log.db")), other)
 
 
@@ -180,7 +180,7 @@ def test_export_offline_dataset_is_a_versioned_parquet_folder(tmp_path):
     tr = transitions_from_log(frames, env.model)
     out = export_offline_dataset(tr, env.model, tmp_path / "ds", source=frames.source)
     meta = load_offline_metadata(out)
-    assert meta["format_version"] == 1 and meta["observation_space"]["shape"] == [72]
+    assert meta["format_version"] == 1 and meta["observation_space"]["shape"] == [73]
     assert meta["action_space"]["names"] == env.model.action_names
     assert meta["counts"]["transitions"] == len(tr)
     data = pd.read_parquet(out / "data")

@@ -112,7 +112,7 @@ def test_make_vec_returns_the_native_vector_env():
     assert env.model.episode_steps == healgym.DEFAULT_EPISODE_STEPS
     assert env.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     obs, info = env.reset(seed=0)
-    assert obs.shape == (16, 72) and env.observation_space.contains(obs)
+    assert obs.shape == (16, 73) and env.observation_space.contains(obs)
     assert info["action_mask"].shape == (16, 23) and info["_action_mask"].all()
     obs, r, te, tr, info = env.step(np.zeros(16, dtype=np.int64))
     assert r.shape == (16,) and not te.any() and not tr.any()
