@@ -56,7 +56,9 @@ def deploy_outcomes(env, policy, scenario: str, seeds) -> list[tuple]:
 
 
 def test_transitions_are_the_logged_steps_with_the_envs_reward(tmp_path):
-    env = PipelineHealEnv(episode_steps=240)
+    # metric_lag_s=0: a log holds what was observed, and with delayed metrics the observed SLO
+    # lags the true one the env's reward counts by the lag (docs/environment.md, 4b)
+    env = PipelineHealEnv(episode_steps=240, metric_lag_s=0)
     runs = served(env, RunbookAgent(env, ROOT / "configs/runbooks/classic.yaml"),
                   tmp_path / "log.db", [1, 2], None, OracleOperator(env))
     frames = load_log(str(tmp_path / "log.db"))
