@@ -89,17 +89,18 @@ def test_signature_onset_course_and_propagation(spec):
                                    rtol=1e-9, atol=1e-9)
 
     # Downstream: untouched before the hop lag, attenuated after it; upstream never touched.
+    spread = [*spec.propagate_metrics, *spec.downstream_mult, *spec.downstream_add]
     hops = env.hops[stage_i]
     for d, h in enumerate(hops):
         if h < 0:
             np.testing.assert_array_equal(raw_f[:, d], raw_0[:, d])
-        elif h > 0 and spec.propagate > 0 and spec.propagate_metrics:
+        elif h > 0 and spec.propagate > 0 and spread:
             lag = spec.hop_lag_s * h
             before = k(ONSET + lag - dt)
             np.testing.assert_array_equal(raw_f[before, d], raw_0[before, d])
             t_d = max(t_full, ONSET + lag + spec.ramp_s) + dt
             if t_d < ONSET + spec.duration_s:
-                m = METRICS.index(spec.propagate_metrics[0])
+                m = METRICS.index(spread[0])
                 assert not np.isclose(raw_f[k(t_d), d, m], raw_0[k(t_d), d, m])
         elif h > 0:
             np.testing.assert_array_equal(raw_f[:, d], raw_0[:, d])

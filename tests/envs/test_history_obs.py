@@ -77,9 +77,9 @@ def test_the_batched_env_writes_the_same_history():
             np.testing.assert_array_equal(o, outs[i][k])
 
 
-def test_serving_refuses_a_history_model_clearly():
+def test_encode_needs_a_history_builder_for_a_history_model():
     env = PipelineHealEnv(history=True)
     obs, _ = env.reset(seed=0)
     assert "serve.latency_p95_ms_dz" in decode(env.model, obs)
-    with pytest.raises(ConfigError, match="serving does not build history observations"):
+    with pytest.raises(ConfigError, match="encode it with a HistoryBuilder"):
         encode(env.model, Signals(raw=env.model.median.copy(), replicas=np.full(5, 2.0)))
