@@ -211,6 +211,7 @@ class QLearningAgent:
     """A Q-table over discretised observations; implements the Policy protocol (greedy)."""
 
     name = "qlearning"
+    acts_in_batches = True  # ``act`` is the greedy choice for a batch (lockstep evaluation)
 
     def __init__(self, model: PipelineModel, features: tuple[Feature, ...] = DEFAULT_FEATURES,
                  config: QConfig | None = None) -> None:
@@ -230,6 +231,11 @@ class QLearningAgent:
     def greedy(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
         q = np.where(mask.astype(bool), self.q[states], -np.inf)
         return q.argmax(axis=1)
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Greedy valid actions for a batch of observations (N, n_obs): ``decide``'s choice for
+        each row (batched evaluation)."""
+        return self.greedy(self.disc.states(self.model, np.atleast_2d(obs)), np.atleast_2d(mask))
 
     def decide(self, obs: np.ndarray, info: dict[str, Any]) -> Decision:
         if self._plan is None:

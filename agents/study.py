@@ -37,17 +37,59 @@ class PolicyRuns:
         return [s for s, seed in enumerate(self.episodes) for _ in seed]
 
 
+def batched(policy: Any) -> bool:
+    """Whether ``policy`` says it acts on a batch (``acts_in_batches``: ``act(obs (N, n), mask
+    (N, A)) -> actions (N,)``, deterministic, no per-episode memory), so it can play episodes in
+    lockstep."""
+    return bool(getattr(policy, "acts_in_batches", False)) and callable(getattr(policy, "act",
+                                                                                 None))
+
+
+def play_batched(make_vec: Callable[[int], Any], policy: Any, seeds: Sequence[int],
+                 scenario: str | None, progress: Callable[[], None] | None = None,
+                 chunk: int = 128) -> list[dict[str, Any]]:
+    """A batch-acting policy on every episode seed, ``chunk`` episodes in lockstep in the vector
+    env: sub-env ``i`` reset with seed ``s`` is the scalar env reset with ``s`` (the vector env's
+    contract), so the episodes are the ones :func:`play` runs one by one, and the policy's
+    forward pass is one call per step for the whole chunk."""
+    out: list[dict[str, Any]] = []
+    seeds = list(seeds)
+    options = None if scenario is None else {"scenario": scenario}
+    for start in range(0, len(seeds), chunk):
+        part = seeds[start:start + chunk]
+        venv = make_vec(len(part))
+        try:
+            obs, info = venv.reset(seed=part, options=options)
+            done: list[dict[str, Any] | None] = [None] * len(part)
+            while any(d is None for d in done):
+                obs, _, terminated, truncated, info = venv.step(
+                    policy.act(obs, info["action_mask"]))
+                for i in np.flatnonzero(terminated | truncated).tolist():
+                    if done[i] is None:
+                        done[i] = dict(info["episode_metrics"][i])
+                        if progress is not None:
+                            progress()
+        finally:
+            venv.close()
+        out.extend(d for d in done if d is not None)
+    return out
+
+
 def play(make_env: Callable[[], Any], policies: Sequence[Policy], seeds: Sequence[int],
-         options: dict[str, Any] | None, progress: Callable[[], None] | None = None
-         ) -> list[list[dict[str, Any]]]:
-    """Each policy (one per training seed) on every episode seed."""
+         options: dict[str, Any] | None, progress: Callable[[], None] | None = None,
+         make_vec: Callable[[int], Any] | None = None) -> list[list[dict[str, Any]]]:
+    """Each policy (one per training seed) on every episode seed; with ``make_vec`` (a vector
+    env of N pipelines on the same dynamics), batch-acting policies play in lockstep
+    (:func:`play_batched`: the same episodes, one forward pass per step)."""
     if options and set(options) - {"scenario"}:
         raise ValueError(f"play: only a scenario option is supported, got {sorted(options)}")
     scenario = None if options is None else options.get("scenario")
     def fixed(policy: Policy) -> Callable[[Any], Policy]:
         return lambda env: policy
 
-    return [evaluate(make_env, fixed(p), seeds, (scenario,), progress) for p in policies]
+    return [play_batched(make_vec, p, seeds, scenario, progress)
+            if make_vec is not None and batched(p)
+            else evaluate(make_env, fixed(p), seeds, (scenario,), progress) for p in policies]
 
 
 def paired_summary(runs: dict[str, PolicyRuns], reference: str, horizon_s: float,

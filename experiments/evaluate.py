@@ -25,6 +25,7 @@ from typing import Any
 
 import gymnasium as gym
 import hydra
+import numpy as np
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,12 +63,16 @@ class PlainObservation:
 
     def __init__(self, policy: Any, n: int) -> None:
         self.policy, self.n, self.name = policy, n, policy.name
+        self.acts_in_batches = bool(getattr(policy, "acts_in_batches", False))
 
     def reset(self) -> None:
         self.policy.reset()
 
     def decide(self, obs: Any, info: dict[str, Any]) -> Any:
         return self.policy.decide(obs[: self.n], info)
+
+    def act(self, obs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self.policy.act(np.atleast_2d(obs)[:, : self.n], mask)  # type: ignore[no-any-return]
 
 
 def zoo_seeds(path: str, key: str) -> list[Path]:
@@ -183,6 +188,9 @@ def run(cfg: Any) -> float:
     def make_eval_env() -> gym.Env:
         return gym.make(healgym.ENV_ID, **kw_eval)
 
+    def make_eval_vec(n: int) -> Any:  # batch-acting policies play in lockstep in it
+        return gym.make_vec(healgym.ENV_ID, num_envs=n, **kw_eval)
+
     out = ROOT / cfg.output_dir / f"evaluate__{int(time.time())}"
     out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -283,7 +291,8 @@ def run(cfg: Any) -> float:
                 options = {"scenario": scenario} if scenario is not None else None
                 for n in order:
                     runs[dist][n] = PolicyRuns(n, play(make_eval_env, policies[n],
-                                                       seeds[:count], options, advance))
+                                                       seeds[:count], options, advance,
+                                                       make_eval_vec))
         timings["evaluation_s"] = time.perf_counter() - t_eval
         episodes = {n: [e for d in names for e in runs[d][n].flat] for n in order}
         results = {n: summarize(e) for n, e in episodes.items()}

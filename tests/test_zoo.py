@@ -66,3 +66,45 @@ def test_each_zoo_policy_loads_and_replays_its_check_episodes(entry, seed, datas
     for g, w in zip(got, want, strict=True):
         assert g["uptime_pct"] == pytest.approx(w["uptime_pct"], abs=1e-9)
         assert g["total_reward"] == pytest.approx(w["total_reward"], rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_lockstep_evaluation_plays_the_episodes_one_by_one_play_does(entry):
+    """``play`` with a vector env runs batch-acting policies in lockstep (one forward pass per
+    step for a chunk of episodes): the episode metrics equal the one-by-one run's, in order,
+    on random chaos and on a scenario file, across a chunk boundary."""
+    import gymnasium as gym
+
+    from agents.study import batched, play, play_batched
+    from experiments.zoo import PPO_ENTRIES
+
+    kw = {"history": PPO_ENTRIES.get(entry, False)}
+    probe = gym.make(healgym.ENV_ID, **kw).unwrapped.model
+    policy = load(entry, "seed0", probe)
+    assert batched(policy)
+    seeds = range(20_000, 20_007)
+    for options in (None, {"scenario": str(ROOT / "configs/scenarios/leak_cascade.yaml")}):
+        one = play(lambda: gym.make(healgym.ENV_ID, **kw), [policy], seeds, options)[0]
+        ticks: list[int] = []
+        tick = ticks.append
+        lock = play_batched(lambda n: gym.make_vec(healgym.ENV_ID, num_envs=n, **kw), policy,
+                            seeds, None if options is None else options["scenario"],
+                            lambda tick=tick: tick(1), chunk=3)
+        assert lock == one and len(ticks) == len(seeds)
+        if options is None:  # distinct episodes, not one repeated
+            assert len({e["uptime_pct"] for e in one}) > 1
+
+
+def test_rule_policies_are_not_batched():
+    """Runbooks, the oracle and the random policy keep state across steps (rules' timers, a
+    generator): they play one episode at a time."""
+    import gymnasium as gym
+
+    from agents.oracle import OracleAgent
+    from agents.random_agent import RandomAgent
+    from agents.runbook import RunbookAgent
+    from agents.study import batched
+
+    env = gym.make(healgym.ENV_ID)
+    assert not batched(RunbookAgent(env, ROOT / "configs/runbooks/expert.yaml"))
+    assert not batched(OracleAgent(env)) and not batched(RandomAgent(4, 0))

@@ -144,6 +144,8 @@ def build_module(meta: dict[str, Any], weights: dict[str, np.ndarray]) -> Any:
 class RLlibPolicy:
     """An exported PPO or DQN policy; ``decide`` runs the RLModule's ``forward_inference``."""
 
+    acts_in_batches = True  # ``act``: greedy actions for a batch (lockstep evaluation)
+
     def __init__(self, module: Any, meta: dict[str, Any]) -> None:
         self.module, self.meta = module, meta
         self.name = meta["algo"]
