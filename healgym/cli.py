@@ -64,6 +64,19 @@ def _describe(ds, where: Path) -> None:  # type: ignore[no-untyped-def]
     print(f"  fault windows: {m.get('fault_windows', len(ds.faults))}")
     for d in m.get("derived", []):
         print(f"  derived {d['metric']}: {d['note']}")
+    print("  stages (the names `stages=` takes), the metrics each measured, and its span:")
+    frame = ds.frame
+    for stage in ds.stages:
+        g = frame[frame["stage"] == stage]
+        metrics = [c for c in m.get("metrics", []) if c in g and g[c].notna().any()]
+        rows = g[g[metrics].notna().any(axis=1)] if metrics else g.iloc[:0]
+        fmt = "%Y-%m-%d %H:%M"
+        span = (f"{rows['timestamp'].min().strftime(fmt)} .. "
+                f"{rows['timestamp'].max().strftime(fmt)} UTC, {len(rows)} rows"
+                if len(rows) else "no measured rows")
+        unmeasured = [c for c in m.get("metrics", []) if c not in metrics]
+        print(f"    {stage}: {', '.join(metrics) or 'nothing'}"
+              f"{'  (unmeasured: ' + ', '.join(unmeasured) + ')' if unmeasured else ''}; {span}")
     counts = Counter(q["kind"] for q in m.get("quirks", []))
     if counts:
         print("  quirks: " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())))

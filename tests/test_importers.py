@@ -43,11 +43,11 @@ def test_canonical_round_trip_from_generated_csv(tmp_path):
 
 def test_canonical_reports_gaps_duplicates_nans_and_derives_queue_depth(tmp_path):
     rows = [HEADER.replace(",queue_depth", "")]
-    for i in range(10):
+    for i in range(12):
         if i == 4:
             continue  # a gap
         lat = "" if i == 6 else "100"  # a NaN minute
-        rows.append(f"2026-01-01T00:0{i}:00Z,api,{lat},0.01,20,30,50")
+        rows.append(f"2026-01-01T00:{i:02d}:00Z,api,{lat},0.01,20,30,50")
     rows.append("2026-01-01T00:01:00Z,api,999,0.01,20,30,50")  # a duplicate
     write_csv(tmp_path / "src" / "t.csv", rows)
     fmt = tmp_path / "m.yaml"
@@ -58,7 +58,7 @@ def test_canonical_reports_gaps_duplicates_nans_and_derives_queue_depth(tmp_path
     assert {"gaps", "duplicate_rows", "nan_cells"} <= kinds
     gap = next(q for q in ds.metadata["quirks"] if q["kind"] == "gaps")
     assert gap["count"] == 1
-    assert len(ds.frame) == 9  # duplicate dropped, the first kept; the gap not filled
+    assert len(ds.frame) == 11  # duplicate dropped, the first kept; the gap not filled
     assert ds.frame.latency_p95_ms.iloc[1] == 100.0
     assert np.isnan(ds.frame.set_index("timestamp").latency_p95_ms.iloc[5])  # not invented
     assert ds.metadata["derived"][0]["method"] == "littles_law"
@@ -67,7 +67,7 @@ def test_canonical_reports_gaps_duplicates_nans_and_derives_queue_depth(tmp_path
 
 def test_prometheus_long_export_needs_only_yaml(tmp_path):
     rows = ["timestamp,job,__name__,value"]
-    for i in range(5):
+    for i in range(10):
         t = 1_700_000_000 + 60 * i
         rows += [f"{t},serve,job:request_latency_seconds:p95,0.08",
                  f"{t},serve,job:request_errors:ratio_rate5m,0.002",
@@ -82,13 +82,92 @@ def test_prometheus_long_export_needs_only_yaml(tmp_path):
     assert ds.step_seconds == 60
 
 
-def test_missing_column_names_file_and_columns(tmp_path):
-    f = write_csv(tmp_path / "s" / "t.csv", ["timestamp,stage,latency_p95_ms",
+def test_a_file_without_any_metric_column_names_file_and_columns(tmp_path):
+    f = write_csv(tmp_path / "s" / "t.csv", ["timestamp,stage,latency_ms",
                                              "2026-01-01T00:00:00Z,a,1"])
     with pytest.raises(ImportFailed) as err:
         import_source("canonical", tmp_path / "s")
     msg = str(err.value)
     assert str(f) in msg and "error_rate" in msg and "row 1" in msg and "fix:" in msg
+    assert "latency_ms" in msg  # what the file has
+
+
+def test_any_subset_of_the_canonical_metrics_imports_the_rest_unmeasured(tmp_path):
+    rows = ["timestamp,stage,latency_p95_ms,error_rate,throughput_rps"] + [
+        f"2026-01-01T00:{i:02d}:00Z,a,80,0.01,50" for i in range(12)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    ds = import_source("canonical", tmp_path / "s")
+    assert ds.frame.latency_p95_ms.eq(80).all() and ds.frame.cpu_pct.isna().all()
+    assert ds.metadata["unmeasured"] == {"cpu_pct": ["a"], "memory_pct": ["a"]}
+    q = next(q for q in ds.metadata["quirks"] if q["kind"] == "metric_columns_absent")
+    assert "cpu_pct" in q["detail"] and "memory_pct" in q["detail"]
+    ds.save(tmp_path / "ds")  # and it replays: the unmeasured metrics at their neutral value
+    import gymnasium as gym
+
+    import healgym
+
+    env = gym.make(healgym.ENV_ID, dataset=str(tmp_path / "ds"), stages=["a"])
+    obs, _ = env.reset(seed=0)
+    assert np.isfinite(obs).all()
+
+
+def test_a_dataset_too_short_to_replay_fails_at_import_saying_what_it_needs(tmp_path):
+    rows = [HEADER] + [f"2026-01-01T00:0{i}:00Z,a,1,0,1,1,1,1" for i in range(3)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    with pytest.raises(ImportFailed, match=r"too short to replay: 3 time step.*at least 10 rows"):
+        import_source("canonical", tmp_path / "s")
+
+
+def test_out_of_range_values_are_quirks_with_file_row_column_and_not_replayed(tmp_path):
+    rows = [HEADER] + [f"2026-01-01T00:{i:02d}:00Z,a,100,0.01,20,40,50,5" for i in range(12)]
+    rows[3] = "2026-01-01T00:02:00Z,a,inf,0.01,20,40,50,5"
+    rows[4] = "2026-01-01T00:03:00Z,a,1e308,7,20,130,50,5"
+    rows[6] = "2026-01-01T00:05:00Z,a,100,0.01,-3,40,50,5"
+    f = write_csv(tmp_path / "s" / "t.csv", rows)
+    ds = import_source("canonical", tmp_path / "s")
+    q = {x["column"]: x for x in ds.metadata["quirks"] if x["kind"] == "out_of_range"}
+    assert set(q) == {"latency_p95_ms", "error_rate", "memory_pct", "cpu_pct"}
+    assert q["latency_p95_ms"]["rows"] == [4, 5] and q["latency_p95_ms"]["file"] == str(f)
+    assert q["error_rate"]["rows"] == [5] and q["memory_pct"]["rows"] == [5]
+    assert q["cpu_pct"]["rows"] == [7] and "-3" in q["cpu_pct"]["detail"]
+    fr = ds.frame.set_index("timestamp")
+    assert fr.latency_p95_ms.isna().sum() == 2 and fr.error_rate.isna().sum() == 1
+    assert fr.memory_pct.isna().sum() == 1 and fr.cpu_pct.isna().sum() == 1
+    assert fr.latency_p95_ms.max() == 100 and fr.error_rate.max() <= 1  # nothing else touched
+
+
+def test_an_error_rate_of_one_in_every_row_is_not_a_measurement(tmp_path):
+    rows = [HEADER] + [f"2026-01-01T00:{i:02d}:00Z,{s},100,{1 if s == 'dead' else 0.01},20,40,50,5"
+                       for i in range(12) for s in ("dead", "live")]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    ds = import_source("canonical", tmp_path / "s")
+    fr = ds.frame
+    assert fr[fr.stage == "dead"].error_rate.isna().all()
+    assert fr[fr.stage == "live"].error_rate.eq(0.01).all()
+    q = [x for x in ds.metadata["quirks"] if x["kind"] == "constant_impossible"]
+    assert [x["entity"] for x in q] == ["dead"]
+    assert ds.metadata["unmeasured"]["error_rate"] == ["dead"]
+
+
+FAULT_HEADER = "start,end,entity,fault_type"
+
+
+@pytest.mark.parametrize("row, message, column", [
+    ("2026-01-01T00:08:00Z,2026-01-01T00:03:00Z,a,memory_leak", "ends before it starts", "end"),
+    ("2026-01-01T00:02:00Z,2026-01-01T00:03:00Z,a,memleak",
+     'unknown fault type. Did you mean "memory_leak"', "fault_type"),
+    ("2026-01-01T00:02:00Z,2026-01-01T00:03:00Z,api,memory_leak", "entity has no telemetry",
+     "entity"),
+])
+def test_the_fault_table_is_validated_row_by_row(tmp_path, row, message, column):
+    rows = [HEADER] + [f"2026-01-01T00:{i:02d}:00Z,a,1,0,1,1,1,1" for i in range(12)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    f = write_csv(tmp_path / "s" / "faults.csv",
+                  [FAULT_HEADER, "2026-01-01T00:01:00Z,2026-01-01T00:02:00Z,a,", row])
+    with pytest.raises(ImportFailed) as err:
+        import_source("canonical", tmp_path / "s")
+    assert message in str(err.value) and str(f) in str(err.value) and "fix:" in str(err.value)
+    assert err.value.row == 3 and err.value.column == column
 
 
 def test_unparsable_timestamp_names_row_and_value(tmp_path):
@@ -112,7 +191,7 @@ def test_wrong_type_names_row_and_column(tmp_path):
 
 
 def test_constant_zero_column_kept_unless_marked_missing(tmp_path):
-    rows = [HEADER] + [f"2026-01-01T00:0{i}:00Z,a,1,0,1,1,1,1" for i in range(5)]
+    rows = [HEADER] + [f"2026-01-01T00:{i:02d}:00Z,a,1,0,1,1,1,1" for i in range(10)]
     write_csv(tmp_path / "s" / "t.csv", rows)
     ds = import_source("canonical", tmp_path / "s")
     assert (ds.frame.error_rate == 0).all()
@@ -138,7 +217,7 @@ def test_cli_reports_errors_without_traceback(tmp_path, capsys):
 
 
 def test_fault_windows_from_canonical_faults_csv(tmp_path):
-    rows = [HEADER] + [f"2026-01-01T00:0{i}:00Z,a,1,0,1,1,1,1" for i in range(5)]
+    rows = [HEADER] + [f"2026-01-01T00:{i:02d}:00Z,a,1,0,1,1,1,1" for i in range(10)]
     write_csv(tmp_path / "s" / "t.csv", rows)
     write_csv(tmp_path / "s" / "faults.csv", ["start,end,entity,fault_type",
                                               "2026-01-01T00:01:00Z,2026-01-01T00:03:00Z,a,"
@@ -159,3 +238,19 @@ def test_canonical_parquet_input(tmp_path):
     got = ds.frame.set_index(["timestamp", "stage"]).sort_index()
     want = frame.set_index(["timestamp", "stage"]).sort_index()
     np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+
+
+def test_info_lists_each_stage_with_its_metrics_and_measured_span(tmp_path, capsys):
+    rows = ["timestamp,stage,latency_p95_ms,error_rate"] + [
+        f"2026-01-01T00:{i:02d}:00Z,{s},80,0.01" for i in range(12) for s in ("api", "db")
+        if not (s == "db" and i < 2)]
+    write_csv(tmp_path / "s" / "t.csv", rows)
+    assert cli(["import", "canonical", str(tmp_path / "s"), "--out", str(tmp_path / "ds")]) == 0
+    capsys.readouterr()
+    assert cli(["info", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    api = next(line for line in out.splitlines() if line.strip().startswith("api:"))
+    db = next(line for line in out.splitlines() if line.strip().startswith("db:"))
+    assert "latency_p95_ms, error_rate" in api and "unmeasured: cpu_pct" in api
+    assert "2026-01-01 00:00 .. 2026-01-01 00:11 UTC, 12 rows" in api
+    assert "2026-01-01 00:02 .. 2026-01-01 00:11 UTC, 10 rows" in db

@@ -91,6 +91,27 @@ def test_petshop_issues_become_typed_fault_windows(shared_data):
     assert ds.metadata["derived"][0]["note"].count("latency_mean_ms")
 
 
+@pytest.mark.parametrize("scenario", ["low_traffic", "temporal_traffic1"])
+def test_petshop_availability_that_never_worked_is_not_an_outage(shared_data, scenario):
+    """PetShop components whose availability is 0 in every row would replay as a permanent
+    100 % error rate (every episode an outage, whatever the policy): reported, not replayed."""
+    ds = import_source("petshop", shared_data / f"petshop/dataset/{scenario}")
+    dead = {q["entity"] for q in quirks(ds, "constant_impossible")}
+    assert "servi-petsi.us-west-2.elb.amazonaws.com_remote" in dead and len(dead) == 4
+    per = ds.frame.groupby("stage").error_rate
+    assert not (per.min() == 1.0).any()  # no entity fails every request in every row
+    assert set(ds.metadata["unmeasured"]["error_rate"]) >= dead
+
+
+def test_real_out_of_range_values_are_reported_where_they_are(nezha_ob):
+    """Nezha's adservice reports 148 % memory in one row: a quirk with its file, column and
+    row, and that value is not replayed."""
+    q = [x for x in quirks(nezha_ob, "out_of_range") if x["column"] == "MemoryUsageRate(%)"]
+    assert [x["entity"] for x in q] == ["adservice"] and "148" in q[0]["detail"]
+    assert q[0]["file"].endswith("_metric.csv") and q[0]["rows"]
+    assert nezha_ob.frame.memory_pct.max() <= 100 and nezha_ob.frame.cpu_pct.max() <= 100
+
+
 def test_petshop_scenario_without_normal_period(shared_data):
     ds = import_source("petshop", shared_data / "petshop/dataset/temporal_traffic1")
     assert quirks(ds, "missing_file")

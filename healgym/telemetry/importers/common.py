@@ -15,11 +15,29 @@ from healgym import __version__
 from healgym.telemetry.dataset import TelemetryDataset, empty_faults
 from healgym.telemetry.mapping import MetricMap, parse_numeric
 from healgym.telemetry.quirks import QuirkLog, infer_step_seconds, regularise, report_frame
-from healgym.telemetry.schema import CANONICAL_METRICS, FAULT_COLUMNS, STAGE, TIMESTAMP
+from healgym.errors import ImportFailed
+from healgym.telemetry.schema import (
+    CANONICAL_METRICS,
+    CANONICAL_SPECS,
+    FAULT_COLUMNS,
+    STAGE,
+    TIMESTAMP,
+)
 
 #: A JSON file beside the source data describing where it came from (``healgym generate`` writes
 #: one); its keys are merged into the dataset's ``source`` and ``synthetic`` metadata.
 SOURCE_SIDECAR = "healgym-source.json"
+
+#: The fewest grid points a dataset needs to be replayed: the default split keeps the last 30 %
+#: for held-out evaluation, and an episode needs at least 3 rows of its window.
+MIN_REPLAY_ROWS = 10
+
+#: A metric constant in every row at one of these levels is not a measurement of a running
+#: service (a probe or an export that never worked): every request failing for the whole
+#: recording, while the same source reports traffic.
+IMPOSSIBLE_CONSTANTS: dict[str, float] = {"error_rate": 1.0}
+
+_SPECS = {sp.name: sp for sp in CANONICAL_SPECS}
 
 
 def sha256(path: Path) -> str:
@@ -31,10 +49,18 @@ def sha256(path: Path) -> str:
 
 
 def read_mapped(get_column: Any, maps: Iterable[MetricMap], *, file: str, row_offset: int,
-                n_rows: int, entity: str | None, quirks: QuirkLog) -> dict[str, np.ndarray]:
+                n_rows: int, entity: str | None, quirks: QuirkLog,
+                rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Canonical metric arrays from source columns. ``get_column(map)`` returns the source
-    Series for a mapping (or raises ImportFailed naming the missing column)."""
+    Series for a mapping (or raises ImportFailed naming the missing column). ``rows``: each
+    value's line in the file (default: its position + ``row_offset``), for the quirks.
+
+    Never replayed, each reported as a quirk with file, column and rows: a column 0 in every
+    row where the mapping says that means a broken export (``zero_means_missing``); values
+    outside a metric's physical range (non-finite, negative, an error rate above 1, a percentage above
+    100, a latency above ten minutes): set missing, so the replay never sees them."""
     out: dict[str, np.ndarray] = {}
+    lines = np.arange(n_rows) + row_offset if rows is None else np.asarray(rows)
     for mm in maps:
         series = get_column(mm)
         label = mm.column or f"{mm.metric}/{mm.statistic}"
@@ -49,7 +75,21 @@ def read_mapped(get_column: Any, maps: Iterable[MetricMap], *, file: str, row_of
                 continue
             quirks.add("constant_zero_column", f"{label} is 0 in every row (kept as measured)",
                        entity=entity, column=label, file=file)
-        out[mm.target] = mm.convert(x)
+        y = mm.convert(x)
+        spec = _SPECS.get(mm.target)
+        if spec is not None:
+            with np.errstate(invalid="ignore"):
+                bad = ~np.isnan(y) & (~np.isfinite(y) | (y < spec.lo) | (y > spec.hi))
+            if bad.any():
+                where = np.flatnonzero(bad)
+                quirks.add("out_of_range",
+                           f"{int(bad.sum())} values of {mm.target} outside its physical range "
+                           f"[{spec.lo:g}, {spec.hi:g}] (first: {float(x[where[0]]):g} at row "
+                           f"{int(lines[where[0]])}); not replayed (left missing)",
+                           entity=entity, column=label, file=file, count=int(bad.sum()),
+                           rows=[int(r) for r in lines[where[:5]]])
+                y = np.where(bad, np.nan, y)
+        out[mm.target] = y
     return out
 
 
@@ -72,6 +112,16 @@ def assemble(
             frame[m] = np.nan
     step = int(step_seconds) if step_seconds else infer_step_seconds(frame)
     frame = regularise(frame, step, quirks)
+    for m, level in IMPOSSIBLE_CONSTANTS.items():
+        for ent, g in frame.groupby(STAGE, sort=True):
+            ok = g[m].to_numpy(dtype=float)
+            ok = ok[~np.isnan(ok)]
+            if ok.size > 1 and np.all(ok == level):
+                quirks.add("constant_impossible",
+                           f"{m} is {level:g} in all {ok.size} measured rows: not a measurement "
+                           f"of a running service (a probe or export that never worked); left "
+                           "missing, replayed as unmeasured", entity=str(ent), column=m)
+                frame.loc[g.index, m] = np.nan
     derived = []
     qd = frame["queue_depth"].to_numpy(dtype=float)
     if np.isnan(qd).all() and frame["throughput_rps"].notna().any():
@@ -89,6 +139,21 @@ def assemble(
         frame[m] = frame[m].astype(float)
     frame[STAGE] = frame[STAGE].astype(str)
     report_frame(frame, step, quirks)
+    points = frame.groupby(STAGE).size() if len(frame) else pd.Series(dtype=int)
+    if points.empty or int(points.max()) < MIN_REPLAY_ROWS:
+        raise ImportFailed(
+            f"too short to replay: {int(points.max()) if len(points) else 0} time step(s) of "
+            f"{step} s at most per entity", file=str(root),
+            expected=f"at least {MIN_REPLAY_ROWS} rows per entity ({MIN_REPLAY_ROWS * step} s "
+                     "at this step): training replays the first 70 % of the span, held-out "
+                     "evaluation the last 30 %",
+            fix="import a longer recording")
+    short = sorted(str(e) for e, n in points.items() if n < MIN_REPLAY_ROWS)
+    if short:
+        quirks.add("too_short", f"fewer than {MIN_REPLAY_ROWS} rows: too short to replay on "
+                                "their own", entities=short if len(short) < 50 else len(short))
+    unmeasured = {m: sorted(str(e) for e, g in frame.groupby(STAGE) if g[m].isna().all())
+                  for m in CANONICAL_METRICS}
     if faults is None or faults.empty:
         faults = empty_faults()
     else:
@@ -114,6 +179,8 @@ def assemble(
         "step_seconds": step,
         "stages": stages,
         "metrics": list(CANONICAL_METRICS),
+        # the canonical metrics an entity never measured: replayed as their neutral value
+        "unmeasured": {m: e for m, e in unmeasured.items() if e},
         "call_graph": [list(e) for e in call_graph] if call_graph else None,
         "derived": derived,
         "quirks": quirks.items,

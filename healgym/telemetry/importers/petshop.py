@@ -62,8 +62,10 @@ def _read_metrics(path: Path, maps: list[MetricMap], quirks: QuirkLog) -> pd.Dat
                 return pd.Series(np.nan, index=sub.index)
             return sub[(mm.metric, mm.statistic)].reset_index(drop=True)
 
+        local = QuirkLog()  # per-file constant columns are judged over the whole entity later
         metrics = read_mapped(column, maps, file=fname, row_offset=row_offset, n_rows=len(sub),
-                              entity=comp, quirks=QuirkLog())
+                              entity=comp, quirks=local)
+        quirks.items.extend(q for q in local.items if q["kind"] != "constant_zero_column")
         part = pd.DataFrame(metrics)
         part[TIMESTAMP], part[STAGE] = ts.to_numpy(), comp
         parts.append(part)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from healgym.errors import ConfigError, ImportFailed
+from healgym.errors import ConfigError, ImportFailed, did_you_mean
 from healgym.telemetry.dataset import TelemetryDataset
 from healgym.telemetry.importers.common import assemble, fault_frame, read_mapped
 from healgym.telemetry.mapping import (
@@ -74,8 +74,18 @@ def read(mapping: dict[str, Any], src: Path) -> TelemetryDataset:
         df = _read_table(path)
         fname = str(path)
         need = [ts_cfg["column"]] + ([ent_cfg["column"]] if "column" in ent_cfg else [])
+        file_maps = maps
         if layout == "wide":
-            need += [m.column for m in maps if m.column]
+            # any subset of the mapped metrics: an absent column is an unmeasured metric
+            file_maps = [m for m in maps if not m.column or m.column in df.columns]
+            if not file_maps:
+                require_columns(list(df.columns), need + [m.column for m in maps if m.column],
+                                file=fname)
+            absent = [m.column for m in maps if m.column and m.column not in df.columns]
+            if absent:
+                quirks.add("metric_columns_absent",
+                           f"columns {absent} are not in the file: those metrics are "
+                           "unmeasured (replayed as their neutral value)", file=fname)
         else:
             lc = mapping.get("long") or {}
             need += [lc.get("metric_column", "metric"), lc.get("value_column", "value")]
@@ -95,13 +105,14 @@ def read(mapping: dict[str, Any], src: Path) -> TelemetryDataset:
             def column(mm: MetricMap, sub: pd.DataFrame = sub) -> pd.Series:
                 return sub[mm.column]
 
-            metrics = read_mapped(column, maps, file=fname, row_offset=2, n_rows=len(sub),
-                                  entity=ent, quirks=quirks)
+            metrics = read_mapped(column, file_maps, file=fname, row_offset=2, n_rows=len(sub),
+                                  entity=ent, quirks=quirks,
+                                  rows=sub.index.to_numpy() + 2 if layout == "wide" else None)
             part = pd.DataFrame(metrics, index=sub.index)
             part[TIMESTAMP], part[STAGE] = ts[sel].to_numpy(), ent
             parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
-    faults = _faults(mapping, src)
+    faults = _faults(mapping, src, set(frame[STAGE].astype(str)))
     return assemble(frame, name=mapping.get("name", f"{mapping['format']}-{src.stem}"),
                     source={"format": mapping["format"], "path": str(src),
                             "mapping": mapping["_path"]},
@@ -125,24 +136,52 @@ def _pivot_long(df: pd.DataFrame, ts: pd.Series, entity: pd.Series, mapping: dic
     return wide
 
 
-def _faults(mapping: dict[str, Any], src: Path) -> pd.DataFrame | None:
+def _faults(mapping: dict[str, Any], src: Path, entities: set[str]) -> pd.DataFrame | None:
+    """The labelled fault windows, validated row by row: a window that ends before it starts,
+    a fault type healgym does not know, or an entity with no telemetry is an error naming the
+    file, row and column (a label that cannot be replayed must not be stored as if it could)."""
     cfg = mapping.get("faults")
     if not cfg or not src.is_dir():
         return None
     path = src / cfg.get("file", "faults.csv")
     if not path.is_file():
         return None
+    from healgym.sim.faults import FAULT_NAMES  # the fault library (no import cycle at run time)
+
     df = _read_table(path)
+    fname = str(path)
     cols = {k: cfg.get(k, k) for k in ("start", "end", "entity", "fault_type")}
     require_columns(list(df.columns), [cols["start"], cols["end"], cols["entity"]],
-                    file=str(path))
-    start = parse_timestamps(df[cols["start"]], file=str(path), column=cols["start"],
+                    file=fname)
+    start = parse_timestamps(df[cols["start"]], file=fname, column=cols["start"],
                              row_offset=2, unit=(mapping.get("timestamp") or {}).get("unit"))
-    end = parse_timestamps(df[cols["end"]], file=str(path), column=cols["end"], row_offset=2,
+    end = parse_timestamps(df[cols["end"]], file=fname, column=cols["end"], row_offset=2,
                            unit=(mapping.get("timestamp") or {}).get("unit"))
     ft = df[cols["fault_type"]] if cols["fault_type"] in df.columns else pd.Series(None,
                                                                                 index=df.index)
-    rows = [{"start": s, "end": e, "entity": str(ent), "fault_type": None if pd.isna(f) else f,
-             "source_label": None if pd.isna(f) else f}
-            for s, e, ent, f in zip(start, end, df[cols["entity"]], ft, strict=True)]
+    rows = []
+    for i, (s, e, ent, f) in enumerate(zip(start, end, df[cols["entity"]], ft, strict=True)):
+        line = i + 2
+        if e <= s:
+            raise ImportFailed("a fault window ends before it starts", file=fname, row=line,
+                               column=cols["end"], value=f"start {s}, end {e}",
+                               expected="end after start", fix="swap or correct the times")
+        if pd.isna(ent) or str(ent) not in entities:
+            raise ImportFailed(
+                "a fault window's entity has no telemetry", file=fname, row=line,
+                column=cols["entity"], value=None if pd.isna(ent) else str(ent),
+                expected=f"one of {sorted(entities)[:12]}"
+                         f"{'...' if len(entities) > 12 else ''}"
+                         f"{did_you_mean(str(ent), entities) if not pd.isna(ent) else ''}",
+                fix="name the stage as the telemetry does, or drop the row")
+        ftype = None if pd.isna(f) or str(f).strip() == "" else str(f).strip()
+        if ftype is not None and ftype not in FAULT_NAMES:
+            raise ImportFailed(
+                f"unknown fault type.{did_you_mean(ftype, FAULT_NAMES)}", file=fname,
+                row=line, column=cols["fault_type"], value=ftype,
+                expected=f"one of healgym's fault types {list(FAULT_NAMES)}, or an empty cell "
+                         "for an untyped window",
+                fix="use a healgym type (`healgym faults` lists them) or leave it empty")
+        rows.append({"start": s, "end": e, "entity": str(ent), "fault_type": ftype,
+                     "source_label": None if pd.isna(f) else str(f)})
     return fault_frame(rows)
