@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from healgym import __version__
+from healgym.errors import ImportFailed
 from healgym.telemetry.dataset import TelemetryDataset, empty_faults
 from healgym.telemetry.mapping import MetricMap, parse_numeric
 from healgym.telemetry.quirks import QuirkLog, infer_step_seconds, regularise, report_frame
-from healgym.errors import ImportFailed
 from healgym.telemetry.schema import (
     CANONICAL_METRICS,
     CANONICAL_SPECS,
@@ -57,8 +57,9 @@ def read_mapped(get_column: Any, maps: Iterable[MetricMap], *, file: str, row_of
 
     Never replayed, each reported as a quirk with file, column and rows: a column 0 in every
     row where the mapping says that means a broken export (``zero_means_missing``); values
-    outside a metric's physical range (non-finite, negative, an error rate above 1, a percentage above
-    100, a latency above ten minutes): set missing, so the replay never sees them."""
+    outside a metric's physical range (non-finite, negative, an error rate above 1, a
+    percentage above 100, a latency above ten minutes): set missing, so the replay never sees
+    them."""
     out: dict[str, np.ndarray] = {}
     lines = np.arange(n_rows) + row_offset if rows is None else np.asarray(rows)
     for mm in maps:
