@@ -32,7 +32,12 @@ class EnvConf:
 @dataclass
 class TelemetryConf:
     dataset: str | None = None  # a dataset folder; None: the embedded synthetic telemetry
-    stages: list[str] | None = None
+    # which entities of the dataset are replayed, and under which role: a {role: entity}
+    # mapping (runbooks and scenario files speak of the roles: ingest, features, train, serve,
+    # deliver, or any a user names), a list of entities (each its own role), "call_graph", or
+    # None (every entity). Presets: configs/telemetry/{nezha_ob,nezha_tt,petshop,nab}.yaml
+    stages: Any = None
+    replay_incidents: bool = False  # replay the dataset's labelled fault windows in episodes
     # Fractions of the telemetry's span: training and tuning replay the first, held-out
     # evaluation the second, so evaluation windows were never seen in training.
     train_range: list[float] = field(default_factory=lambda: [0.0, 0.7])
@@ -269,8 +274,16 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
         kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:
         kw["dataset"] = cfg.telemetry.dataset
-    if cfg.telemetry.stages:
-        kw["stages"] = list(cfg.telemetry.stages)
+    stages = cfg.telemetry.stages
+    if stages:
+        if isinstance(stages, str):
+            kw["stages"] = stages
+        elif OmegaConf.is_dict(stages) or isinstance(stages, dict):
+            kw["stages"] = {str(k): str(v) for k, v in stages.items()}
+        else:
+            kw["stages"] = [str(x) for x in stages]
+    if cfg.telemetry.get("replay_incidents"):
+        kw["replay_incidents"] = True
     if cfg.chaos.scenario:
         kw["scenario"] = cfg.chaos.scenario
     return kw

@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 from agents.policy import Decision
-from healgym.errors import ConfigError, did_you_mean
+from healgym.errors import ConfigError, did_you_mean, role_hint
 from healgym.sim.signals import decode, signal_names
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -122,7 +122,8 @@ class RunbookAgent:
         ok = (probe.startswith("*.") and probe[2:] in self._metrics) or probe in self._known
         if not ok:
             raise ConfigError(f"{where}.signal = {sig!r} is not a signal of this pipeline."
-                              f"{did_you_mean(probe, self._known)}")
+                              f"{did_you_mean(probe, self._known)}"
+                              f"{role_hint(probe.split('.', 1)[0], self.model.stages)}")
         return sig
 
     def _action(self, where: str, action: str) -> str:

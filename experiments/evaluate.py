@@ -191,6 +191,14 @@ def run(cfg: Any) -> float:
     def make_eval_vec(n: int) -> Any:  # batch-acting policies play in lockstep in it
         return gym.make_vec(healgym.ENV_ID, num_envs=n, **kw_eval)
 
+    # the runbooks and scenario files must fit this pipeline before anything trains
+    runbooks = {"runbook": cfg.runbook.runbook, "runbook_tuned": cfg.runbook.runbook,
+                "expert": cfg.runbook.expert}
+    for name in dict.fromkeys(runbooks[p] for p in cfg.policies if p in runbooks):
+        RunbookAgent(make_eval_env(), ROOT / name)
+    for scenario in cfg.eval_scenarios:
+        if scenario is not None:
+            make_eval_env().reset(seed=0, options={"scenario": str(ROOT / scenario)})
     out = ROOT / cfg.output_dir / f"evaluate__{int(time.time())}"
     out.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)

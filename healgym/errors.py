@@ -118,6 +118,20 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     return f' Did you mean "{close[0]}"?' if close else ""
 
 
+#: The roles of the default pipeline, which the shipped runbooks and scenario files speak of.
+DEFAULT_ROLES = ("ingest", "features", "train", "serve", "deliver")
+
+
+def role_hint(stage: str, stages: Iterable[str]) -> str:
+    """When ``stage`` is a default role the pipeline does not have, how to bind roles."""
+    if stage not in DEFAULT_ROLES:
+        return ""
+    return (f" This pipeline's stages are the dataset's entities ({list(stages)[:8]}...); bind "
+            f"the roles the shipped runbooks and scenario files speak of to entities: a preset "
+            f"(telemetry=nezha_ob, nezha_tt, petshop or nab) or telemetry.stages={{{stage}: "
+            f"<entity>, ...}} (env: stages={{'{stage}': '<entity>', ...}}).")
+
+
 # --------------------------------------------------------------------------- one error path
 def explain(exc: BaseException) -> str | None:
     """One line for a user's mistake (a :class:`HealgymError`, or one of the common ones: a

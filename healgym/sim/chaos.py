@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from healgym.errors import ConfigError, did_you_mean, reject_unknown_keys
+from healgym.errors import ConfigError, did_you_mean, reject_unknown_keys, role_hint
 from healgym.sim.faults import BY_NAME, FAULT_NAMES
 
 
@@ -111,7 +111,8 @@ class Scenario:
             else:
                 raise ConfigError(
                     f"{where}: faults[{i}].stage = {stage_name!r} is not a stage of this "
-                    f"pipeline.{did_you_mean(str(stage_name), stages)} Stages: {stages}"
+                    f"pipeline.{did_you_mean(str(stage_name), stages)} Stages: {stages}."
+                    f"{role_hint(str(stage_name), stages)}"
                 )
             out.append(FaultEvent(float(f["at"]), f["fault"], stage,
                                   float(f.get("severity", 1.0)), "scenario"))
