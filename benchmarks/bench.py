@@ -324,6 +324,40 @@ def ppo_figures(budget_chunks: int = 6, chunk: int = 25, episodes: int = 100
             "ppo_eval_episodes": episodes, "ppo_uptime_curve": curve}
 
 
+def evaluation_figures(episodes: int = 24, repeats: int = 3) -> dict[str, Any]:
+    """Held-out evaluation of the zoo's first PPO policy: its episodes one by one (a forward
+    pass per step per episode) against the same episodes in lockstep in the vector env
+    (``agents.study.play_batched``), alternated, in the same process; the episodes are equal."""
+    from agents.rllib.policy import RLlibPolicy
+    from agents.study import play
+
+    root = Path(__file__).resolve().parents[1]
+
+    def make_env() -> Any:
+        return gym.make(healgym.ENV_ID)
+
+    def make_vec(n: int) -> Any:
+        return gym.make_vec(healgym.ENV_ID, num_envs=n)
+
+    policy = RLlibPolicy.load(root / "zoo/ppo/seed0", make_env().unwrapped.model)
+    seeds = range(30_000, 30_000 + episodes)
+    play(make_env, [policy], seeds[:2], None, make_vec=make_vec)  # warm-up
+    one, lock = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a = play(make_env, [policy], seeds, None)[0]
+        one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = play(make_env, [policy], seeds, None, make_vec=make_vec)[0]
+        lock.append(time.perf_counter() - t0)
+        assert a == b
+    return {"eval_episodes": episodes,
+            "eval_one_by_one_episodes_per_s": episodes / statistics.median(one),
+            "eval_lockstep_episodes_per_s": episodes / statistics.median(lock),
+            "eval_lockstep_vs_one_by_one_ratio": statistics.median(one) /
+            statistics.median(lock)}
+
+
 def resets_per_s(n: int) -> float:
     env = gym.make(healgym.ENV_ID)
     env.reset(seed=0)
@@ -647,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
               f"simulation) {fig['contract_only_vs_cartpole_vector_ratio']:.3f}; one thread, CPU "
               f"time: {fig['vector_env_cpu_ns_per_step_1thread']:.0f} vs "
               f"{fig['cartpole_vector_cpu_ns_per_step']:.0f} ns a sub-env step")
+    ev = evaluation_figures()
+    result.update(ev)
+    print(f"evaluation (PPO, {ev['eval_episodes']} held-out episodes): lockstep "
+          f"{ev['eval_lockstep_episodes_per_s']:.0f} episodes/s, one by one "
+          f"{ev['eval_one_by_one_episodes_per_s']:.1f}: "
+          f"{ev['eval_lockstep_vs_one_by_one_ratio']:.1f}x")
     if not args.skip_qlearning:
         q = qlearning_figures()
         result.update(q)
