@@ -178,6 +178,11 @@ def run(cfg: Any) -> float:
         raise SystemExit(f"policies: {unknown} unknown; choose from {list(KNOWN)}")
     kw = env_kwargs(cfg, "train")  # training and tuning
     kw_eval = env_kwargs(cfg, "eval")  # held-out telemetry windows
+    # telemetry.replay_incidents adds the held-out real-incident test: episodes around the
+    # dataset's labelled incidents in the evaluation range, chaos off; the other distributions
+    # and training stay as they are
+    real = bool(kw.pop("replay_incidents", False))
+    kw_eval.pop("replay_incidents", None)
     plain_model = build_model(**kw_eval)
     if "ppo_history" in cfg.policies:  # the same dynamics; the history block is a suffix
         kw_eval["history"] = True
@@ -301,6 +306,25 @@ def run(cfg: Any) -> float:
                     runs[dist][n] = PolicyRuns(n, play(make_eval_env, policies[n],
                                                        seeds[:count], options, advance,
                                                        make_eval_vec))
+        real_table, real_summary = "", {}
+        if real:
+            from agents import real_incidents
+
+            kw_real = {**kw_eval, "replay_incidents": True,
+                       "chaos": {"enabled": False, "rate_scale": 0.0}, "scenario": None}
+
+            def make_real_env() -> gym.Env:
+                return gym.make(healgym.ENV_ID, **kw_real)
+
+            n_real = int(cfg.episodes)
+            with progress_bar(sum(len(p) for p in policies.values()) * n_real) as advance:
+                scored = {n: real_incidents.run(make_real_env, policies[n], seeds[:n_real],
+                                                advance) for n in order}
+            real_summary = {n: real_incidents.summary([r for seed in rows for r in seed],
+                                                      horizon) for n, rows in scored.items()}
+            real_table = real_incidents.markdown(
+                real_summary, f"real incidents: {n_real} held-out episodes of "
+                              f"{build_model(**kw_real).dataset_name!r}") + "\n\n"
         timings["evaluation_s"] = time.perf_counter() - t_eval
         episodes = {n: [e for d in names for e in runs[d][n].flat] for n in order}
         results = {n: summarize(e) for n, e in episodes.items()}
@@ -309,14 +333,14 @@ def run(cfg: Any) -> float:
                   for d, c in zip(names, counts, strict=True)]
         (out / "results.json").write_text(json.dumps(
             {"policies": results, "reference": reference, "distributions": paired,
-             "timings_s": timings, "protocol": {
+             "real_incidents": real_summary, "timings_s": timings, "protocol": {
                  "episodes_per_distribution": dict(zip(names, counts, strict=True)),
                  "held_out_seed": cfg.held_out_seed,
                  "train_seeds": {n: len(p) for n, p in policies.items()},
                  "telemetry_eval_range": list(cfg.telemetry.eval_range)}}, indent=2,
             default=float))
-        table = "\n\n".join(tables) + "\n\n" + per_fault_markdown(paired[names[0]], names[0]) \
-            + "\n\n" + LEGEND
+        table = "\n\n".join(tables) + "\n\n" + real_table \
+            + per_fault_markdown(paired[names[0]], names[0]) + "\n\n" + LEGEND
         (out / "results.md").write_text(table + "\n")
         plots(out, episodes, log)
         for name, s in results.items():

@@ -70,6 +70,11 @@ def test_each_preset_evaluates_the_default_policies_end_to_end(preset, shared_da
                                         "noop"}
     assert set(results["distributions"]) == {"random chaos", "leak_cascade"}
     assert "random chaos: 2 held-out episodes" in res.stdout
+    # the held-out real-incident test: every policy on the labelled incidents
+    real = results["real_incidents"]
+    assert set(real) == set(results["policies"]) and "real incidents: 2" in res.stdout
+    assert all(r["incidents"] >= 2 for r in real.values())
+    assert real["oracle"]["localisation"]["value"] >= real["noop"]["localisation"]["value"]
 
 
 @pytest.mark.realdata

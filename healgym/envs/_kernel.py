@@ -115,9 +115,12 @@ def add_instance(i, kind, stage, sev, onset, src, parent, end, col, carrier, s, 
     ic.active[i, inc] += 1
     if np.isnan(ic.detected[i, inc]):
         ic.watch[i] = True
-    if parent < 0 and col >= 0 and c.release[col]:
+    if parent < 0 and col >= 0 and c.release[col] and src != c.src_replay:
         # a bad release is a deploy: a new model version, which replaces any older model the
-        # pipeline ran (so rollback always has the last good version to go back to)
+        # pipeline ran (so rollback always has the last good version to go back to). A
+        # replayed real incident is not: the data has no deploy event, and the incident is
+        # registered at the episode's start, before its onset (a deploy time in the future
+        # would tell the policy what is coming)
         s.pipeline.version[i] += 1
         s.pipeline.deploy_t[i] = onset
         drop_side(i, c.side_old, sl)

@@ -124,9 +124,16 @@ def record_cmd(args: argparse.Namespace) -> int:
     conf = load_config(args.config)
     if not conf.stages:
         raise ConfigError(f"{args.config}: set `stages:` (the pipeline's stages) to record")
-    out = record(conf.source, conf.stages, args.seconds, args.out, args.step)
-    print(f"recorded {args.seconds:g} s of {conf.stages} into {out}; train on it with "
-          f"telemetry.dataset={out} and serve with dataset: {out}")
+    out = record(conf.source, conf.stages, args.seconds, args.out, args.step, name=args.name,
+                 max_error_rate=args.max_error_rate)
+    from healgym.telemetry.dataset import load_dataset
+
+    rec = load_dataset(out).metadata["recording"]
+    excluded = ", ".join(f"{n} {k}" for k, n in rec["excluded"].items()) or "none"
+    print(f"recorded {args.seconds:g} s of {conf.stages} into {out}: {rec['kept']} of "
+          f"{rec['timestamps']} timestamps healthy ({100 * rec['healthy_share']:.0f} %; left "
+          f"out: {excluded}); train on it with telemetry.dataset={out} and serve with "
+          f"dataset: {out}")
     return 0
 
 
@@ -136,6 +143,9 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--seconds", type=float, default=600.0, help="how long to record, seconds")
     r.add_argument("--step", type=float, default=1.0, help="seconds between samples")
     r.add_argument("--out", required=True, help="the dataset folder to write")
+    r.add_argument("--name", default=None, help="the dataset's name (default: the folder's)")
+    r.add_argument("--max-error-rate", type=float, default=0.05,
+                   help="rows failing more requests than this are not healthy (left out)")
     r.set_defaults(func=record_cmd)
     from healgym.demo.chaos import add_parser
 
