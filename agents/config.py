@@ -27,6 +27,9 @@ class EnvConf:
     label_lag_s: float = 600.0  # labels arrive late: the accuracy estimate's lag, s (0: none)
     scrape_gap_p: float = 0.02  # a stage's scrape fails at a step with this probability
     metric_lag_s: float = 20.0  # the per-stage metrics shown are this old, s (0: current)
+    # fault signatures fitted from real incidents (`healgym calibrate DATASET --out F`) in
+    # place of the built-in ones for the types the file covers; null: the library's
+    faults: str | None = None
 
 
 @dataclass
@@ -270,6 +273,8 @@ def env_kwargs(cfg: Any, split: str = "train") -> dict[str, Any]:
     for key in ("label_lag_s", "scrape_gap_p", "metric_lag_s"):
         if cfg.env.get(key) is not None:
             kw[key] = float(cfg.env[key])
+    if cfg.env.get("faults"):
+        kw["faults"] = cfg.env.faults
     if cfg.env.get("extra_metrics"):
         kw["extra_metrics"] = tuple(dict(x) for x in cfg.env.extra_metrics)
     if cfg.telemetry.dataset:

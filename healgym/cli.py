@@ -83,6 +83,27 @@ def _describe(ds, where: Path) -> None:  # type: ignore[no-untyped-def]
         print("  (details in metadata.json)")
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from healgym.telemetry.calibrate import calibrate, comparison_table, write
+    from healgym.telemetry.dataset import load_dataset
+
+    ds = load_dataset(args.dataset)
+    if ds.faults.empty:
+        from healgym.errors import ConfigError
+
+        raise ConfigError(f"{args.dataset}: the dataset has no labelled fault windows to fit "
+                          "(import one with a fault table: faults.csv, or a public dataset's "
+                          "labels)")
+    result = calibrate(ds, min_windows=args.min_windows)
+    out = write(result, args.out)
+    src = result["source"]
+    print(f"fitted {len(result['faults'])} fault type(s) from {src['windows']} labelled windows "
+          f"of {src['dataset']!r} ({src['untyped_windows']} untyped) into {out}:\n")
+    print(comparison_table(result))
+    print(f"\nuse it: gym.make(..., faults={str(out)!r}) or, in Hydra, env.faults={out}")
+    return 0
+
+
 def _faults(args: argparse.Namespace) -> int:
     from healgym.sim.faults import LIBRARY
 
@@ -120,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a dataset folder")
     info.add_argument("dir", help="the dataset folder")
     info.set_defaults(func=_info)
+    cal = sub.add_parser("calibrate", help="fit fault signatures from a dataset's labelled "
+                                           "incidents")
+    cal.add_argument("dataset", help="an imported dataset folder with labelled fault windows")
+    cal.add_argument("--out", required=True, help="the YAML file to write (faults.yaml)")
+    cal.add_argument("--min-windows", type=int, default=3,
+                     help="fit a fault type only from at least this many windows")
+    cal.set_defaults(func=_calibrate)
     flt = sub.add_parser("faults", help="print the fault library")
     flt.add_argument("--markdown", action="store_true",
                      help="the fault, action and healing-matrix tables as Markdown")

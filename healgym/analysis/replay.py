@@ -36,7 +36,7 @@ from healgym.sim.faults import (
     SHIFT,
     effect_factor,
     effects_at,
-    fault_table,
+    model_fault_table,
 )
 from healgym.sim.layout import CONTEXT_INDEX as CTX
 from healgym.sim.model import RELEASE_FAULTS, PipelineModel, ml_signals
@@ -81,7 +81,7 @@ def signature(model: PipelineModel, fault: str, stage: int) -> np.ndarray:
     """What ``fault`` on ``stage`` at severity 1 and full intensity does to the observation,
     computed with the simulator's own fault functions (healthy baseline: the medians)."""
     k = FAULT_INDEX[fault]
-    table = fault_table(model.metrics)
+    table = model_fault_table(model.fault_specs, model.metrics)
     t = float(table.ramp_s[k] + table.hop_lag_s[k] * model.n_stages + 1.0)
     if np.isfinite(table.duration_s[k]):
         t = min(t, float(table.duration_s[k]) - 1.0)

@@ -20,7 +20,7 @@ from healgym.sim.faults import (
     INF,
     LAT,
     SPEC_INDEX,
-    fault_table,
+    fault_table,  # noqa: F401  (re-exported)
 )
 from healgym.sim.model import (
     ACC_NOISE_SD,
@@ -85,7 +85,7 @@ def kernel_consts(m: PipelineModel) -> Any:
     release = np.zeros(len(FAULT_CODE), dtype=np.bool_)  # faults a bad release brought
     for name in RELEASE_FAULTS:
         release[FAULT_CODE[name]] = True
-    T = fault_table(m.metrics)
+    T = flt.model_fault_table(m.fault_specs, m.metrics)
     # ambiguity and state-dependent healing (FaultSpec.relieved_by, heals_after_ramp, blocks):
     # (action kind x healing column) tables, as the healing matrix
     n_cols = len(FAULT_CODE)

@@ -300,6 +300,36 @@ def fault_table(metrics: tuple[str, ...] = METRICS) -> CompiledFaults:
     return COMPILED if tuple(metrics) == tuple(METRICS) else compile_faults(ALL_SPECS, metrics)
 
 
+def model_fault_table(specs: tuple[FaultSpec, ...], metrics: tuple[str, ...]) -> CompiledFaults:
+    """The compiled table of a model's fault specs (the library's, cached, unless calibrated)."""
+    return fault_table(tuple(metrics)) if specs is ALL_SPECS else compile_faults(specs, metrics)
+
+
+def calibrated_specs(fitted: dict[str, object]) -> tuple[FaultSpec, ...]:
+    """The library with the signatures of a ``healgym calibrate`` file in place of the built-in
+    ones for the fault types it covers: ``mult``, ``add``, the onset ramp and the spread to
+    neighbours are the fitted ones; the ML effects, course, cascades and healing rules stay
+    the library's (the labelled windows do not show them). Types it does not cover keep
+    their built-in signature."""
+    import dataclasses
+
+    fits = fitted.get("faults") or {}
+    out = []
+    for spec in ALL_SPECS:
+        fit = fits.get(spec.name) if isinstance(fits, dict) else None
+        if fit is None:
+            out.append(spec)
+            continue
+        prop = float(fit.get("propagate", 0.0))
+        out.append(dataclasses.replace(
+            spec, mult={k: float(v) for k, v in (fit.get("mult") or {}).items()},
+            add={k: float(v) for k, v in (fit.get("add") or {}).items()},
+            ramp_s=float(fit.get("ramp_s", spec.ramp_s)), propagate=prop,
+            propagate_metrics=tuple(fit.get("propagate_metrics") or ()) if prop > 0 else (),
+            downstream_mult={}, downstream_add={}))
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- the dynamics
 # Compiled once, used by everything that needs a fault's effect: the env's step kernel
 # (:mod:`healgym.envs._kernel`, every env of a batch; the scalar env is a batch of one) and the

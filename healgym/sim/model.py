@@ -23,6 +23,7 @@ from healgym.sim.chaos import ChaosConfig, Scenario, load_scenario
 from healgym.sim.drift import DriftPool
 from healgym.sim.faults import (
     ACC,
+    ALL_SPECS,
     COST,
     ERR,
     FAULT_NAMES,
@@ -34,11 +35,13 @@ from healgym.sim.faults import (
     SPEC_INDEX,
     STALE,
     THR,
+    calibrated_specs,
 )
 from healgym.sim.jit import compiled
 from healgym.sim.layout import ObsLayout
 from healgym.sim.replay import ReplaySource, bounds
 from healgym.sim.reward import RewardConfig, SLOConfig
+from healgym.telemetry.calibrate import load as load_signatures
 from healgym.telemetry.dataset import TelemetryDataset, load_dataset
 from healgym.telemetry.schema import MetricSpec, metric_specs
 from healgym.telemetry.synthetic import generate_synthetic
@@ -169,6 +172,9 @@ class PipelineModel:
     scrape_gap_p: float = SCRAPE_GAP_P
     #: delayed metrics: the per-stage metrics shown are this many steps old (0: current)
     metric_lag_steps: int = 2
+    #: the fault specs the dynamics compile (the library's, or with calibrated signatures)
+    fault_specs: tuple[Any, ...] = ALL_SPECS
+    faults_file: str | None = None
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -244,6 +250,9 @@ class PipelineConfig:
     #: delayed metrics: the per-stage metrics an observation shows are this old, s (rounded to
     #: whole steps; 0: current); the SLO, the reward and the downtime count the current truth
     metric_lag_s: float = METRIC_LAG_S
+    #: fault signatures fitted from real incidents (``healgym calibrate DATASET --out F``), in
+    #: place of the built-in ones for the fault types the file covers; None: the library's
+    faults: str | Path | None = None
 
     @classmethod
     def make(cls, config: PipelineConfig | None = None, where: str = "env",
@@ -353,6 +362,9 @@ def build_model(config: PipelineConfig | None = None, **kwargs: Any) -> Pipeline
         action_space=spaces.Discrete(len(actions)), metric_specs=specs,
         label_lag_s=float(cfg.label_lag_s), scrape_gap_p=float(cfg.scrape_gap_p),
         metric_lag_steps=int(lag_steps),
+        fault_specs=ALL_SPECS if cfg.faults is None else calibrated_specs(
+            load_signatures(cfg.faults)),
+        faults_file=None if cfg.faults is None else str(cfg.faults),
     )
 
 
