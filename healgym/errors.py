@@ -83,6 +83,13 @@ class NotPending(ServingError, LookupError):
     status = 409
 
 
+class Stopped(ServingError, RuntimeError):
+    """The kill switch is present or the adapter is paused: nothing is executed, a human's
+    approval or override included (423 Locked)."""
+
+    status = 423
+
+
 class InvalidAction(ServingError, ValueError):
     """The action, operator or reason of a request is not acceptable."""
 

@@ -9,6 +9,7 @@ its result is appended after.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from healgym.errors import InvalidAction, NotPending, UnknownDecision
+from healgym.errors import InvalidAction, NotPending, Stopped, UnknownDecision
 from healgym.serving.actuators import ActResult, Resilient, build_actuators
 from healgym.serving.config import ServeConf
 from healgym.serving.decision_log import DecisionLog
@@ -299,6 +300,29 @@ class Adapter:
             self.metrics.overrides.inc()
         return rec
 
+    def stopped(self) -> str | None:
+        """Why nothing may be executed now (the kill switch file is present, or the adapter is
+        paused), or None. It covers policy actions, approvals and overrides alike."""
+        ks = self.conf.guard.kill_switch_file
+        if ks and os.path.exists(ks):
+            return f"kill switch {ks} is present"
+        if self.paused:
+            return "the adapter is paused (healgym override resume)"
+        return None
+
+    def _refuse_if_stopped(self, did: str, operator: str, verdict: str, action: str | None,
+                           reason: str, now: float | None) -> None:
+        """A human's approval or override while stopped: refused, and the attempt logged."""
+        why = self.stopped()
+        if why is None:
+            return
+        self._known(did)
+        self.log.event(did, "refused", {"operator": operator, "verdict": verdict,
+                                        "action": action, "reason": reason, "why": why}, at=now)
+        self.alert(f"decision {did}: {verdict} by {operator} refused: {why}")
+        raise Stopped(f"{verdict} refused: {why}; nothing is executed until it is lifted (remove "
+                      "the kill switch file / healgym override resume)")
+
     def _known(self, did: str) -> None:
         if self.log.record(did) is None:
             raise UnknownDecision(f"no decision {did}")
@@ -311,6 +335,7 @@ class Adapter:
             if p is None:
                 self._known(did)
                 raise NotPending(f"decision {did} is not pending approval")
+            self._refuse_if_stopped(did, operator, "approve", self.names[p.action], reason, now)
             self._human(did, operator, "approve", reason, now=now)
             del self.pending[did]
             self._act(did, p.action, time.time() if now is None else now,
@@ -338,9 +363,11 @@ class Adapter:
 
                 raise InvalidAction(
                     f"unknown action {action!r}.{did_you_mean(action, self.names)}")
+            idx = self.names.index(action)
+            if idx != self.guard.safe:  # an override to noop executes nothing: always allowed
+                self._refuse_if_stopped(did, operator, "override", action, reason, now)
             self._human(did, operator, "override", reason, action, now=now)
             self.pending.pop(did, None)
-            idx = self.names.index(action)
             if idx != self.guard.safe:
                 # a new idempotency key: the override is a new action on the same decision
                 self._act(did, idx, time.time() if now is None else now,

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from healgym.errors import ConfigError, HealgymError
@@ -52,8 +53,9 @@ def serve(args: argparse.Namespace) -> int:
 
         from healgym.serving.api import create_app
 
-        token = os.environ.get(conf.api.token_env, "")
-        app = create_app(adapter, token)
+        token, read_token = api_tokens(conf.api)
+        check_bind(conf.api)
+        app = create_app(adapter, token, read_token)
         server = uvicorn.Server(uvicorn.Config(app, host=conf.api.host, port=conf.api.port,
                                                log_level="warning"))
         threading.Thread(target=server.run, daemon=True).start()
@@ -73,21 +75,63 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_bind(api: Any) -> None:
+    """A non-loopback address exposes the API to the network: only with ``api.allow_remote``,
+    and then with a warning."""
+    if api.host in LOOPBACK or api.host.startswith("127."):
+        return
+    if not api.allow_remote:
+        raise ConfigError(f"api.host={api.host!r} binds a non-loopback address: every machine "
+                          "that reaches it can try the API. Set api.allow_remote: true to mean "
+                          "it (and put TLS in front), or keep 127.0.0.1")
+    print(f"WARNING: the override API listens on {api.host}:{api.port}, reachable from other "
+          "machines (api.allow_remote); every endpoint but /healthz needs the token, but the "
+          "traffic is plain HTTP: put TLS in front", file=sys.stderr)
+
+
+def read_secret(env: str | None, file: str | None, what: str) -> str | None:
+    """A token from a file (its first line) or from the environment; never from the config or
+    the command line."""
+    if file:
+        try:
+            return Path(file).read_text().splitlines()[0].strip()
+        except (OSError, IndexError):
+            raise ConfigError(f"{what}: cannot read a token from {file!r} (its first line)"
+                              ) from None
+    if env:
+        return os.environ.get(env) or None
+    return None
+
+
+def api_tokens(api: Any) -> tuple[str, str | None]:
+    token = read_secret(api.token_env, api.token_file, "api.token_file") or ""
+    if not token:
+        raise ConfigError(f"no API token: set ${api.token_env} (or api.token_file) to a secret "
+                          "of at least 16 characters, e.g. python -c \"import secrets; "
+                          "print(secrets.token_urlsafe(24))\"")
+    return token, read_secret(api.read_token_env, api.read_token_file, "api.read_token_file")
+
+
 def override(args: argparse.Namespace) -> int:
     import requests
 
     base = args.url.rstrip("/")
     token = os.environ.get(args.token_env, "")
-    if not token and args.verb not in ("list", "show"):
+    if not token:
         raise ConfigError(f"no API token: set the environment variable ${args.token_env} to the "
-                          "adapter's token (the serve config's api.token_env names it)")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+                          "adapter's token (the serve config's api.token_env names it; for "
+                          "list and show a read-only token will do)")
+    headers = {"Authorization": f"Bearer {token}"}
     body: dict[str, Any] = {"operator": args.operator, "reason": args.reason}
     if args.verb == "list":
         r = requests.get(f"{base}/decisions", params={"pending": args.pending,
-                                                      "limit": args.limit}, timeout=10)
+                                                      "limit": args.limit}, headers=headers,
+                         timeout=10)
     elif args.verb == "show":
-        r = requests.get(f"{base}/decisions/{args.id}", timeout=10)
+        r = requests.get(f"{base}/decisions/{args.id}", headers=headers, timeout=10)
     elif args.verb in ("pause", "resume"):
         r = requests.post(f"{base}/{args.verb}", json=body, headers=headers, timeout=10)
     else:

@@ -146,9 +146,18 @@ class ActuatorConf(Strict):
 
 
 class ApiConf(Strict):
+    """The override API. Every endpoint but ``/healthz`` needs a bearer token: the operator
+    token (everything), or the read-only token (GET: decisions, metrics). Tokens come from the
+    environment or from a file, never from the command line or the config itself."""
+
     host: str = "127.0.0.1"
     port: int = 8700
-    token_env: str = "HEALGYM_TOKEN"  # the bearer token mutating requests need
+    #: a non-loopback ``host`` (e.g. 0.0.0.0) is refused unless this is set; then a warning
+    allow_remote: bool = False
+    token_env: str = "HEALGYM_TOKEN"  # the operator token: reads, approvals, overrides, pause
+    token_file: str | None = None  # or read it from this file (first line)
+    read_token_env: str | None = None  # a read-only token (dashboards, Prometheus scrapes)
+    read_token_file: str | None = None
 
 
 class ServeConf(Strict):

@@ -29,7 +29,11 @@ def test_approval_mode_api_auth_approve_reject_override_and_timeout(tmp_path):
     src.crash("serve")
     t = time.time()
     did = a.step(t)
-    pending = client.get("/decisions", params={"pending": True}).json()
+    assert client.get("/decisions", params={"pending": True}).status_code == 401  # reads too
+    assert client.get(f"/decisions/{did}").status_code == 401
+    assert client.get("/metrics/").status_code == 401
+    assert client.get("/healthz").status_code == 200  # the one open endpoint
+    pending = client.get("/decisions", params={"pending": True}, headers=auth).json()
     assert [p["id"] for p in pending] == [did] and pending[0]["state"] == "pending"
     body = {"operator": "alice", "reason": "looks right"}
     assert client.post(f"/decisions/{did}/approve", json=body).status_code == 401
@@ -56,7 +60,78 @@ def test_approval_mode_api_auth_approve_reject_override_and_timeout(tmp_path):
     assert client.post("/pause", json=body, headers=auth).json() == {"paused": True}
     assert a.log.record(a.step())["status"] == "paused"
     client.post("/resume", json=body, headers=auth)
-    metrics = client.get("/metrics/").text
+    metrics = client.get("/metrics/", headers=auth).text
     assert "healgym_overrides_total 1.0" in metrics and "healgym_decisions_total" in metrics
     with pytest.raises(ValueError, match="at least 16"):
         create_app(a, "short")
+
+
+def test_a_read_only_token_reads_but_changes_nothing(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from healgym.serving.api import create_app
+
+    conf = ServeConf(human={"mode": "approval", "timeout_s": 100},
+                     guard=GuardConf(cooldown_s=0),
+                     actuators=[ActuatorConf(type="log", actions=["restart_serve"])])
+    a, src = adapter(tmp_path, conf)
+    reader = "r" * 24
+    client = TestClient(create_app(a, TOKEN, reader))
+    src.crash("serve")
+    did = a.step(time.time())
+    ro = {"Authorization": f"Bearer {reader}"}
+    assert client.get("/decisions", params={"pending": True}, headers=ro).json()[0]["id"] == did
+    assert client.get("/metrics/", headers=ro).status_code == 200
+    r = client.post(f"/decisions/{did}/approve", headers=ro,
+                    json={"operator": "eve", "reason": "x"})
+    assert r.status_code == 403 and a.log.record(did)["state"] == "pending"
+    with pytest.raises(ValueError, match="read-only token must have at least 16"):
+        create_app(a, TOKEN, "short")
+
+
+def test_the_kill_switch_and_pause_stop_humans_actions_too(tmp_path):
+    """An approval or an override while the kill switch file is present (or while paused) is
+    refused with the reason, logged as a refused attempt, and executes nothing."""
+    from fastapi.testclient import TestClient
+
+    from healgym.serving.api import create_app
+
+    stop = tmp_path / "STOP"
+    conf = ServeConf(human={"mode": "approval", "timeout_s": 1000},
+                     guard=GuardConf(cooldown_s=0, kill_switch_file=str(stop)),
+                     actuators=[ActuatorConf(type="log", actions=["restart_serve",
+                                                                  "restart_ingest"])])
+    a, src = adapter(tmp_path, conf)
+    client = TestClient(create_app(a, TOKEN))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    src.crash("serve")
+    t = time.time()
+    did = a.step(t)
+    assert did in a.pending
+    stop.touch()
+    body = {"operator": "alice", "reason": "ship it"}
+    r = client.post(f"/decisions/{did}/approve", json=body, headers=auth)
+    assert r.status_code == 423 and "kill switch" in r.json()["detail"]
+    r = client.post(f"/decisions/{did}/override", json={**body, "action": "restart_ingest"},
+                    headers=auth)
+    assert r.status_code == 423
+    rec = a.log.record(did)
+    assert rec["executed_action"] is None and did in a.pending  # nothing ran, still pending
+    assert a.actuators["restart_serve"].actuator.calls == []
+    assert a.actuators["restart_ingest"].actuator.calls == []
+    refused = [e for e in a.log.events_of(did) if e["kind"] == "refused"]
+    assert [e["payload"]["verdict"] for e in refused] == ["approve", "override"]
+    assert all("kill switch" in e["payload"]["why"] for e in refused)
+    # an override to noop executes nothing: allowed even while stopped
+    assert client.post(f"/decisions/{did}/override", json={**body, "action": "noop"},
+                       headers=auth).status_code == 200
+    stop.unlink()
+    did2 = a.step(t + 40)
+    a.pause("bob", "maintenance")
+    r = client.post(f"/decisions/{did2}/override", json={**body, "action": "restart_ingest"},
+                    headers=auth)
+    assert r.status_code == 423 and "paused" in r.json()["detail"]
+    a.resume("bob", "done")
+    r = client.post(f"/decisions/{did2}/override", json={**body, "action": "restart_ingest"},
+                    headers=auth)
+    assert r.status_code == 200 and r.json()["executed_action"] == "restart_ingest"

@@ -6,6 +6,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from healgym.serving.actuators import (
     ActuatorConf,
 )
@@ -82,3 +84,39 @@ def test_healgym_override_cli_against_a_live_api(tmp_path, capsys, monkeypatch):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_non_loopback_bind_needs_an_explicit_flag_and_warns(capsys):
+    from healgym.errors import ConfigError
+    from healgym.serving.cli import check_bind
+    from healgym.serving.config import ApiConf
+
+    check_bind(ApiConf())  # 127.0.0.1: silent
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match="api.allow_remote"):
+        check_bind(ApiConf(host="0.0.0.0"))
+    check_bind(ApiConf(host="0.0.0.0", allow_remote=True))
+    assert "WARNING" in capsys.readouterr().err
+
+
+def test_tokens_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
+    from healgym.errors import ConfigError
+    from healgym.serving.cli import api_tokens
+    from healgym.serving.config import ApiConf
+
+    monkeypatch.delenv("HEALGYM_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="no API token"):
+        api_tokens(ApiConf())
+    monkeypatch.setenv("HEALGYM_TOKEN", "e" * 20)
+    assert api_tokens(ApiConf()) == ("e" * 20, None)
+    (tmp_path / "tok").write_text("f" * 20 + "\n")
+    (tmp_path / "ro").write_text("g" * 20)
+    assert api_tokens(ApiConf(token_file=str(tmp_path / "tok"),
+                              read_token_file=str(tmp_path / "ro"))) == ("f" * 20, "g" * 20)
+    with pytest.raises(ConfigError, match="cannot read a token"):
+        api_tokens(ApiConf(token_file=str(tmp_path / "missing")))
+    # no --token flag exists on the command line
+    from healgym.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--token", "x"])
