@@ -1,7 +1,8 @@
 """The Q-learning policy as an MLflow pyfunc model, logged as a "model from code".
 
-``predict`` takes observations (an (N, obs) array, or a dict {"obs": (N, obs), "action_mask":
-(N, A)}) and returns the greedy actions. The Q-table and its metadata are the model's artifact
+``predict`` takes {"obs": (N, obs), "action_mask": (N, A)} and returns the greedy valid actions
+(without the mask it refuses: :func:`healgym.policy.masked_input`). The Q-table and its
+metadata are the model's artifact
 ``policy`` (the folder :meth:`QLearningAgent.save` writes; no pickle).
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -31,15 +31,10 @@ class QPolicyModel(PythonModel):
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         # (no type hints: MLflow would read them as an input schema)
-        if isinstance(model_input, dict):
-            obs = np.asarray(model_input["obs"], dtype=np.float32)
-            mask = np.asarray(model_input.get("action_mask", np.ones(
-                (len(obs), self.agent.q.shape[1]))))
-        else:
-            obs = np.asarray(model_input, dtype=np.float32)
-            mask = np.ones((len(obs), self.agent.q.shape[1]))
+        from healgym.policy import masked_input
+
+        obs, mask = masked_input(model_input, self.agent.q.shape[1])
         states = self.agent.disc.states(self.agent.model, obs)
         return self.agent.greedy(states, mask)
-
 
 mlflow.models.set_model(QPolicyModel())

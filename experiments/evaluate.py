@@ -132,10 +132,9 @@ def resolve_policy_path(where: str, key: str) -> Path:
     """An exported policy folder, or a registry URI (``models:/healgym-ppo@champion``) whose
     ``policy`` artifact is downloaded."""
     if where.startswith("models:/"):
-        import mlflow
+        from healgym.policy import registered_policy_dir
 
-        local = mlflow.artifacts.download_artifacts(f"{where.rstrip('/')}/artifacts/policy")
-        return Path(local)
+        return registered_policy_dir(where)
     path = Path(where) if Path(where).is_absolute() else ROOT / where
     if not path.is_dir():
         raise HealgymError(f"{key}={where!r}: no such folder; give the 'policy' folder of a "

@@ -44,9 +44,9 @@ register()
 
 def policy_folder(spec: str) -> Path:
     if spec.startswith("models:/"):
-        import mlflow
+        from healgym.policy import registered_policy_dir
 
-        return Path(mlflow.artifacts.download_artifacts(f"{spec.rstrip('/')}/artifacts/policy"))
+        return registered_policy_dir(spec)
     path = Path(spec) if Path(spec).is_absolute() else ROOT / spec
     if not (path / "policy.json").is_file():
         raise HealgymError(f"policy={spec!r}: not a saved policy folder (no policy.json); give "

@@ -151,3 +151,43 @@ def load_saved_policy(path: str | Path, model: Any) -> Policy:
 
 __all__ = ["Decision", "Policy", "baseline", "load_saved_policy", "policy_format",
            "read_versioned_json", "register_format", "run_episode", "valid_actions"]
+
+
+def registered_policy_dir(uri: str) -> Path:
+    """The saved-policy folder of a registered MLflow model (``models:/NAME/VERSION`` or
+    ``models:/NAME@ALIAS``, or a ``runs:/`` model URI), found from what the registry recorded:
+    the model's ``MLmodel`` names the artifact ``policy``'s path (MLflow stores a logged folder
+    under its own name, so the path is not always ``artifacts/policy``)."""
+    import mlflow
+    import yaml
+
+    root = Path(mlflow.artifacts.download_artifacts(uri.rstrip("/")))
+    try:
+        meta = yaml.safe_load((root / "MLmodel").read_text())
+    except FileNotFoundError:
+        raise HealgymError(f"{uri}: not an MLflow model (no MLmodel file)") from None
+    arts = ((meta.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
+    rel = (arts.get("policy") or {}).get("path")
+    candidates = [root / rel] if rel else []
+    candidates += sorted(p.parent for p in (root / "artifacts").glob("*/policy.json"))
+    for c in candidates:
+        if (c / "policy.json").is_file() or c.suffix in (".yaml", ".yml"):
+            return c
+    raise HealgymError(f"{uri}: the registered model has no saved policy (artifact 'policy' "
+                       f"with a policy.json); it records {sorted(arts)}")
+
+
+def masked_input(model_input: Any, n_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pyfunc model's input as (obs (N, n), mask (N, A)). The action mask is required: a
+    policy asked without it could answer with an action the pipeline cannot take."""
+    if not isinstance(model_input, dict) or "action_mask" not in model_input:
+        raise HealgymError(
+            "predict needs {'obs': (N, n_obs), 'action_mask': (N, n_actions)}: without the mask "
+            "(info['action_mask'] in the env; the adapter's mask when serving) the policy could "
+            "pick an action that cannot run here")
+    obs = np.atleast_2d(np.asarray(model_input["obs"], dtype=np.float32))
+    mask = np.atleast_2d(np.asarray(model_input["action_mask"]))
+    if mask.shape != (len(obs), n_actions):
+        raise HealgymError(f"action_mask has shape {mask.shape}; expected ({len(obs)}, "
+                           f"{n_actions}), one row of 0/1 per observation")
+    return obs, mask

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from healgym.errors import HealgymError
-from healgym.policy import load_saved_policy
+from healgym.policy import load_saved_policy, registered_policy_dir
 
 
 def load_policy(spec: str, model: Any) -> tuple[Any, str]:
     version = spec
     path = Path(spec)
     if spec.startswith("models:/"):
-        import mlflow
         from mlflow import MlflowClient
 
         name, _, ref = spec[len("models:/"):].partition("@")
@@ -28,7 +27,7 @@ def load_policy(spec: str, model: Any) -> tuple[Any, str]:
             uri = f"models:/{name}/{mv.version}"
         else:
             uri, version = spec, spec[len("models:/"):]
-        path = Path(mlflow.artifacts.download_artifacts(f"{uri}/artifacts/policy"))
+        path = registered_policy_dir(uri)
     if not (path.is_file() and path.suffix in (".yaml", ".yml")) and \
             not (path / "policy.json").is_file():
         raise HealgymError(f"--policy {spec}: not a runbook YAML, an exported policy folder "
