@@ -54,7 +54,10 @@ class Incident:
 class Adapter:
     def __init__(self, conf: ServeConf, policy: Any, model: Any, log: DecisionLog,
                  observer: Observer, actuators: dict[str, Resilient] | None = None,
-                 policy_version: str = "", metrics: AdapterMetrics | None = None) -> None:
+                 policy_version: str = "", metrics: AdapterMetrics | None = None,
+                 started_at: float | None = None) -> None:
+        """``started_at``: the adapter's start on its clock (default: now); with
+        ``conf.startup_grace``, readings taken before it are not decided on."""
         self.conf, self.policy, self.model, self.log = conf, policy, model, log
         self.observer = observer
         self.infos = action_infos(model)
@@ -91,10 +94,70 @@ class Adapter:
         self.last_now: float | None = None  # the clock of the last step
         self.lock = threading.RLock()
         self.alerts: list[str] = []
+        self.started_at = time.time() if started_at is None else float(started_at)
         self.interrupted = log.recover()
         for did in self.interrupted:
             self.alert(f"decision {did}: its action was interrupted by a restart and is not "
                        "retried; check the target")
+        self.restored = self._restore(self.started_at)
+
+    # ------------------------------------------------------------------ durable state
+    def _restore(self, now: float) -> dict[str, int]:
+        """What is allowed is derived from the decision log, so a restart changes nothing:
+        every action started within the guard's horizon counts against cooldowns, rate limits
+        and budgets again (an interrupted one too: it may have run); the last one's in-flight
+        time and its effect on the deploy clock hold; pending approvals that have not expired
+        are pending again; a pause holds until resumed."""
+        horizon = max(3600.0, self.conf.guard.rate_window_s, self.conf.guard.cooldown_s,
+                      self.conf.human.timeout_s)
+        started: list[tuple[float, int]] = []
+        restored = {"actions": 0, "pending": 0, "paused": 0}
+        paused: bool | None = None
+        for r in self.log.records(since=now - horizon - 3600.0):
+            ctl = (r.get("explanation") or {}).get("control")
+            if r["status"] == "control" and ctl in ("pause", "resume"):
+                paused = ctl == "pause"
+            for e in r["events"]:
+                if e["kind"] == "act_started" and e.get("action") in self.names \
+                        and now - e["at"] < horizon:
+                    started.append((float(e["at"]), self.names.index(e["action"])))
+            if r["state"] == "pending":
+                ev = next((e for e in reversed(r["events"]) if e["kind"] == "pending"), None)
+                if ev is not None and ev.get("action") in self.names:
+                    self.pending[r["id"]] = Pending(r["id"], self.names.index(ev["action"]),
+                                                    float(ev["at"]))
+                    restored["pending"] += 1
+        for at, action in sorted(started):
+            self.guard.record(action, at)
+            restored["actions"] += 1
+        if started:
+            at, action = max(started)
+            info = self.infos[action]
+            kind = self.kinds[info.kind]
+            duration = self.conf.durations_s.get(info.kind, kind.duration_s)
+            self.state.last_action, self.state.last_action_t = action, at
+            if kind.effect == act.PAGE:
+                self.state.paged_until = at + duration
+            elif at + duration > now:
+                self.state.in_flight_until = at + duration
+                self._completion = (action, at + duration)
+        if paused:
+            self.paused = True
+            restored["paused"] = 1
+        self.metrics.pending.set(len(self.pending))
+        if any(restored.values()):
+            self.alert(f"restored from the decision log: {restored['actions']} recent action(s) "
+                       f"in the guard's budgets, {restored['pending']} pending approval(s)"
+                       f"{', paused' if paused else ''}")
+        return restored
+
+    def _control(self, verb: str, operator: str, reason: str) -> None:
+        """A pause or resume, as a durable record in the decision log."""
+        self.log.new_decision(policy=self.policy.name, policy_version=self.policy_version,
+                              observation=None, signals={}, proposed_action=None,
+                              explanation={"control": verb, "operator": operator},
+                              guard={}, status="control", reason=f"{verb}d by {operator}: "
+                                                                 f"{reason}", at=time.time())
 
     # ------------------------------------------------------------------ helpers
     def alert(self, message: str) -> None:
@@ -138,6 +201,14 @@ class Adapter:
                     policy=self.policy.name, policy_version=self.policy_version,
                     observation=None, signals=reading.samples, proposed_action=None,
                     explanation={}, guard={}, status="skipped", reason=reason, at=now))
+            if self.conf.startup_grace and reading.oldest_ts < self.started_at:
+                reason = (f"start-up: waiting for readings taken after the adapter started (the "
+                          f"oldest is {self.started_at - reading.oldest_ts:.0f} s older)")
+                self.metrics.decisions.labels(action="none", status="warming_up").inc()
+                return self._trail(self.log.new_decision(
+                    policy=self.policy.name, policy_version=self.policy_version,
+                    observation=None, signals=reading.samples, proposed_action=None,
+                    explanation={}, guard={}, status="warming_up", reason=reason, at=now))
             s = reading.signals
             if self._completion is not None and now >= self._completion[1]:
                 done = self._completion[0]
@@ -377,12 +448,16 @@ class Adapter:
             return self.log.record(did) or {}
 
     def pause(self, operator: str, reason: str) -> None:
-        self.paused = True
-        self.alert(f"paused by {operator}: {reason}")
+        with self.lock:
+            self.paused = True
+            self._control("pause", operator, reason)
+            self.alert(f"paused by {operator}: {reason}")
 
     def resume(self, operator: str, reason: str) -> None:
-        self.paused = False
-        self.alert(f"resumed by {operator}: {reason}")
+        with self.lock:
+            self.paused = False
+            self._control("resume", operator, reason)
+            self.alert(f"resumed by {operator}: {reason}")
 
     def close(self) -> None:
         """Stop: an incident still open is logged as unresolved (``open``: the adapter stopped

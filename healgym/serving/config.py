@@ -168,6 +168,10 @@ class ServeConf(Strict):
     # remembers the readings before each one to fill it (healgym.sim.observation.HistoryBuilder)
     history: bool = False
     interval_s: float = 10.0
+    #: at start, no decision until every signal has a reading taken after the adapter started
+    #: (a query answered from before the start, e.g. Prometheus' stale `up=0` for a service
+    #: the adapter has just launched, would look like an outage)
+    startup_grace: bool = True
     # how long an action kind takes on this infrastructure (default: the simulator's, e.g.
     # retrain 1200 s); while one runs the observation says so and only noop/escalate are offered
     durations_s: dict[str, float] = Field(default_factory=dict)

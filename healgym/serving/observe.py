@@ -136,6 +136,7 @@ class Reading:
     signals: Signals | None
     problems: list[str]
     samples: dict[str, float]  # "signal[stage]" -> value, for the decision log
+    oldest_ts: float = math.inf  # when the oldest sample used was measured (unix s)
 
 
 class Observer:
@@ -153,6 +154,7 @@ class Observer:
             return Reading(None, [f"metrics source unreadable: {exc}"], {})
         problems: list[str] = []
         flat = {f"{k[0]}[{k[1]}]" if k[1] else k[0]: v.value for k, v in samples.items()}
+        oldest = [math.inf]
 
         def get(signal: str, stage: str | None, fallback: float) -> float:
             s = samples.get((signal, stage))
@@ -161,6 +163,7 @@ class Observer:
                 if signal in self.conf.required:
                     problems.append(f"{name}: missing")
                 return fallback
+            oldest[0] = min(oldest[0], s.ts)
             if not math.isfinite(s.value):
                 problems.append(f"{name}: not finite ({s.value})")
                 return fallback
@@ -178,7 +181,7 @@ class Observer:
         pipe: dict[str, Any] = {k: get(k, None, float(self.conf.defaults.get(k, HEALTHY[k])))
                                 for k in PIPELINE}
         if problems:
-            return Reading(None, problems, flat)
+            return Reading(None, problems, flat, oldest[0])
         deployed = samples.get((DEPLOY_SIGNAL, None))
         deploy_t = max(state.deploy_t if state.deploy_t <= now else -math.inf,
                        deployed.value if deployed is not None
@@ -190,4 +193,4 @@ class Observer:
             can_rollback=state.can_rollback, escalation_in_flight=now < state.paged_until,
             shedding=now < state.shedding_until, last_action=state.last_action,
             since_deploy_s=min(max(now - deploy_t, 0.0), 3600.0))
-        return Reading(signals, [], flat)
+        return Reading(signals, [], flat, oldest[0])

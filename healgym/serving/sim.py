@@ -161,11 +161,12 @@ def simulate_serving(env: Any, policy: Any, log: DecisionLog | str, *, seed: int
     names = model.action_names[1:]
     actuator = Resilient(pipe, ActuatorConf(type="log", actions=list(names), retries=1,
                                             timeout_s=60.0, breaker_failures=10**9))
+    t0 = time.time() if start is None else start
     adapter = Adapter(conf, policy, model, log, Observer(model, conf.source, source=pipe),
-                      actuators=dict.fromkeys(names, actuator), policy_version=policy_version)
+                      actuators=dict.fromkeys(names, actuator), policy_version=policy_version,
+                      started_at=t0)
     if hasattr(policy, "reset"):
         policy.reset()
-    t0 = time.time() if start is None else start
     n = 0
     try:
         while not pipe.done and (steps is None or n < steps):
