@@ -67,7 +67,9 @@ def test_register_promote_and_serve_from_the_registry(registry, tmp_path, kind, 
 def test_a_registered_model_without_a_policy_says_so(registry, tmp_path):
     from healgym.policy import registered_policy_dir
 
-    with pytest.raises(Exception):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
         registered_policy_dir("models:/no-such-model/1")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "MLmodel").write_text("flavors: {python_function: {artifacts: {}}}\n")
