@@ -65,9 +65,9 @@ def test_register_promote_and_serve_from_the_registry(registry, tmp_path, kind, 
 
 
 def test_a_registered_model_without_a_policy_says_so(registry, tmp_path):
-    from healgym.policy import registered_policy_dir
-
     from mlflow.exceptions import MlflowException
+
+    from healgym.policy import registered_policy_dir
 
     with pytest.raises(MlflowException):
         registered_policy_dir("models:/no-such-model/1")
