@@ -38,6 +38,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -190,10 +191,49 @@ class ProcessActuator:
             stage: spec.model_dump() for stage, spec in params.processes.items()}
         self.procs: dict[str, list[subprocess.Popen[bytes]]] = {}
         self.lock = threading.Lock()
+        self.pid_dir = Path(params.pid_dir)
+        self.start_check_s = float(params.start_check_s)
+        self.adopted: list[int] = []  # orphans of an earlier adapter, stopped at start
 
     def start(self) -> None:
+        self.reap_orphans()
         for stage in self.specs:
             self._ensure(stage, int(self.specs[stage].get("workers", 1)))
+
+    def _pid_file(self, pid: int) -> Path:
+        return self.pid_dir / f"{pid}.pid"
+
+    def reap_orphans(self) -> list[int]:
+        """Stop the process groups an earlier adapter started and never stopped (it was killed
+        with -9: its children, each in its own session, lived on as orphans that keep the port
+        and keep serving whatever fault they had). Each one's pid file names it and its owner;
+        a worker whose owner still runs belongs to another adapter and is left alone; a pid
+        file whose process is gone (or whose pid another process has now: the start times
+        differ) is just removed."""
+        stopped = []
+        for f in sorted(self.pid_dir.glob("*.pid")) if self.pid_dir.is_dir() else []:
+            try:
+                pid, born, owner, owner_born = (int(x) for x in f.read_text().split())
+            except ValueError:
+                f.unlink(missing_ok=True)
+                continue
+            if owner != os.getpid() and _started(owner) == owner_born:
+                continue  # its adapter is alive (another adapter sharing pid_dir): not ours
+            if _started(pid) == born:  # the same process (a reused pid has another start)
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                    for _ in range(50):
+                        if _started(pid) != born:
+                            break
+                        time.sleep(0.1)
+                    else:
+                        os.killpg(pid, signal.SIGKILL)
+                    stopped.append(pid)
+                except ProcessLookupError:
+                    pass
+            f.unlink(missing_ok=True)
+        self.adopted = stopped
+        return stopped
 
     def _spawn(self, stage: str, i: int) -> subprocess.Popen[bytes]:
         spec = self.specs[stage]
@@ -203,12 +243,30 @@ class ProcessActuator:
         if spec.get("log"):  # the processes' stdout and stderr, appended
             out = open(spec["log"], "ab")  # noqa: SIM115 (the child owns it)
         try:
-            return subprocess.Popen([str(c) for c in spec["cmd"]], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT if spec.get("log") else out,
-                                    start_new_session=True)
+            p = subprocess.Popen([str(c) for c in spec["cmd"]], env=env, stdout=out,
+                                 stderr=subprocess.STDOUT if spec.get("log") else out,
+                                 start_new_session=True)
         finally:
             if spec.get("log"):
                 out.close()
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        # the worker, and the adapter that owns it: an orphan is one whose owner is gone
+        self._pid_file(p.pid).write_text(
+            f"{p.pid} {_started(p.pid)} {os.getpid()} {_started(os.getpid())}\n")
+        return p
+
+    def _check_started(self, stage: str) -> None:
+        """A worker that exits right after its start (it could not take its port: an orphan
+        still holds it) means the action did not happen."""
+        if self.start_check_s <= 0:
+            return
+        time.sleep(self.start_check_s)
+        dead = [p for p in self.procs.get(stage, []) if p.poll() is not None]
+        if dead:
+            codes = [p.returncode for p in dead]
+            raise TransientActuatorError(
+                f"{len(dead)} {stage} worker(s) exited right after their start (exit codes "
+                f"{codes}): is the port still held by another process? see its log")
 
     def _ensure(self, stage: str, n: int) -> None:
         procs = [p for p in self.procs.get(stage, []) if p.poll() is None]
@@ -218,15 +276,17 @@ class ProcessActuator:
             self._stop(procs.pop())
         self.procs[stage] = procs
 
-    @staticmethod
-    def _stop(p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+    def _stop(self, p: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
             try:
+                os.killpg(p.pid, signal.SIGTERM)
                 p.wait(grace_s)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+            except ProcessLookupError:
+                pass
+        self._pid_file(p.pid).unlink(missing_ok=True)
 
     def workers(self, stage: str) -> int:
         return sum(p.poll() is None for p in self.procs.get(stage, []))
@@ -242,10 +302,12 @@ class ProcessActuator:
                     self._stop(p)
                 self.procs[target] = []
                 self._ensure(target, n)
+                self._check_started(target)
                 return f"restarted {n} {target} process(es)"
             if kind in ("scale_up", "scale_down"):
                 new = n + 1 if kind == "scale_up" else max(n - 1, 1)
                 self._ensure(target, new)
+                self._check_started(target)
                 return f"{target}: {n} -> {new} workers"
         raise CannotAct(f"the process actuator cannot {kind!r} (restart, scale_up, scale_down)")
 
@@ -253,6 +315,18 @@ class ProcessActuator:
         for procs in self.procs.values():
             for p in procs:
                 self._stop(p)
+
+
+def _started(pid: int) -> int:
+    """When a process started (clock ticks since boot: /proc/PID/stat's 22nd field), -1 when
+    there is no such process or it is a zombie: with the pid it names one process for good (a
+    pid reused by another program has another start time)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+    return -1 if fields[0] == "Z" else int(fields[19])
 
 
 class MlflowRegistryActuator:

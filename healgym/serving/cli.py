@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -62,16 +63,29 @@ def serve(args: argparse.Namespace) -> int:
         print(f"override API on http://{conf.api.host}:{conf.api.port} (token from "
               f"${conf.api.token_env}); metrics at /metrics/", file=sys.stderr)
     stop = threading.Event()
+    received: list[str] = []
+
+    def on_signal(signum: int, frame: Any) -> None:  # systemd and Kubernetes stop with SIGTERM
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    # installed explicitly: a shell starts a background job with SIGINT ignored
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
     print(f"serving {adapter.policy.name} ({adapter.policy_version}) every {conf.interval_s:g} s;"
           f" decisions in {conf.decision_log}", file=sys.stderr)
     try:
         adapter.run(stop)
-    except KeyboardInterrupt:
-        stop.set()
     finally:
+        # stop deciding (the step in progress, and its action, finish first: the lock), log
+        # the open incident, stop the managed processes, stop the API
+        with adapter.lock:
+            if received:
+                print(f"{received[0]}: stopping: no more decisions; logging open incidents and "
+                      "stopping managed processes", file=sys.stderr)
+            adapter.close()
         if server is not None:
             server.should_exit = True
-        adapter.close()
     return 0
 
 

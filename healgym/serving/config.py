@@ -76,6 +76,12 @@ class ProcessSpec(Strict):
 
 class ProcessParams(Strict):
     processes: dict[str, ProcessSpec] = Field(min_length=1)  # {stage: spec}
+    #: one pid file per managed process: a restarted adapter stops the process groups an
+    #: earlier adapter (killed with -9) left behind before it starts its own
+    pid_dir: str = "results/serve/pids"
+    #: a (re)started worker must still be running this long after its start, s (a worker that
+    #: cannot take its port exits at once): else the action failed
+    start_check_s: float = Field(1.0, ge=0.0)
 
 
 class MlflowParams(Strict):

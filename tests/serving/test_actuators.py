@@ -75,9 +75,10 @@ def test_http_5xx_is_transient_4xx_is_not():
     assert transient(requests.ConnectionError()) and not transient(KeyError("x"))
 
 
-def test_process_actuator_restarts_and_scales_real_processes():
+def test_process_actuator_restarts_and_scales_real_processes(tmp_path):
     p = ProcessActuator({"processes": {"serve": {
-        "cmd": [sys.executable, "-c", "import time; time.sleep(120)"], "workers": 1}}})
+        "cmd": [sys.executable, "-c", "import time; time.sleep(120)"], "workers": 1}},
+        "pid_dir": str(tmp_path / "pids"), "start_check_s": 0.2})
     try:
         p.start()
         pid = p.procs["serve"][0].pid
@@ -89,6 +90,31 @@ def test_process_actuator_restarts_and_scales_real_processes():
     finally:
         p.close()
     assert p.workers("serve") == 0
+
+
+def test_a_restart_whose_worker_cannot_start_is_a_failure_not_a_success(tmp_path):
+    """A worker that exits at once (here: a port already taken) means the restart did not
+    happen: the actuator says so, and through Resilient the action's result is not ok."""
+    import socket
+
+    from healgym.serving.actuators import Resilient
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    port = held.getsockname()[1]
+    cmd = [sys.executable, "-c", "import socket, time; s = socket.socket(); "
+           f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(120)"]
+    conf = ActuatorConf(type="process", actions=["restart_serve"], retries=1, params={
+        "processes": {"serve": {"cmd": cmd}}, "pid_dir": str(tmp_path / "pids"),
+        "start_check_s": 1.0})
+    wrapped = Resilient(ProcessActuator(conf.params), conf)
+    try:
+        result = wrapped.execute("restart", "serve", "k")
+        assert not result.ok and "exited right after their start" in result.error
+    finally:
+        wrapped.actuator.close()
+        held.close()
 
 
 def test_webhook_sends_the_idempotency_key(stand_in):
