@@ -9,6 +9,7 @@ its result is appended after.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -49,6 +50,34 @@ class Incident:
         return {"start": self.start, "end": now if resolved else None, "resolved": resolved,
                 "ttr_s": now - self.start if resolved else None, "decisions": list(self.trail),
                 "acted": list(dict.fromkeys(self.decisions)), "cost": self.cost}
+
+
+log = logging.getLogger("healgym.serving")
+
+
+def emit(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    """One structured line per event (decision, action, block, alert, incident): the event
+    name and its fields, for ``--log-format text|json`` (:class:`JsonFormatter`)."""
+    log.log(level, "%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()
+                                          if v is not None),
+            extra={"event": event, "fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """``healgym serve --log-format json``: one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,
+                               "logger": record.name}
+        event = getattr(record, "event", None)
+        if event is not None:
+            out["event"] = event
+            out.update(getattr(record, "fields", {}))
+        else:
+            out["message"] = record.getMessage()
+        return json.dumps(out, default=str)
 
 
 class Adapter:
@@ -98,7 +127,7 @@ class Adapter:
         self.interrupted = log.recover()
         for did in self.interrupted:
             self.alert(f"decision {did}: its action was interrupted by a restart and is not "
-                       "retried; check the target")
+                       "retried; check the target", "interrupted", decision=did)
         self.restored = self._restore(self.started_at)
 
     # ------------------------------------------------------------------ durable state
@@ -148,7 +177,7 @@ class Adapter:
         if any(restored.values()):
             self.alert(f"restored from the decision log: {restored['actions']} recent action(s) "
                        f"in the guard's budgets, {restored['pending']} pending approval(s)"
-                       f"{', paused' if paused else ''}")
+                       f"{', paused' if paused else ''}", "restored", **restored)
         return restored
 
     def _control(self, verb: str, operator: str, reason: str) -> None:
@@ -160,9 +189,12 @@ class Adapter:
                                                                  f"{reason}", at=time.time())
 
     # ------------------------------------------------------------------ helpers
-    def alert(self, message: str) -> None:
+    def alert(self, message: str, reason: str = "other", **fields: Any) -> None:
+        """Something an operator should see: kept in ``alerts``, counted in
+        ``healgym_alerts_total{reason}``, and logged (a structured line on stderr)."""
         self.alerts.append(message)
-        self.metrics.alerts.inc()
+        self.metrics.alerts.labels(reason=reason).inc()
+        emit("alert", logging.WARNING, reason=reason, message=message, **fields)
 
     def mask(self, s: Signals, now: float | None = None) -> np.ndarray:
         """Actions possible now: the env's own compiled mask (:func:`healgym.sim.actions.
@@ -195,7 +227,7 @@ class Adapter:
                 probs = reading.problems
                 reason = "; ".join(probs[:5]) + (f"; and {len(probs) - 5} more"
                                                  if len(probs) > 5 else "")
-                self.alert(f"no decision: {reason}")
+                self.alert(f"no decision: {reason}", "no_reading")
                 self.metrics.decisions.labels(action="none", status="skipped").inc()
                 return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
@@ -205,6 +237,7 @@ class Adapter:
                 reason = (f"start-up: waiting for readings taken after the adapter started (the "
                           f"oldest is {self.started_at - reading.oldest_ts:.0f} s older)")
                 self.metrics.decisions.labels(action="none", status="warming_up").inc()
+                emit("decision", logging.INFO, state="warming_up", reason=reason)
                 return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
                     observation=None, signals=reading.samples, proposed_action=None,
@@ -220,6 +253,7 @@ class Adapter:
             self._verify(now, slo_violated(self.model, s))
             if self.paused:
                 self.metrics.decisions.labels(action="none", status="paused").inc()
+                emit("decision", logging.INFO, state="paused")
                 return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
                     observation=obs, signals=reading.samples, proposed_action=None,
@@ -230,7 +264,8 @@ class Adapter:
             decision = self.policy.decide(obs, {"action_mask": mask, "time_s": now})
             proposed = int(decision.action)
             if not 0 <= proposed < len(self.infos) or not mask[proposed]:
-                self.alert(f"policy proposed invalid action {proposed}; taking the safe default")
+                self.alert(f"policy proposed invalid action {proposed}; taking the safe default",
+                           "invalid_proposal")
                 proposed = self.guard.safe
             confidence = float(decision.explanation.get("confidence", 1.0))
             g = self.guard.check(proposed, now, confidence,
@@ -247,6 +282,13 @@ class Adapter:
                 explanation=dict(decision.explanation), guard=g.as_dict(), status=status,
                 reason="; ".join(v.reason for v in g.verdicts if not v.ok), at=now)
             label = self.names[g.action]
+            if g.blocked:
+                failed = [v for v in g.verdicts if not v.ok]
+                self.alert(f"decision {did}: {self.names[proposed]} blocked by "
+                           f"{failed[0].check if failed else 'guard'}: "
+                           f"{failed[0].reason if failed else ''}", "guard_block",
+                           decision=did, action=self.names[proposed],
+                           check=failed[0].check if failed else None)
             if g.shadow or g.action == self.guard.safe:
                 self.metrics.decisions.labels(action=label, status=status if g.shadow else
                                               ("blocked" if g.blocked else "noop")).inc()
@@ -260,6 +302,10 @@ class Adapter:
             self.metrics.pending.set(len(self.pending))
             self.metrics.latency.observe(time.perf_counter() - t0)
             self._trail(did)
+            rec_state = "pending" if did in self.pending else status
+            emit("decision", logging.INFO, decision=did, proposed=self.names[proposed],
+                 action=label, state=rec_state, blocked=g.blocked,
+                 incident=self.incident is not None)
             return did
 
     def _trail(self, did: str) -> str:
@@ -282,11 +328,15 @@ class Adapter:
         else:
             result = actuator.execute(info.kind, info.target, key)
         self.log.event(did, "act_result", result.as_dict())
+        emit("action", logging.INFO if result.ok else logging.ERROR, decision=did,
+             action=info.name, via=via, ok=result.ok, detail=result.detail, error=result.error,
+             attempts=result.attempts)
         self.metrics.decisions.labels(action=info.name,
                                       status="acted" if result.ok else "act_failed").inc()
         if not result.ok:
             self.metrics.actuator_failures.labels(action=info.name).inc()
-            self.alert(f"decision {did}: {info.name} failed: {result.error}")
+            self.alert(f"decision {did}: {info.name} failed: {result.error}",
+                       "actuator_failure", decision=did, action=info.name)
             return result
         self.guard.record(action, now)
         self.state.last_action, self.state.last_action_t = action, now
@@ -314,6 +364,7 @@ class Adapter:
         inc = self.incident
         if violated and inc is None:
             self.incident = Incident(start=now)
+            emit("incident_opened", logging.WARNING, at=now)
             return
         if inc is None:
             return
@@ -327,6 +378,8 @@ class Adapter:
             if inc.trail:
                 self.log.event(inc.trail[0], "incident", inc.summary(now, True), at=now)
             self.metrics.recoveries.observe(ttr)
+            emit("incident_resolved", logging.INFO, ttr_s=round(ttr, 1),
+                 decisions=len(inc.decisions))
             self.incident = None
         elif not inc.escalated and now - inc.start > self.conf.verify_deadline_s:
             inc.escalated = True
@@ -335,7 +388,7 @@ class Adapter:
                                                 "deadline_s": self.conf.verify_deadline_s},
                                at=now)
             self.alert(f"incident open for {now - inc.start:.0f} s > verify_deadline_s; "
-                       "escalating")
+                       "escalating", "deadline_escalation", open_s=round(now - inc.start, 1))
             if inc.trail:
                 self.log.event(inc.trail[0], "incident", inc.summary(now, False), at=now)
             did = self.log.new_decision(
@@ -390,7 +443,8 @@ class Adapter:
         self._known(did)
         self.log.event(did, "refused", {"operator": operator, "verdict": verdict,
                                         "action": action, "reason": reason, "why": why}, at=now)
-        self.alert(f"decision {did}: {verdict} by {operator} refused: {why}")
+        self.alert(f"decision {did}: {verdict} by {operator} refused: {why}", "refused",
+                   decision=did, operator=operator)
         raise Stopped(f"{verdict} refused: {why}; nothing is executed until it is lifted (remove "
                       "the kill switch file / healgym override resume)")
 
@@ -451,13 +505,13 @@ class Adapter:
         with self.lock:
             self.paused = True
             self._control("pause", operator, reason)
-            self.alert(f"paused by {operator}: {reason}")
+            self.alert(f"paused by {operator}: {reason}", "paused", operator=operator)
 
     def resume(self, operator: str, reason: str) -> None:
         with self.lock:
             self.paused = False
             self._control("resume", operator, reason)
-            self.alert(f"resumed by {operator}: {reason}")
+            self.alert(f"resumed by {operator}: {reason}", "resumed", operator=operator)
 
     def close(self) -> None:
         """Stop: an incident still open is logged as unresolved (``open``: the adapter stopped

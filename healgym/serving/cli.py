@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -32,7 +33,23 @@ def build(args: argparse.Namespace) -> Any:
     return Adapter(conf, policy, model, log, Observer(model, conf.source), policy_version=version)
 
 
+def configure_logging(fmt: str, quiet: bool = False) -> logging.Handler:
+    """The adapter's structured lines (logger ``healgym.serving``) on stderr."""
+    from healgym.serving.adapter import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(message)s"))
+    lg = logging.getLogger("healgym.serving")
+    lg.handlers = [handler]
+    lg.setLevel(logging.WARNING if quiet else logging.INFO)
+    lg.propagate = False
+    return handler
+
+
 def serve(args: argparse.Namespace) -> int:
+    if getattr(args, "log_format", None) and args.steps is None:
+        configure_logging(args.log_format, getattr(args, "quiet", False))
     adapter = build(args)
     conf = adapter.conf
     for msg in adapter.alerts:
@@ -214,6 +231,10 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--steps", type=int, default=None,
                    help="take this many decisions now and exit (no API)")
     s.add_argument("--no-api", action="store_true", help="do not start the override API")
+    s.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="one line per decision, action, block, alert and incident on stderr: "
+                        "plain text or JSON objects")
+    s.add_argument("--quiet", action="store_true", help="only warnings and errors on stderr")
     s.set_defaults(func=serve)
     o = sub.add_parser("override", help="the human-override API, from the terminal")
     o.add_argument("verb", choices=["list", "show", "approve", "reject", "override", "pause",

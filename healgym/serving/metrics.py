@@ -23,4 +23,5 @@ class AdapterMetrics:
         self.recoveries = Histogram("healgym_time_to_recover_seconds",
                                     "Incident start to SLO healthy again", registry=r,
                                     buckets=(10, 30, 60, 120, 300, 600, 1200, 3600))
-        self.alerts = Counter("healgym_alerts", "Alerts raised by the adapter", registry=r)
+        self.alerts = Counter("healgym_alerts", "Alerts raised by the adapter, by reason",
+                              ["reason"], registry=r)
