@@ -198,3 +198,63 @@ def test_damaged_rows_are_reported_and_the_rest_is_kept(simlog, tmp_path):
     assert any("ghost" in p for p in r.problems)
     assert r.summary["decisions"] == len(load_log(str(simlog)).decisions)
     assert "Problems reading the log (3)" in r.html.read_text()
+
+
+def test_the_report_counts_interrupted_actions_and_duplicate_overrides_right(tmp_path):
+    """An action cut off by a crash is 'interrupted' (not a normal execution with a blank ok);
+    an override repeated with the same idempotency key is one execution, not two."""
+    from healgym.analysis import tables
+
+    db = tmp_path / "d.db"
+    log = DecisionLog(f"sqlite:///{db}")
+    kw = {"policy": "p", "policy_version": "v", "observation": None, "signals": {},
+          "explanation": {}, "guard": {}, "status": "proposed"}
+    cut = log.new_decision(proposed_action="restart_serve", at=T0, **kw)
+    log.event(cut, "act_started", {"action": "restart_serve", "idempotency_key": cut,
+                                   "via": "policy"}, at=T0)
+    ok = log.new_decision(proposed_action="restart_serve", at=T0 + 60, **kw)
+    log.event(ok, "act_started", {"action": "restart_serve", "idempotency_key": ok,
+                                  "via": "policy"}, at=T0 + 60)
+    log.event(ok, "act_result", {"ok": True, "detail": "done"}, at=T0 + 61)
+    for i in range(2):  # the operator's override request, sent twice
+        log.event(ok, "human", {"operator": "o", "verdict": "override",
+                                "action": "rollback", "reason": "r"}, at=T0 + 70 + i)
+        log.event(ok, "act_started", {"action": "rollback", "via": "override by o",
+                                      "idempotency_key": f"{ok}:override:rollback"},
+                  at=T0 + 70 + i)
+        log.event(ok, "act_result", {"ok": True, "detail": "rolled back"}, at=T0 + 71 + i)
+    DecisionLog(f"sqlite:///{db}").recover()  # the restarted adapter marks the cut-off one
+    frames = load_log(str(db))
+    a = frames.actions
+    assert sorted(a["status"]) == ["interrupted", "ok", "ok"]
+    assert (a["action"] == "rollback").sum() == 1
+    s = tables.summary(frames)
+    assert s["executed_actions"] == 3 and s["interrupted_actions"] == 1
+    assert s["actuator_failures"] == 0
+    d = frames.decisions.set_index("id")
+    assert d.loc[cut, "state"] == "interrupted"
+    res = write_report(str(db), tmp_path / "r.html")
+    assert "interrupted actions<b>1</b>" in (tmp_path / "r.html").read_text()
+    assert res.summary["interrupted_actions"] == 1
+
+
+def test_the_charts_draw_what_the_tables_hold(simlog, monkeypatch):
+    """The actions-over-time chart has a bar per executed action in the period it happened
+    (it was drawn empty), and the TTR axis is labelled in plain seconds (no '1e-6+2.0001'
+    offset)."""
+    from healgym.analysis import report
+
+    figs: list = []
+    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or "png")
+    frames = load_log(str(simlog))
+    out = report._plots(frames, report.build(frames))
+    assert "actions_over_time" in out and "mttr_trend" in out
+    ax = figs[0].axes[0]
+    heights = sum(p.get_height() for p in ax.patches)
+    assert heights == len(frames.actions) > 0
+    lo, hi = ax.get_xlim()
+    assert all(lo <= p.get_x() <= hi for p in ax.patches)
+    ttr_ax = figs[1].axes[0]
+    figs[1].canvas.draw()
+    assert ttr_ax.yaxis.get_major_formatter().get_useOffset() is False
+    assert ttr_ax.yaxis.get_offset_text().get_text() == ""

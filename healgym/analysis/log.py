@@ -12,7 +12,9 @@ healgym decision log of a schema version this healgym reads, and returns a :clas
 - ``actions``: one row per actuator execution (``act_started``; an override of an action
   already taken is a second execution on the same decision): ``decision_id``, ``at``, ``time``,
   ``action``, ``target``, ``via`` (policy, approved by X, override by X, timeout, deadline),
-  ``ok`` (the actuator's result; None while unknown or interrupted);
+  ``ok`` (the actuator's result; None while unknown or interrupted), ``status`` (``ok``,
+  ``failed``, ``interrupted``: cut off by a crash, or ``running``); a repeated idempotency key
+  (a retried override) is one execution;
 - ``incidents``: one row per incident (from the adapter's ``incident`` events; for logs written
   before those existed, rebuilt from ``outcome`` events), with its decision trail;
 - ``problems``: rows that could not be read (bad JSON, events of unknown decisions): reported,
@@ -209,15 +211,27 @@ def _action_frame(recs: list[dict[str, Any]], keep: set[str]) -> pd.DataFrame:
         if r["id"] not in keep:
             continue
         current: dict[str, Any] | None = None
+        keys: set[str] = set()
         for e in r["events"]:
             if e["kind"] == "act_started":
+                key = e.get("idempotency_key")
+                if key is not None and key in keys:
+                    # the same idempotency key again (a retried override request): the
+                    # actuator did it once; not a second execution
+                    current = None
+                    continue
+                keys.add(key)
                 current = {"decision_id": r["id"], "at": float(e["at"]),
                            "action": e.get("action"), "target": action_target(e.get("action")),
-                           "via": e.get("via"), "ok": None}
+                           "via": e.get("via"), "ok": None, "status": "running"}
                 rows.append(current)
             elif e["kind"] == "act_result" and current is not None:
                 current["ok"] = e.get("ok")
-    df = pd.DataFrame(rows, columns=["decision_id", "at", "action", "target", "via", "ok"])
+                current["status"] = "ok" if e.get("ok") else "failed"
+            elif e["kind"] == "interrupted" and current is not None:
+                current["status"] = "interrupted"  # cut off by a crash: ran or not, unknown
+    df = pd.DataFrame(rows, columns=["decision_id", "at", "action", "target", "via", "ok",
+                                     "status"])
     df["time"] = pd.to_datetime(df["at"], unit="s", utc=True)
     return df
 

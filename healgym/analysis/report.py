@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from healgym.analysis import tables
@@ -62,11 +63,23 @@ def _plots(frames: LogFrames, figs: dict[str, pd.DataFrame]) -> dict[str, str]:
     a = figs["actions_over_time"]
     if len(a):
         fig, ax = plt.subplots(figsize=(10, 3.2))
-        a.set_index("period").plot(kind="bar", stacked=True, ax=ax, width=0.9)
+        # stacked bars drawn by position (pandas' bar plot of a tz-aware datetime index drew
+        # an empty axis with every tick label at 0)
+        x = np.arange(len(a))
+        bottom = np.zeros(len(a))
+        for col in [c for c in a.columns if c != "period"]:
+            h = a[col].to_numpy(dtype=float)
+            ax.bar(x, h, bottom=bottom, width=0.9, label=str(col))
+            bottom += h
         step = max(len(a) // 20, 1)
-        ax.set_xticks(range(0, len(a), step), [pd.Timestamp(t).strftime("%m-%d %H:%M")
-                                              for t in a["period"][::step]],
+        ax.set_xticks(x[::step], [pd.Timestamp(t).strftime("%m-%d %H:%M")
+                                  for t in a["period"][::step]],
                       rotation=45, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, len(a) - 0.4)
+        ax.set_xlabel("period (UTC)")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("executed actions")
         ax.legend(fontsize=7, ncol=4)
         out["actions_over_time"] = _png(fig)
@@ -90,6 +103,8 @@ def _plots(frames: LogFrames, figs: dict[str, pd.DataFrame]) -> dict[str, str]:
                 ax2.set_ylabel("override rate", color="tab:orange")
                 ax2.set_ylim(bottom=0)
         ax.set_ylabel("time to recover, s")
+        # plain seconds: nearly equal TTRs made matplotlib label the axis "1e-6+2.0001"
+        ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         ax.legend(fontsize=7, loc="upper left")
         fig.autofmt_xdate()
         out["mttr_trend"] = _png(fig)
@@ -188,7 +203,8 @@ def _kpis(s: dict[str, Any]) -> str:
                                                                       pct=True)),
              ("policy-human agreement", f(s["agreement_rate"], pct=True)),
              ("guardrail blocks", f(s["blocked"])),
-             ("actuator failures", f(s["actuator_failures"]))]
+             ("actuator failures", f(s["actuator_failures"])),
+             ("interrupted actions", f(s.get("interrupted_actions", 0)))]
     return "".join(f'<span class="kpi">{html.escape(k)}<b>{html.escape(v)}</b></span>'
                    for k, v in items)
 

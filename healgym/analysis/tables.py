@@ -245,7 +245,8 @@ def summary(frames: LogFrames) -> dict[str, Any]:
                             if a != "adapter"}),
         "skipped": int((d["status"] == "skipped").sum()),
         "executed_actions": len(frames.actions),
-        "actuator_failures": int((frames.actions["ok"] == False).sum()),  # noqa: E712
+        "actuator_failures": int((frames.actions["status"] == "failed").sum()),
+        "interrupted_actions": int((frames.actions["status"] == "interrupted").sum()),
         "proposals": len(p),
         "reviewed": int(p["human_verdict"].notna().sum()),
         "overrides": int((d["human_verdict"] == "override").sum()),
