@@ -10,6 +10,7 @@ its result is appended after.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -123,6 +124,8 @@ class Adapter:
         self.last_now: float | None = None  # the clock of the last step
         self.lock = threading.RLock()
         self.alerts: list[str] = []
+        self.running: dict[str, str] = {}  # decision id -> action, carried out in background
+        self.workers: list[threading.Thread] = []
         self.started_at = time.time() if started_at is None else float(started_at)
         self.interrupted = log.recover()
         for did in self.interrupted:
@@ -292,6 +295,10 @@ class Adapter:
             if g.shadow or g.action == self.guard.safe:
                 self.metrics.decisions.labels(action=label, status=status if g.shadow else
                                               ("blocked" if g.blocked else "noop")).inc()
+            elif approval and (dup := self._pending_for(self.infos[g.action].target)):
+                # one pending proposal per target: the humans see one question, not a pile
+                self.log.event(did, "duplicate", {"action": label, "pending": dup}, at=now)
+                self.metrics.decisions.labels(action=label, status="duplicate").inc()
             elif approval:
                 self.log.event(did, "pending", {"action": label, "timeout_s":
                                                 self.conf.human.timeout_s}, at=now)
@@ -317,16 +324,53 @@ class Adapter:
              ) -> ActResult:
         """Mark the action started (with its idempotency key, the decision id unless given),
         run it, append the result."""
+        info, key = self._act_start(did, action, now, via, key)
+        return self._act_finish(did, action, now, via, self._run(info, key))
+
+    def _act_start(self, did: str, action: int, now: float, via: str, key: str | None
+                   ) -> tuple[Any, str]:
         info = self.infos[action]
         key = key or did
         self.log.event(did, "act_started", {"action": info.name, "target": info.target,
                                             "idempotency_key": key, "via": via}, at=now)
+        return info, key
+
+    def _run(self, info: Any, key: str) -> ActResult:
+        """The actuator call itself (no lock held by the caller for background actions)."""
         actuator = self.actuators.get(info.name)
         if actuator is None:
-            result = ActResult(False, "", f"no actuator carries out {info.name!r}; add it to "
-                               "an actuators[].actions list", attempts=0)
-        else:
-            result = actuator.execute(info.kind, info.target, key)
+            return ActResult(False, "", f"no actuator carries out {info.name!r}; add it to "
+                             "an actuators[].actions list", attempts=0)
+        return actuator.execute(info.kind, info.target, key)
+
+    def _act_background(self, did: str, action: int, now: float, via: str,
+                        key: str | None = None) -> None:
+        """A human's approval or override: started now (logged), carried out in a thread so
+        the caller returns at once and the loop keeps observing and deciding; until it
+        completes the pipeline counts as having an action in flight (only noop and escalate
+        are offered), as in the env."""
+        info, key = self._act_start(did, action, now, via, key)
+        self.state.in_flight_until = math.inf
+        self.running[did] = info.name
+
+        def work() -> None:
+            try:
+                result = self._run(info, key)
+            except Exception as exc:  # an actuator bug: recorded as a failed action
+                result = ActResult(False, "", f"{type(exc).__name__}: {exc}", attempts=1)
+            with self.lock:
+                self.running.pop(did, None)
+                if self.state.in_flight_until == math.inf:
+                    self.state.in_flight_until = 0.0
+                self._act_finish(did, action, now, via, result)
+
+        t = threading.Thread(target=work, name=f"act-{did[:8]}", daemon=True)
+        self.workers.append(t)
+        t.start()
+
+    def _act_finish(self, did: str, action: int, now: float, via: str, result: ActResult
+                    ) -> ActResult:
+        info = self.infos[action]
         self.log.event(did, "act_result", result.as_dict())
         emit("action", logging.INFO if result.ok else logging.ERROR, decision=did,
              action=info.name, via=via, ok=result.ok, detail=result.detail, error=result.error,
@@ -424,6 +468,12 @@ class Adapter:
             self.metrics.overrides.inc()
         return rec
 
+    def _pending_for(self, target: str) -> str | None:
+        """The decision already waiting for a human about ``target`` (the pipeline-wide actions
+        share one target), if any."""
+        return next((did for did, p in self.pending.items()
+                     if self.infos[p.action].target == target), None)
+
     def stopped(self) -> str | None:
         """Why nothing may be executed now (the kill switch file is present, or the adapter is
         paused), or None. It covers policy actions, approvals and overrides alike."""
@@ -463,8 +513,9 @@ class Adapter:
             self._refuse_if_stopped(did, operator, "approve", self.names[p.action], reason, now)
             self._human(did, operator, "approve", reason, now=now)
             del self.pending[did]
-            self._act(did, p.action, time.time() if now is None else now,
-                      via=f"approved by {operator}")
+            run = self._act_background if self.conf.human.background else self._act
+            run(did, p.action, time.time() if now is None else now,
+                via=f"approved by {operator}")
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}
 
@@ -495,9 +546,9 @@ class Adapter:
             self.pending.pop(did, None)
             if idx != self.guard.safe:
                 # a new idempotency key: the override is a new action on the same decision
-                self._act(did, idx, time.time() if now is None else now,
-                          via=f"override by {operator}",
-                          key=f"{did}:override:{action}")
+                run = self._act_background if self.conf.human.background else self._act
+                run(did, idx, time.time() if now is None else now,
+                    via=f"override by {operator}", key=f"{did}:override:{action}")
             self.metrics.pending.set(len(self.pending))
             return self.log.record(did) or {}
 
@@ -513,9 +564,23 @@ class Adapter:
             self._control("resume", operator, reason)
             self.alert(f"resumed by {operator}: {reason}", "resumed", operator=operator)
 
-    def close(self) -> None:
-        """Stop: an incident still open is logged as unresolved (``open``: the adapter stopped
-        before it recovered), then the actuators close."""
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for the background actions (approvals, overrides) to finish; True if none is
+        left running."""
+        end = None if timeout is None else time.time() + timeout
+        for t in list(self.workers):
+            t.join(None if end is None else max(end - time.time(), 0.0))
+        self.workers = [t for t in self.workers if t.is_alive()]
+        return not self.workers
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop: background actions get ``timeout`` s to finish (one still running is logged
+        as interrupted), an incident still open is logged as unresolved (``open``: the adapter
+        stopped before it recovered), then the actuators close."""
+        if not self.wait_idle(timeout):
+            for did, name in list(self.running.items()):
+                self.log.event(did, "interrupted", {"detail": f"{name} still running when the "
+                                                    "adapter stopped; check the target"})
         inc = self.incident
         if inc is not None and inc.trail:
             now = time.time() if self.last_now is None else self.last_now

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -157,38 +158,63 @@ def override(args: argparse.Namespace) -> int:
                           "list and show a read-only token will do)")
     headers = {"Authorization": f"Bearer {token}"}
     body: dict[str, Any] = {"operator": args.operator, "reason": args.reason}
-    if args.verb == "list":
-        r = requests.get(f"{base}/decisions", params={"pending": args.pending,
-                                                      "limit": args.limit}, headers=headers,
-                         timeout=10)
-    elif args.verb == "show":
-        r = requests.get(f"{base}/decisions/{args.id}", headers=headers, timeout=10)
-    elif args.verb in ("pause", "resume"):
-        r = requests.post(f"{base}/{args.verb}", json=body, headers=headers, timeout=10)
-    else:
-        if not args.id:
-            raise ConfigError(f"override {args.verb}: give the decision id")
-        if args.verb == "override":
-            if not args.action:
-                raise ConfigError("override override: give --action NAME")
-            body["action"] = args.action
-        r = requests.post(f"{base}/decisions/{args.id}/{args.verb}", json=body,
-                          headers=headers, timeout=10)
-    if r.status_code >= 400:
+
+    def call(method: str, path: str, **kw: Any) -> Any:
         try:
-            detail = r.json().get("detail", r.text)
-        except ValueError:
-            detail = r.text
-        hint = {401: f" (is ${args.token_env} the adapter's token?)",
-                404: " (list decisions with `healgym override list`)"}.get(r.status_code, "")
-        raise HealgymError(f"the adapter answered {r.status_code}: {detail}{hint}")
-    data = r.json()
+            r = requests.request(method, f"{base}{path}", headers=headers,
+                                 timeout=args.timeout, **kw)
+        except requests.Timeout:
+            raise HealgymError(f"the adapter at {base} did not answer within {args.timeout:g} "
+                               "s (--timeout); the request may still have been accepted: check "
+                               "with `healgym override show <id>`") from None
+        except requests.ConnectionError:
+            raise HealgymError(f"cannot reach the adapter at {base} (--url): is `healgym "
+                               "serve` running with its API?") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            hint = {401: f" (is ${args.token_env} the adapter's token?)",
+                    403: " (a read-only token: use the operator token)",
+                    404: " (list decisions with `healgym override list`)",
+                    423: " (the kill switch or a pause stops every action)"}.get(
+                        r.status_code, "")
+            raise HealgymError(f"the adapter answered {r.status_code}: {detail}{hint}")
+        return r.json()
+
     if args.verb == "list":
+        data = call("GET", "/decisions", params={"pending": args.pending, "limit": args.limit})
         for d in data:
             print(f"{d['id']}  {d['state']:<12} proposed={d['proposed_action']}  "
                   f"executed={d['executed_action']}  {d['reason'] or ''}")
-    else:
-        print(json.dumps(data, indent=2, default=str))
+        return 0
+    if args.verb == "show":
+        print(json.dumps(call("GET", f"/decisions/{args.id}"), indent=2, default=str))
+        return 0
+    if args.verb in ("pause", "resume"):
+        print(json.dumps(call("POST", f"/{args.verb}", json=body), indent=2, default=str))
+        return 0
+    if not args.id:
+        raise ConfigError(f"override {args.verb}: give the decision id")
+    if args.verb == "override":
+        if not args.action:
+            raise ConfigError("override override: give --action NAME")
+        body["action"] = args.action
+    data = call("POST", f"/decisions/{args.id}/{args.verb}", json=body)
+    # the action runs in the adapter's background: follow it for up to --wait seconds
+    t0 = time.time()
+    while data.get("state") == "acting" and time.time() - t0 < args.wait:
+        print(f"\r{data.get('executed_action')}: running, {time.time() - t0:.0f} s (waiting up "
+              f"to {args.wait:g} s, --wait)", end="", file=sys.stderr, flush=True)
+        time.sleep(min(1.0, max(args.wait - (time.time() - t0), 0.0)))
+        data = call("GET", f"/decisions/{args.id}")
+    if time.time() - t0 >= 1.0:
+        print(file=sys.stderr)
+    if data.get("state") == "acting":
+        print(f"{data.get('executed_action')} is still running after {args.wait:g} s; follow "
+              f"it with `healgym override show {args.id}`", file=sys.stderr)
+    print(json.dumps(data, indent=2, default=str))
     return 0
 
 
@@ -241,6 +267,10 @@ def add_parsers(sub: Any) -> None:
                                     "resume"], help="what to do")
     o.add_argument("id", nargs="?", help="the decision id (approve, reject, override, show)")
     o.add_argument("--action", help="override: the action to take instead")
+    o.add_argument("--wait", type=float, default=60.0,
+                   help="approve/override: follow the action this long, s (0: return at once)")
+    o.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the adapter to answer a request")
     o.add_argument("--operator", default=os.environ.get("USER", "operator"),
                    help="who you are, logged with the verdict (default: $USER)")
     o.add_argument("--reason", default="", help="why, logged with the verdict")

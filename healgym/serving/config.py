@@ -65,6 +65,10 @@ class HumanConf(Strict):
     mode: Literal["auto", "approval"] = "auto"  # approval: every action waits for a human
     timeout_s: float = 300.0
     on_timeout: str = "noop"  # the safe default taken when nobody answers
+    #: an approved or overridden action runs in the background: the request returns at once
+    #: and the loop keeps observing and deciding (false: in the request, as the simulator's
+    #: replay of serving needs, to stay deterministic)
+    background: bool = True
 
 
 class ProcessSpec(Strict):

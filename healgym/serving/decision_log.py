@@ -215,5 +215,7 @@ def fold(row: dict[str, Any], evs: list[Any]) -> dict[str, Any]:
             row["state"] = "timed_out"
         elif kind == "escalated":
             row["state"] = "escalated"
+        elif kind == "duplicate":  # a proposal for a target that already awaits a human
+            row["state"] = "duplicate"
     row["events"] = evlist
     return row

@@ -140,6 +140,8 @@ def sim_conf(model: Any, **overrides: Any) -> ServeConf:
         "guard": {"cooldown_s": 0.0, "rate_limit": 10_000, "hourly_budget": 10**9,
                   "cost_budget_per_hour": None, "approval_risk": "never"},
         "verify_deadline_s": 1e9,
+        # the simulated humans act in the loop's own time: no background threads
+        "human": {"background": False},
     }
     base.update(overrides)
     return ServeConf(**base)

@@ -120,3 +120,12 @@ def test_tokens_come_from_the_environment_or_a_file(tmp_path, monkeypatch):
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--token", "x"])
+
+
+def test_override_against_no_adapter_says_so_without_a_traceback(capsys, monkeypatch):
+    from healgym.cli import main
+
+    monkeypatch.setenv("HEALGYM_TOKEN", "t" * 24)
+    assert main(["override", "list", "--url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the adapter" in err and "Traceback" not in err
