@@ -146,10 +146,9 @@ def test_approvals_never_stall_the_loop_and_do_not_pile_up(tmp_path):
     loop keeps deciding while it runs (only noop and escalate are offered: an action is in
     flight); a second proposal for the same target while one waits is not a second question."""
     import threading
+    from http.server import ThreadingHTTPServer
 
     from tests.serving.common import Recorder
-
-    from http.server import ThreadingHTTPServer
 
     class Slow(Recorder):
         def do_POST(self) -> None:  # noqa: N802
