@@ -118,7 +118,10 @@ class Adapter:
         self.pending: dict[str, Pending] = {}
         # the history block's memory, for policies trained with history=True
         self.history = HistoryBuilder() if model.layout.history else None
-        self._completion: tuple[int, float] | None = None  # (action, when it completes)
+        # (action, when it completes, its decision id)
+        self._completion: tuple[int, float, str | None] | None = None
+        # (decision id, action, target stage or None, completed at): awaiting verification
+        self._verifying: tuple[str | None, int, int | None, float] | None = None
         self.incident: Incident | None = None
         self.paused = False
         self.last_now: float | None = None  # the clock of the last step
@@ -142,7 +145,7 @@ class Adapter:
         are pending again; a pause holds until resumed."""
         horizon = max(3600.0, self.conf.guard.rate_window_s, self.conf.guard.cooldown_s,
                       self.conf.human.timeout_s)
-        started: list[tuple[float, int]] = []
+        started: list[tuple[float, int, str]] = []
         restored = {"actions": 0, "pending": 0, "paused": 0}
         paused: bool | None = None
         for r in self.log.records(since=now - horizon - 3600.0):
@@ -152,18 +155,18 @@ class Adapter:
             for e in r["events"]:
                 if e["kind"] == "act_started" and e.get("action") in self.names \
                         and now - e["at"] < horizon:
-                    started.append((float(e["at"]), self.names.index(e["action"])))
+                    started.append((float(e["at"]), self.names.index(e["action"]), r["id"]))
             if r["state"] == "pending":
                 ev = next((e for e in reversed(r["events"]) if e["kind"] == "pending"), None)
                 if ev is not None and ev.get("action") in self.names:
                     self.pending[r["id"]] = Pending(r["id"], self.names.index(ev["action"]),
                                                     float(ev["at"]))
                     restored["pending"] += 1
-        for at, action in sorted(started):
+        for at, action, _ in sorted(started):
             self.guard.record(action, at)
             restored["actions"] += 1
         if started:
-            at, action = max(started)
+            at, action, sdid = max(started)
             info = self.infos[action]
             kind = self.kinds[info.kind]
             duration = self.conf.durations_s.get(info.kind, kind.duration_s)
@@ -172,7 +175,7 @@ class Adapter:
                 self.state.paged_until = at + duration
             elif at + duration > now:
                 self.state.in_flight_until = at + duration
-                self._completion = (action, at + duration)
+                self._completion = (action, at + duration, sdid)
         if paused:
             self.paused = True
             restored["paused"] = 1
@@ -231,6 +234,7 @@ class Adapter:
                 reason = "; ".join(probs[:5]) + (f"; and {len(probs) - 5} more"
                                                  if len(probs) > 5 else "")
                 self.alert(f"no decision: {reason}", "no_reading")
+                self._check_effect(None, now)  # unobservable past the deadline: not verified
                 self.metrics.decisions.labels(action="none", status="skipped").inc()
                 return self._trail(self.log.new_decision(
                     policy=self.policy.name, policy_version=self.policy_version,
@@ -247,12 +251,14 @@ class Adapter:
                     explanation={}, guard={}, status="warming_up", reason=reason, at=now))
             s = reading.signals
             if self._completion is not None and now >= self._completion[1]:
-                done = self._completion[0]
+                done, at_done, done_did = self._completion
+                st = self.model.actions[done].stage
                 if self.history is not None:
-                    st = self.model.actions[done].stage
                     self.history.completed(done, st if st >= 0 else None)
+                self._verifying = (done_did, done, st if st >= 0 else None, at_done)
                 self._completion = None
             obs = encode(self.model, s, self.history, now)
+            self._check_effect(obs, now)
             self._verify(now, slo_violated(self.model, s))
             if self.paused:
                 self.metrics.decisions.labels(action="none", status="paused").inc()
@@ -392,7 +398,7 @@ class Adapter:
             self.state.paged_until = now + duration
         else:
             self.state.in_flight_until = now + duration
-            self._completion = (action, now + duration)
+            self._completion = (action, now + duration, did)
         if effect == act.SHED:
             self.state.shedding_until = now + act.SHED_SECONDS
         if effect in (act.PREVIOUS_VERSION, act.NEW_VERSION):  # a deploy, once it completes
@@ -467,6 +473,42 @@ class Adapter:
         if verdict == "override":
             self.metrics.overrides.inc()
         return rec
+
+    def _check_effect(self, obs: np.ndarray | None, now: float) -> None:
+        """Verify a completed action by observing: its target recovered (a stage's metrics
+        back within the detection threshold; for a pipeline-wide action, no alarm at all)
+        within ``verify_action_s`` of its completion: ``verified``; else ``not_verified``
+        and an alert, since a successful actuator result without the effect is not a
+        success (e.g. an orphan kept the port and kept serving the fault)."""
+        if self._verifying is None:
+            return
+        from healgym.sim.model import DETECT_Z
+        from healgym.sim.observation import alarm
+
+        did, action, stage, done_at = self._verifying
+        lay = self.model.layout
+        if obs is None:
+            recovered = False  # no reading: nothing verifies it
+        elif stage is not None:
+            recovered = bool(np.abs(lay.z_block(obs[None])[0][stage]).max() <= DETECT_Z)
+        else:
+            recovered = not alarm(self.model, obs)
+        name = self.names[action]
+        if recovered:
+            self._verifying = None
+            if did is not None:
+                self.log.event(did, "verified", {"action": name, "after_s": now - done_at},
+                               at=now)
+            emit("verification", logging.INFO, decision=did, action=name, verified=True,
+                 after_s=round(now - done_at, 1))
+        elif now - done_at >= self.conf.verify_action_s:
+            self._verifying = None
+            if did is not None:
+                self.log.event(did, "not_verified", {"action": name, "waited_s":
+                                                     now - done_at}, at=now)
+            self.alert(f"decision {did}: {name} reported success, but its target has not "
+                       f"recovered {now - done_at:.0f} s after it completed", "not_verified",
+                       decision=did, action=name)
 
     def _pending_for(self, target: str) -> str | None:
         """The decision already waiting for a human about ``target`` (the pipeline-wide actions

@@ -178,6 +178,9 @@ class ServeConf(Strict):
     # remembers the readings before each one to fill it (healgym.sim.observation.HistoryBuilder)
     history: bool = False
     interval_s: float = 10.0
+    #: after an action completes, its target must recover within this long, s (else the
+    #: decision is logged ``not_verified`` and an alert is raised)
+    verify_action_s: float = 120.0
     #: at start, no decision until every signal has a reading taken after the adapter started
     #: (a query answered from before the start, e.g. Prometheus' stale `up=0` for a service
     #: the adapter has just launched, would look like an outage)

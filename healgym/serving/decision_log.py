@@ -183,7 +183,8 @@ def fold(row: dict[str, Any], evs: list[Any]) -> dict[str, Any]:
     for k in ("observation", "signals", "explanation", "guard"):
         row[k] = json.loads(row[k]) if row[k] else None
     row.update(human=None, executed_action=None, idempotency_key=None, actuator_result=None,
-               outcome=None, ttr_s=None, reward=None, incident=None, state=row["status"])
+               outcome=None, ttr_s=None, reward=None, incident=None, verification=None,
+               state=row["status"])
     evlist = []
     for e in evs:
         p = json.loads(e["payload"] or "{}") if isinstance(e["payload"], str) else \
@@ -215,6 +216,8 @@ def fold(row: dict[str, Any], evs: list[Any]) -> dict[str, Any]:
             row["state"] = "timed_out"
         elif kind == "escalated":
             row["state"] = "escalated"
+        elif kind in ("verified", "not_verified"):  # did the action have its effect?
+            row["verification"] = kind
         elif kind == "duplicate":  # a proposal for a target that already awaits a human
             row["state"] = "duplicate"
     row["events"] = evlist
