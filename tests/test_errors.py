@@ -37,7 +37,8 @@ def test_an_empty_or_header_only_csv_is_one_line(tmp_path, capsys):
     assert one_line(capsys).startswith("healgym: error: ")
 
 
-def test_a_missing_dataset_and_an_adapter_that_is_not_running(tmp_path, capsys):
+def test_a_missing_dataset_and_an_adapter_that_is_not_running(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HEALGYM_TOKEN", "t" * 24)  # reads need the token too
     assert main(["info", str(tmp_path / "nope")]) == 2
     assert "nope" in one_line(capsys)
     assert main(["override", "list", "--url", "http://127.0.0.1:9"]) == 2

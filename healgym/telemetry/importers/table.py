@@ -111,6 +111,11 @@ def read(mapping: dict[str, Any], src: Path) -> TelemetryDataset:
             part = pd.DataFrame(metrics, index=sub.index)
             part[TIMESTAMP], part[STAGE] = ts[sel].to_numpy(), ent
             parts.append(part)
+    if not parts:
+        raise ImportFailed("no data rows: the file(s) have a header and nothing else",
+                           file=str(files[0] if len(files) == 1 else src), row=2,
+                           expected="one row per (timestamp, stage)",
+                           fix="export the telemetry with its rows")
     frame = pd.concat(parts, ignore_index=True)
     faults = _faults(mapping, src, set(frame[STAGE].astype(str)))
     return assemble(frame, name=mapping.get("name", f"{mapping['format']}-{src.stem}"),
