@@ -168,6 +168,9 @@ class TrainConf:
     ray: RayConf = field(default_factory=RayConf)
     seed: int = 0
     output_dir: str = "results/train"
+    # register the trained policy in the MLflow registry (and move 'candidate', except in a
+    # sweep); false: it stays a run artifact (`promote.py --run RUN_ID` registers it later)
+    register: bool = False
 
 
 @dataclass
@@ -213,7 +216,7 @@ class FinetuneConf(TrainConf):
     episodes: int = 10  # held-out episodes per scenario, before and after
     eval_scenarios: list[Any] = field(default_factory=lambda: [None])
     held_out_seed: int = 10_000
-    register: bool = True  # register the fine-tuned policy (alias candidate)
+    register: bool = False  # register the fine-tuned policy (alias candidate)
     output_dir: str = "results/finetune"
 
 

@@ -20,16 +20,52 @@ def model_name(kind: str) -> str:
     return f"healgym-{kind}"
 
 
-def log_and_register(policy_dir: Path, name: str = MODEL_NAME, code: Path = MODEL_CODE) -> str:
-    """Log the policy in the active run and register it; returns the new version."""
+def sweep_member() -> bool:
+    """Whether this run is one member of a Hydra multirun sweep (its members never move an
+    alias: the sweep's best is promoted by hand)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return bool(HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
+    except (ImportError, ValueError):
+        return False
+
+
+def log_and_register(policy_dir: Path, name: str = MODEL_NAME, code: Path = MODEL_CODE,
+                     alias: str | None = "candidate") -> str:
+    """Log the policy in the active run and register it, moving ``alias`` (None: none) to the
+    new version; returns the version."""
     import mlflow
     from mlflow import MlflowClient
 
     info = mlflow.pyfunc.log_model(name="policy_model", python_model=str(code),
                                    artifacts={"policy": str(policy_dir)})
     version = mlflow.register_model(info.model_uri, name)
-    MlflowClient().set_registered_model_alias(name, "candidate", version.version)
+    if alias:
+        MlflowClient().set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def register_trained(cfg: object, policy_dir: Path, name: str, code: Path) -> str:
+    """What a training run does with its policy: registered only when the user asks
+    (``register=true``), and then ``candidate`` moves, except in a sweep; else the policy stays
+    a run artifact that ``promote.py --run RUN_ID`` can register later. Returns a line saying
+    which."""
+    import mlflow
+
+    if not bool(getattr(cfg, "register", False)):
+        run = mlflow.active_run()
+        rid = run.info.run_id if run else "<run id>"
+        return (f"not registered (register=true to register it; or later: python "
+                f"experiments/promote.py --run {rid} --name {name})")
+    in_sweep = sweep_member()
+    version = log_and_register(policy_dir, name, code, alias=None if in_sweep else "candidate")
+    if in_sweep:
+        return (f"registered models:/{name}/{version} (a sweep member: no alias moved; promote "
+                f"the best with: python experiments/promote.py {version} --name {name})")
+    return (f"registered models:/{name}/{version} (alias 'candidate'); promote with: python "
+            f"experiments/promote.py {version} --name {name}")
 
 
 def promote(version: str, name: str = MODEL_NAME, alias: str = "champion") -> None:

@@ -59,7 +59,7 @@ class QLearningTrainer(Trainer):
     def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
         import mlflow
 
-        from agents.registry import MODEL_NAME, log_and_register
+        from agents.registry import MODEL_CODE, MODEL_NAME, register_trained
 
         t0 = time.perf_counter()
         agent, log = self.fit(cfg, kw)
@@ -71,9 +71,8 @@ class QLearningTrainer(Trainer):
         agent.save(out, extra={"hydra_config": config, "steps": self.conf.steps})
         tail = log.mean_reward[-max(len(log.mean_reward) // 10, 1):]
         score = float(np.mean(tail)) if tail else float("nan")
-        version = log_and_register(out)
-        print(f"registered models:/{MODEL_NAME}/{version} (alias 'candidate'); promote "
-              f"with: python experiments/promote.py {version}")
+        mlflow.log_artifacts(str(out), artifact_path="policy")  # promote.py --run can register
+        print(register_trained(cfg, out, MODEL_NAME, MODEL_CODE))
         return score
 
 
@@ -111,7 +110,7 @@ class RLlibTrainer(Trainer):
     def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
         import mlflow
 
-        from agents.registry import RLLIB_MODEL_CODE, log_and_register, model_name
+        from agents.registry import RLLIB_MODEL_CODE, model_name, register_trained
         from agents.rllib import trainer
         from agents.rllib.policy import export
         from healgym.sim.model import build_model
@@ -133,7 +132,7 @@ class RLlibTrainer(Trainer):
                                                                            1e-9)})
         mlflow.log_artifacts(str(policy_dir), artifact_path="policy")
         name = model_name(self.kind)
-        version = log_and_register(policy_dir, name=name, code=RLLIB_MODEL_CODE)
+        registered = register_trained(cfg, policy_dir, name, RLLIB_MODEL_CODE)
         returns = [r for r in summary.returns if np.isfinite(r)]
         tail = returns[-max(len(returns) // 10, 1):]
         score = float(np.mean(tail)) if tail else float("nan")
@@ -141,6 +140,5 @@ class RLlibTrainer(Trainer):
         print(f"{self.kind}: {summary.iterations} iterations, {summary.env_steps} env steps in "
               f"{summary.seconds:.0f} s; episode return {first:.1f} (first) -> {score:.1f} (last "
               f"tenth)\ncheckpoint {summary.checkpoint} (resume: agent.resume_from=...)\n"
-              f"policy {policy_dir}; registered models:/{name}/{version} (alias 'candidate'); "
-              f"promote with: python experiments/promote.py {version} --name {name}")
+              f"policy {policy_dir}; {registered}")
         return score

@@ -58,8 +58,8 @@ def test_train_and_evaluate_through_hydra_are_tracked(tmp_path):
     common = [f"mlflow.tracking_uri={uri}", "mlflow.experiment=healgym-test",
               f"output_dir={tmp_path / 'out'}"]
     res = subprocess.run([sys.executable, "experiments/train.py", "agent.steps=120",
-                          "agent.num_envs=8", *common], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+                          "agent.num_envs=8", "register=true", *common], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     saved = list((tmp_path / "out").glob("qlearning__seed0__*"))
     assert saved and (saved[0] / "policy.json").is_file()
@@ -111,6 +111,37 @@ def test_multirun_sweeps(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     alphas = sorted(r.data.params["agent.alpha"] for r in mlflow_runs(uri))
     assert alphas == ["0.05", "0.2"]
+
+
+def test_registration_only_when_asked_and_sweeps_move_no_alias(tmp_path):
+    """A plain training run registers nothing (its policy stays a run artifact that
+    promote.py --run registers later); register=true registers and moves 'candidate'; the
+    members of a sweep register with register=true but move no alias."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = ["agent.steps=60", "agent.num_envs=4", f"mlflow.tracking_uri={uri}",
+              "mlflow.experiment=healgym-test", f"output_dir={tmp_path / 'out'}"]
+    res = subprocess.run([sys.executable, "experiments/train.py", *common], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "not registered" in res.stdout, res.stderr[-2000:]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert client.search_registered_models() == []
+    (run,) = mlflow_runs(uri)
+    res = subprocess.run([sys.executable, "experiments/promote.py", "--run", run.info.run_id,
+                          "--tracking-uri", uri], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert str(client.get_model_version_by_alias("healgym-qlearning", "champion").version) == "1"
+    res = subprocess.run([sys.executable, "experiments/train.py", "-m", "agent.alpha=0.05,0.2",
+                          "register=true", *common, f"hydra.sweep.dir={tmp_path / 'multirun'}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "a sweep member: no alias moved" in res.stdout
+    versions = client.search_model_versions("name='healgym-qlearning'")
+    assert len(versions) == 3
+    aliases = {a for v in versions for a in client.get_model_version(
+        "healgym-qlearning", v.version).aliases}
+    assert aliases == {"champion"}  # no 'candidate' moved by the sweep
 
 
 def test_experiment_presets_compose():

@@ -211,7 +211,7 @@ def test_finetune_py_updates_evaluates_and_registers(tmp_path):
         [sys.executable, str(ROOT / "experiments/finetune.py"), f"log={tmp_path}/log.db",
          f"policy={tmp_path}/watcher", "episodes=4", "env.episode_steps=120",
          f"eval_scenarios=[{scenario}]", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-         f"output_dir={tmp_path}/out"],
+         f"output_dir={tmp_path}/out", "register=true"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     run = next((tmp_path / "out").iterdir())

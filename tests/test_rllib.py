@@ -339,7 +339,8 @@ def test_train_py_ppo_registers_and_evaluate_py_includes_it(tmp_path):
                           "agent.iterations=3", "agent.train_batch_size=256",
                           "agent.minibatch_size=128", "agent.num_envs_per_env_runner=8",
                           "agent.rollout_fragment_length=32", "agent.checkpoint_every=2",
-                          *common], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          "register=true", *common], cwd=ROOT, capture_output=True, text=True,
+                         timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = next((tmp_path / "out").glob("ppo__seed0__*"))
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["iter_00002",
