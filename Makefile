@@ -27,6 +27,7 @@ run: install
 
 # the notebooks run top to bottom too (nbmake), on their own small data
 test: install
+	bash scripts/system-deps.sh
 	$(PY) -m pytest -n 2 --dist loadgroup -q --nbmake tests notebooks
 
 # the reference policies under zoo/ (trained, evaluated, with their cards)

@@ -508,9 +508,24 @@ def serving_figures(n: int = 400) -> dict[str, Any]:
                      json={"operator": "bench", "reason": "bench"},
                      headers={"Authorization": f"Bearer {token}"}, timeout=10).raise_for_status()
         rt.append((time.perf_counter() - t0) * 1000)
+    # the web console: a signed-in page render against /healthz over the same connection
+    session.post(f"http://127.0.0.1:{port}/console/login", data={"operator": "bench",
+                                                               "token": token}, timeout=10)
+    page, health = [], []
+    for _ in range(60):
+        t0 = time.perf_counter()
+        session.get(f"http://127.0.0.1:{port}/console", timeout=10).raise_for_status()
+        page.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        session.get(f"http://127.0.0.1:{port}/healthz", timeout=10).raise_for_status()
+        health.append((time.perf_counter() - t0) * 1000)
     server.should_exit = True
+    out["console_render_ms_p50"] = float(np.percentile(page[10:], 50))
+    out["console_vs_healthz_ratio"] = float(np.percentile(page[10:], 50) /
+                                            np.percentile(health[10:], 50))
     out["http_round_trip_ms_p50"] = float(np.percentile(rt[20:], 50))
     out["http_round_trip_ms_p99"] = float(np.percentile(rt[20:], 99))
+    out.update(approval_loop_figures(m, policies["qlearning"], tmp))
     # durable writes
     log = DecisionLog(f"sqlite:///{tmp / 'writes'}.db")
     t0 = time.perf_counter()
@@ -532,6 +547,67 @@ def serving_figures(n: int = 400) -> dict[str, Any]:
     out["decision_log_vs_raw_sqlite_ratio"] = (out["decision_log_writes_per_s"]
                                                / out["sqlite_raw_writes_per_s"])
     return out
+
+
+def approval_loop_figures(m: Any, policy: Any, tmp: Path, action_s: float = 10.0,
+                          period_s: float = 0.2) -> dict[str, Any]:
+    """The decision loop's intervals while an approved slow action (a webhook answering after
+    ``action_s``) runs in the background: the p99 interval against the loop's period (it
+    should stay at the period; before the approval was taken off the loop, no decision at all
+    was taken for the action's whole duration)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serving_helpers import DictSource  # type: ignore[import-not-found]
+
+    from healgym.serving.actuators import ActuatorConf
+    from healgym.serving.adapter import Adapter
+    from healgym.serving.config import GuardConf, ServeConf
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.serving.observe import Observer
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(action_s)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    conf = ServeConf(human={"mode": "approval", "timeout_s": 10_000},
+                     guard=GuardConf(cooldown_s=0), actuators=[ActuatorConf(
+                         type="webhook", actions=["restart_serve"], timeout_s=action_s + 30,
+                         params={"url": f"http://127.0.0.1:{httpd.server_address[1]}/"})])
+    src = DictSource(m)
+    src.crash("serve")
+    a = Adapter(conf, policy, m, DecisionLog(f"sqlite:///{tmp / 'approval'}.db"),
+                Observer(m, conf.source, src))
+    a.pending.clear()
+    did = a.step()
+    if did not in a.pending:  # the Q-table may not propose the restart: ask for it by hand
+        from healgym.serving.adapter import Pending
+
+        a.pending[did] = Pending(did, a.names.index("restart_serve"), time.time())
+    t_start = time.perf_counter()
+    a.approve(did, "bench", "bench")
+    approve_s = time.perf_counter() - t_start
+    stamps = []
+    while a.running and time.perf_counter() - t_start < action_s + 30:
+        stamps.append(time.perf_counter())
+        a.step()
+        time.sleep(max(period_s - (time.perf_counter() - stamps[-1]), 0.0))
+    a.wait_idle(60)
+    httpd.shutdown()
+    gaps = np.diff(stamps) if len(stamps) > 1 else np.array([float("nan")])
+    return {"approval_returns_s": approve_s, "approval_action_s": action_s,
+            "loop_period_s": period_s, "loop_steps_during_action": len(stamps),
+            "loop_interval_p99_s": float(np.percentile(gaps, 99)),
+            "loop_interval_p99_vs_period_ratio": float(np.percentile(gaps, 99) / period_s)}
 
 
 def analysis_figures(episodes: int = 10) -> dict[str, Any]:
@@ -724,6 +800,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['http_round_trip_ms_p50']:.2f} ms; decision log "
           f"{result['decision_log_writes_per_s']:.0f} writes/s "
           f"({result['decision_log_vs_raw_sqlite_ratio']:.2f}x raw sqlite)")
+    print(f"serving: console page {result['console_render_ms_p50']:.1f} ms "
+          f"({result['console_vs_healthz_ratio']:.1f}x /healthz); while an approved "
+          f"{result['approval_action_s']:.0f} s action runs the loop's p99 interval is "
+          f"{result['loop_interval_p99_s']:.2f} s "
+          f"({result['loop_interval_p99_vs_period_ratio']:.2f}x its "
+          f"{result['loop_period_s']:g} s period; the approval returned in "
+          f"{result['approval_returns_s'] * 1000:.0f} ms)")
     result.update(analysis_figures())
     print(f"analysis: load_log {result['load_log_vs_raw_sqlite_json_ratio']:.2f}x a raw sqlite "
           f"read + JSON decode; report of {result['analysis_log_decisions']} decisions in "

@@ -8,6 +8,7 @@ POST /decisions/{id}/override          {"operator", "action", "reason"}
 POST /pause, /resume                   {"operator", "reason"}
 GET  /healthz                          liveness, pending count, paused
 GET  /metrics/                         the adapter's Prometheus metrics
+GET  /console                          the web console (healgym.serving.console)
 
 Every endpoint but ``/healthz`` needs ``Authorization: Bearer <token>`` (compared in constant
 time; without it: 401): the operator token for everything, or the read-only token (if one is
@@ -139,4 +140,7 @@ def create_app(adapter: Adapter, token: str, read_token: str | None = None) -> F
         await metrics_app(scope, receive, send)
 
     app.mount("/metrics", guarded_metrics)
+    from healgym.serving.console import mount_console
+
+    mount_console(app, adapter, role)  # the web console: same app, same tokens
     return app
