@@ -12,7 +12,10 @@ Faults are injected for real through ``POST /chaos`` (JSON: ``latency_ms``, ``le
 ``error_rate``, ``drift``): requests really sleep, memory really grows (past
 ``--memory-limit-mb`` the process dies, as under a cgroup's OOM killer), requests really fail,
 inputs really shift (the model, fitted before the shift, gets worse). They live in the process, so
-a restart clears them, as in production; ``POST /retrain`` refits the model's threshold on the
+a restart clears them, as in production. After a deploy the previous version stays loaded:
+``POST /split`` ``{"previous_share": w}`` sends that share of the traffic to it (``GET /split``
+shows the split; at 1 the previous version is the only one again): what a gradual rollback
+shifts. ``POST /retrain`` refits the model's threshold on the
 last 10 s of labelled traffic (what a retraining pipeline would do). ``kill -9`` of the process is
 the crash fault.
 """
@@ -41,6 +44,10 @@ class Service:
     def __init__(self, threshold: float, model_uri: str | None, rps: float, seed: int,
                  memory_limit_mb: float = 2048.0) -> None:
         self.threshold, self.model_uri, self.rps = threshold, model_uri, rps
+        # two model versions with a weighted split: the previous version (the one before the
+        # last deploy) gets ``previous_share`` of the traffic (a gradual rollback's canary)
+        self.previous: float | None = None
+        self.previous_share = 0.0
         self.memory_limit_mb = memory_limit_mb
         self.retrained = False
         self.rng = np.random.default_rng(seed)
@@ -61,6 +68,8 @@ class Service:
         self.pred_psi = Gauge("prediction_psi", "PSI of the predicted classes vs the labels' "
                               "base rate (a proxy that needs no fresh label)", registry=r)
         self.version = Gauge("model_threshold", "the deployed model's threshold", registry=r)
+        self.share = Gauge("model_previous_share", "share of traffic on the previous model "
+                           "version (a gradual rollback)", registry=r)
         self._cpu0, self._t0 = time.process_time(), time.time()
 
     # the model
@@ -70,7 +79,25 @@ class Service:
             time.sleep(c["latency_ms"] / 1000.0)
         if c["error_rate"] and self.rng.random() < c["error_rate"]:
             raise RuntimeError("injected error")
+        if self.previous is not None and self.previous_share > 0 and \
+                self.rng.random() < self.previous_share:
+            return int(x > self.previous)
         return int(x > self.threshold)
+
+    def set_split(self, share: float) -> dict[str, Any]:
+        """Send ``share`` of the traffic to the previous model version (0..1)."""
+        if self.previous is None and share > 0:
+            raise RuntimeError("no previous model version to shift traffic to")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"previous_share={share!r}: must be within [0, 1]")
+        self.previous_share = float(share)
+        if share >= 1.0 and self.previous is not None:  # fully rolled back: one model again
+            self.threshold, self.previous, self.previous_share = self.previous, None, 0.0
+        return self.split()
+
+    def split(self) -> dict[str, Any]:
+        return {"current": self.threshold, "previous": self.previous,
+                "previous_share": self.previous_share}
 
     def refresh_model(self) -> None:
         if not self.model_uri or self.retrained:  # a retrained model serves until a deploy
@@ -81,9 +108,16 @@ class Service:
             name, _, alias = self.model_uri[len("models:/"):].partition("@")
             c = MlflowClient()
             mv = c.get_model_version_by_alias(name, alias or "champion")
+            if mv.version == getattr(self, "deployed_version", None):
+                return
             run = c.get_run(mv.run_id) if mv.run_id else None
             if run is not None and "threshold" in run.data.params:
-                self.threshold = float(run.data.params["threshold"])
+                new = float(run.data.params["threshold"])
+                if getattr(self, "deployed_version", None) is not None and new != self.threshold:
+                    # a deploy: the version before it stays loaded as the previous one
+                    self.previous, self.previous_share = self.threshold, 0.0
+                self.threshold = new
+            self.deployed_version = mv.version
         except Exception:  # noqa: BLE001 - keep serving the last good model
             pass
 
@@ -137,6 +171,7 @@ class Service:
             self.pred_psi.set(float((p[0] - p[1]) * np.log(p[0] / p[1])
                                     + (p[1] - p[0]) * np.log((1 - p[0]) / (1 - p[1]))))
         self.version.set(self.threshold)
+        self.share.set(self.previous_share)
 
     def retrain(self) -> float:
         """Refit the threshold on recent labelled traffic (the error-minimising cut)."""
@@ -187,6 +222,8 @@ def handler(svc: Service) -> type[BaseHTTPRequestHandler]:
                     self._send(200, json.dumps({"y": svc.predict(x)}).encode())
                 except RuntimeError as exc:
                     self._send(500, json.dumps({"error": str(exc)}).encode())
+            elif self.path.startswith("/split"):
+                self._send(200, json.dumps(svc.split()).encode())
             elif self.path.startswith("/healthz"):
                 self._send(200, json.dumps({"pid": os.getpid(), **svc.chaos}).encode())
             else:
@@ -198,6 +235,17 @@ def handler(svc: Service) -> type[BaseHTTPRequestHandler]:
                 self.rfile.read(n)
                 try:
                     self._send(200, json.dumps({"threshold": svc.retrain()}).encode())
+                except RuntimeError as exc:
+                    self._send(409, json.dumps({"error": str(exc)}).encode())
+                return
+            if self.path.startswith("/split"):
+                n = int(self.headers.get("Content-Length") or 0)
+                try:
+                    share = float(json.loads(self.rfile.read(n) or b"{}")["previous_share"])
+                    self._send(200, json.dumps(svc.set_split(share)).encode())
+                except (KeyError, ValueError, TypeError) as exc:
+                    self._send(422, json.dumps({"error": f"give previous_share in [0, 1] "
+                                                         f"({exc})"}).encode())
                 except RuntimeError as exc:
                     self._send(409, json.dumps({"error": str(exc)}).encode())
                 return

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import math
 import os
 import signal
 import subprocess
@@ -43,7 +44,7 @@ from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from healgym.errors import CannotAct, ConfigError, TransientActuatorError
+from healgym.errors import ActuatorError, CannotAct, ConfigError, TransientActuatorError
 from healgym.serving.config import PARAMS, ActuatorConf
 
 
@@ -355,6 +356,81 @@ class MlflowRegistryActuator:
         return f"{self.model}@{self.alias}: version {current} -> {new}"
 
 
+class GradualRollbackActuator:
+    """``rollback``, gradually: the previous model version gets ``steps`` of the traffic in
+    turn (the service's weighted split); after each step and ``wait_s`` the ``analysis``
+    queries must hold, else the split is restored to where it was and the action fails (an
+    abort, as Argo Rollouts' analysis does); after the last step the registry alias moves to
+    the previous version (``mlflow``), so the registry and the traffic agree."""
+
+    def __init__(self, params: Any, sleep: Any = time.sleep) -> None:
+        self.p = typed("gradual", params)
+        self.sleep = sleep
+        self.steps_done: list[float] = []
+
+    def _split(self, share: float | None = None) -> dict[str, Any]:
+        import requests
+
+        try:
+            if share is None:
+                r = requests.get(self.p.split_url, timeout=10)
+            else:
+                r = requests.post(self.p.split_url, json={"previous_share": share}, timeout=10)
+        except requests.RequestException as exc:
+            raise TransientActuatorError(f"the split endpoint {self.p.split_url} did not "
+                                         f"answer ({exc})") from None
+        if r.status_code == 409:
+            raise CannotAct(f"the service cannot shift traffic: {r.text[:200]}")
+        if r.status_code >= 400:
+            raise ActuatorError(f"{self.p.split_url} answered {r.status_code}: {r.text[:200]}")
+        return dict(r.json())
+
+    def _analyse(self) -> list[str]:
+        """The analysis queries that fail now (empty: all hold)."""
+        import requests
+
+        failed = []
+        for name, spec in self.p.analysis.items():
+            try:
+                r = requests.get(f"{self.p.prometheus_url.rstrip('/')}/api/v1/query",
+                                 params={"query": spec["query"]}, timeout=10)
+                result = r.json()["data"]["result"]
+                value = float(result[0]["value"][1]) if result else float("nan")
+            except (requests.RequestException, KeyError, ValueError, IndexError) as exc:
+                failed.append(f"{name}: the query failed ({exc})")
+                continue
+            lo, hi = spec.get("min"), spec.get("max")
+            if not math.isfinite(value) or (lo is not None and value < float(lo)) or \
+                    (hi is not None and value > float(hi)):
+                need = " and ".join(x for x in (f">= {lo}" if lo is not None else "",
+                                                f"<= {hi}" if hi is not None else "") if x)
+                failed.append(f"{name} = {value:.4g} (needs {need})")
+        return failed
+
+    def execute(self, kind: str, target: str, key: str) -> str:
+        if kind != "rollback":
+            raise CannotAct(f"the gradual actuator carries out rollback only, not {kind!r}")
+        start = float(self._split().get("previous_share") or 0.0)
+        self.steps_done = []
+        for share in self.p.steps:
+            if share <= start:
+                continue
+            self._split(share)
+            self.steps_done.append(share)
+            self.sleep(self.p.wait_s)
+            failed = self._analyse()
+            if failed:
+                self._split(start)  # abort: restore the split it started from
+                raise ActuatorError(f"gradual rollback aborted at {share:.0%} of the traffic "
+                                    f"on the previous version: {'; '.join(failed)}; split "
+                                    f"restored to {start:.0%}")
+        done = f"rolled back in {len(self.steps_done)} steps {self.steps_done}"
+        if self.p.mlflow is not None:
+            done += "; " + MlflowRegistryActuator(self.p.mlflow.model_dump()).execute(
+                "rollback", target, key)
+        return done
+
+
 class WebhookActuator:
     def __init__(self, params: Any) -> None:
         params = typed("webhook", params)
@@ -444,7 +520,7 @@ class KubernetesActuator:
 #: One entry per actuator type: its class (params: ``serving.config.PARAMS[type]``).
 TYPES: dict[str, Any] = {"process": ProcessActuator, "mlflow": MlflowRegistryActuator,
                          "webhook": WebhookActuator, "kubernetes": KubernetesActuator,
-                         "log": LogActuator}
+                         "log": LogActuator, "gradual": GradualRollbackActuator}
 assert set(TYPES) == set(PARAMS), "each actuator type needs a params model and a class"
 
 

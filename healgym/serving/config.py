@@ -94,6 +94,23 @@ class MlflowParams(Strict):
     tracking_uri: str | None = None
 
 
+class GradualParams(Strict):
+    """``type: gradual``: a rollback carried out gradually (a canary, as Argo Rollouts does):
+    shift traffic back to the previous model version in ``steps``, analyse the SLO signals
+    after each, abort (restoring the split) on failure, and on success move the registry alias
+    to the previous version."""
+
+    split_url: str = Field(min_length=1)  # the service's split endpoint (POST/GET {previous_share})
+    steps: list[float] = Field(default_factory=lambda: [0.1, 0.25, 0.5, 0.75, 1.0],
+                               min_length=1)
+    wait_s: float = Field(10.0, ge=0.0)  # after each step, before its analysis
+    #: the analysis: a Prometheus server and instant queries that must hold after each step,
+    #: {name: {query, min, max}} (e.g. accuracy: {query: min(model_accuracy), min: 0.85})
+    prometheus_url: str = "http://127.0.0.1:9090"
+    analysis: dict[str, dict[str, Any]] = Field(min_length=1)
+    mlflow: MlflowParams | None = None  # the registry to finalise the rollback in
+
+
 class WebhookParams(Strict):
     url: str = Field(min_length=1)  # where to POST
     headers: dict[str, str] = Field(default_factory=dict)
@@ -117,7 +134,7 @@ class LogParams(Strict):
 #: Each actuator type's params model (its class: ``serving.actuators.TYPES``).
 PARAMS: dict[str, type[Strict]] = {"process": ProcessParams, "mlflow": MlflowParams,
                                    "webhook": WebhookParams, "kubernetes": KubernetesParams,
-                                   "log": LogParams}
+                                   "log": LogParams, "gradual": GradualParams}
 
 
 class ActuatorConf(Strict):
