@@ -134,11 +134,11 @@ def rig(tmp_path_factory):
 
 
 def make_adapter(rig: dict[str, Any], policy_spec: str, name: str, rollback: bool = True,
-                 incident_only: bool = False) -> Adapter:
+                 incident_only: bool = False, human: dict[str, Any] | None = None) -> Adapter:
     model = PipelineHealEnv(dataset=str(rig["dataset"]), stages=["serve"]).model
     policy, version = load_policy(policy_spec, model)
     # the demo service retrains in a second (the simulator's retrain takes 20 minutes)
-    conf = ServeConf(source=rig["source"], durations_s={"retrain": 10.0},
+    conf = ServeConf(source=rig["source"], durations_s={"retrain": 10.0}, human=human or {},
                      guard=GuardConf(cooldown_s=8, rate_limit=20, hourly_budget=100,
                                      approval_risk="never", incident_only=incident_only),
                      actuators=[ActuatorConf(type="process", actions=["restart_serve"],
@@ -218,6 +218,8 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     did = a.step()
     rec = a.override(did, "alice", "restart_serve", "rolling the box")
     assert rec["human"]["operator"] == "alice" and rec["executed_action"] == "restart_serve"
+    assert a.wait_idle(60)  # the override runs in the background
+    assert a.log.record(did)["actuator_result"]["ok"]
     assert rig["procs"].procs["serve"][0].pid != pid1
     # the log holds every step, each with its observation and guard verdicts
     rows = a.log.records()
@@ -276,6 +278,41 @@ def test_the_adapter_heals_real_faults_honours_an_override_and_logs_everything(r
     assert s["incidents"] == len(resolved) >= 4  # crash, latency, bad deploy, drift (+ blips)
     assert "data:image/png;base64," in rep.html.read_text()
     time.sleep(9)
+
+
+def test_an_approval_given_in_the_web_console_heals_the_real_service(rig):
+    """Approval mode against the real service: a kill is seen, the restart waits for a human,
+    the human approves it in the console (signed in, a form with its CSRF token), the restart
+    runs in the background and the service is healthy again."""
+    from fastapi.testclient import TestClient
+
+    from healgym.serving.api import create_app
+
+    a = make_adapter(rig, str(ROOT / "configs" / "runbooks" / "demo.yaml"), "console",
+                     human={"mode": "approval", "timeout_s": 600})
+    wait_for(lambda: healthy(a), 120, "a healthy reading of the demo service")
+    token = "c" * 24
+    client = TestClient(create_app(a, token))
+    r = client.post("/console/login", data={"operator": "carol", "token": token},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    pid = rig["procs"].procs["serve"][0].pid
+    kill(pid)
+    t0 = time.time()
+    did = wait_for(lambda: (a.step(), next(iter(a.pending), None))[1], 60,
+                   "a restart proposal waiting for approval")
+    page = client.get("/console").text
+    assert did[:8] in page and "restart_serve" in page
+    csrf = page.split("name='csrf' value='")[1].split("'")[0]
+    r = client.post(f"/console/decisions/{did}/approve", data={
+        "reason": "the service is down", "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and "done" in r.headers["location"]
+    assert a.wait_idle(60) and a.log.record(did)["actuator_result"]["ok"]
+    assert rig["procs"].procs["serve"][0].pid != pid
+    wait_for(lambda: healthy(a), 120, "the service healthy after the approved restart")
+    rec = a.log.record(did)
+    assert rec["human"]["operator"] == "carol" and rec["executed_action"] == "restart_serve"
+    assert time.time() - t0 < 180
 
 
 def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
