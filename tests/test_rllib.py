@@ -282,6 +282,27 @@ def test_dqn_trains_exports_and_acts_validly(ray_up, tmp_path):
         d = pol.decide(obs, info)
         assert info["action_mask"][d.action] == 1 and "q" in d.explanation
         obs, _, _, _, info = env.step(d.action)
+    # registered, promoted and served from the registry like every other policy kind
+    import mlflow
+
+    from agents.registry import RLLIB_MODEL_CODE, log_and_register, promote
+    from healgym.serving.policies import load_policy
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'reg.db'}")
+    try:
+        exp = mlflow.create_experiment("dqn-reg", artifact_location=str(tmp_path / "art"))
+        with mlflow.start_run(experiment_id=exp):
+            version = log_and_register(tmp_path / "policy", "healgym-dqn", RLLIB_MODEL_CODE)
+        promote(version, "healgym-dqn")
+        served, label = load_policy("models:/healgym-dqn@champion", env.model)
+        assert label == f"healgym-dqn/{version} (@champion)"
+        obs, info = env.reset(seed=6)
+        assert info["action_mask"][served.decide(obs, info).action] == 1
+        model = mlflow.pyfunc.load_model("models:/healgym-dqn@champion")
+        with pytest.raises(Exception, match="action_mask"):
+            model.predict({"obs": obs[None, :]})
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def test_metrics_go_to_mlflow_in_batches(tmp_path, monkeypatch):
