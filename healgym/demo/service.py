@@ -96,8 +96,11 @@ class Service:
         return self.split()
 
     def split(self) -> dict[str, Any]:
-        return {"current": self.threshold, "previous": self.previous,
-                "previous_share": self.previous_share}
+        out = {"current": self.threshold, "previous": self.previous,
+               "previous_share": self.previous_share}
+        if self.previous is not None and getattr(self, "previous_version", None) is not None:
+            out["previous_version"] = self.previous_version  # its registry version
+        return out
 
     def refresh_model(self) -> None:
         if not self.model_uri or self.retrained:  # a retrained model serves until a deploy
@@ -116,6 +119,7 @@ class Service:
                 if getattr(self, "deployed_version", None) is not None and new != self.threshold:
                     # a deploy: the version before it stays loaded as the previous one
                     self.previous, self.previous_share = self.threshold, 0.0
+                    self.previous_version = self.deployed_version
                 self.threshold = new
             self.deployed_version = mv.version
         except Exception:  # noqa: BLE001 - keep serving the last good model

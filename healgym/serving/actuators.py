@@ -218,8 +218,8 @@ class ProcessActuator:
             except ValueError:
                 f.unlink(missing_ok=True)
                 continue
-            if owner != os.getpid() and _started(owner) == owner_born:
-                continue  # its adapter is alive (another adapter sharing pid_dir): not ours
+            if owner == os.getpid() or _started(owner) == owner_born:
+                continue  # its adapter is alive (this process, or another one): no orphan
             if _started(pid) == born:  # the same process (a reused pid has another start)
                 try:
                     os.killpg(pid, signal.SIGTERM)
@@ -410,7 +410,8 @@ class GradualRollbackActuator:
     def execute(self, kind: str, target: str, key: str) -> str:
         if kind != "rollback":
             raise CannotAct(f"the gradual actuator carries out rollback only, not {kind!r}")
-        start = float(self._split().get("previous_share") or 0.0)
+        before = self._split()
+        start = float(before.get("previous_share") or 0.0)
         self.steps_done = []
         for share in self.p.steps:
             if share <= start:
@@ -426,8 +427,16 @@ class GradualRollbackActuator:
                                     f"restored to {start:.0%}")
         done = f"rolled back in {len(self.steps_done)} steps {self.steps_done}"
         if self.p.mlflow is not None:
-            done += "; " + MlflowRegistryActuator(self.p.mlflow.model_dump()).execute(
-                "rollback", target, key)
+            reg = MlflowRegistryActuator(self.p.mlflow.model_dump())
+            version = before.get("previous_version")
+            if version is None:  # the service does not say: the registry's next older one
+                done += "; " + reg.execute("rollback", target, key)
+            else:  # the version whose model the traffic went back to
+                c = reg.client()
+                cur = c.get_model_version_by_alias(reg.model, reg.alias).version
+                c.set_registered_model_alias(reg.model, reg.alias, str(version))
+                c.set_model_version_tag(reg.model, str(version), "healgym_decision", key)
+                done += f"; {reg.model}@{reg.alias}: version {cur} -> {version}"
         return done
 
 

@@ -315,6 +315,55 @@ def test_an_approval_given_in_the_web_console_heals_the_real_service(rig):
     assert time.time() - t0 < 180
 
 
+def test_a_gradual_rollback_shifts_the_real_traffic_and_aborts_on_a_failing_analysis(rig):
+    """Against the real service and Prometheus: after a bad deploy the previous version stays
+    loaded; the gradual actuator shifts its traffic back in steps, each step analysed on the
+    real accuracy gauge. Towards a version no better (a second bad deploy) it aborts and
+    restores the split; towards the good one it completes and moves the registry alias."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from healgym.serving.actuators import GradualRollbackActuator
+
+    mlflow.set_tracking_uri(rig["mlflow_uri"])
+    client = MlflowClient(tracking_uri=rig["mlflow_uri"])
+    good = client.get_model_version_by_alias("demo-model", "champion").version
+    split = f"{rig['url']}/split"
+    params = {"split_url": split, "prometheus_url": rig["source"].url, "wait_s": 12.0,
+              "steps": [0.5, 1.0], "mlflow": {"model": "demo-model",
+                                              "tracking_uri": rig["mlflow_uri"]},
+              "analysis": {"accuracy": {"query": "min(model_accuracy)", "min": 0.7}}}
+    wait_for(lambda: requests.get(split, timeout=5).json()["current"] == 0.0, 60,
+             "the good model deployed")
+    bad_deploy("demo-model", threshold=2.5)
+    wait_for(lambda: requests.get(split, timeout=5).json()["previous"] == 0.0, 60,
+             "the deploy seen by the service, the good version kept as the previous one")
+    bad_deploy("demo-model", threshold=-2.5)  # another bad one: 'previous' is bad too now
+    wait_for(lambda: requests.get(split, timeout=5).json()["previous"] == 2.5, 60,
+             "the second deploy seen")
+    from healgym.errors import ActuatorError
+
+    with pytest.raises(ActuatorError, match="aborted at 50%"):
+        GradualRollbackActuator(params).execute("rollback", "pipeline", "abort-test")
+    assert requests.get(split, timeout=5).json()["previous_share"] == 0.0  # restored
+    # roll the registry back by hand to the good version; then deploy the bad one again
+    client.set_registered_model_alias("demo-model", "champion", good)
+    wait_for(lambda: requests.get(split, timeout=5).json()["current"] == 0.0, 60,
+             "the good version back")
+    bad_deploy("demo-model", threshold=2.5)
+    wait_for(lambda: requests.get(split, timeout=5).json()["previous"] == 0.0, 60,
+             "the bad deploy seen, the good version the previous one")
+    out = GradualRollbackActuator(params).execute("rollback", "pipeline", "canary-test")
+    assert "rolled back in 2 steps [0.5, 1.0]" in out
+    state = requests.get(split, timeout=5).json()
+    assert state == {"current": 0.0, "previous": None, "previous_share": 0.0}
+    # the registry agrees: the alias is on the version whose model the traffic went back to
+    assert str(client.get_model_version_by_alias("demo-model", "champion").version) == \
+        str(good)
+    time.sleep(6)  # the service re-reads the registry every 5 s: nothing changes
+    assert requests.get(split, timeout=5).json()["current"] == 0.0
+
+
 def test_a_trained_policy_sees_what_it_saw_in_training(rig, tmp_path):
     """Q-learning trained on the service's recorded telemetry (a crash scenario) and served on a
     real crash: the state it reads off the real metrics is the one the simulator's crash put it

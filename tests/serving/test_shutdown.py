@@ -31,11 +31,17 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
-def start(tmp_path: Path) -> subprocess.Popen[str]:
+def start(tmp_path: Path, sigint_ignored: bool = False) -> subprocess.Popen[str]:
+    """``sigint_ignored``: started as a shell starts a background job (``healgym serve &``),
+    with SIGINT ignored, which Python keeps unless the program installs its own handler."""
+    def ignore() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     return subprocess.Popen(
         [sys.executable, "-m", "healgym.cli", "serve", "--policy",
          str(ROOT / "configs/runbooks/demo.yaml"), "--config", str(config(tmp_path)),
-         "--no-api"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--no-api"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=ignore if sigint_ignored else None)
 
 
 def worker_pids(tmp_path: Path, timeout: float = 60.0, exclude: tuple[int, ...] = ()
@@ -60,9 +66,10 @@ def alive(pid: int) -> bool:
     ).split()[2]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_stops_the_adapter_and_its_processes_cleanly(tmp_path, sig):
-    proc = start(tmp_path)
+@pytest.mark.parametrize("sig, background", [(signal.SIGTERM, False), (signal.SIGINT, False),
+                                             (signal.SIGINT, True)])
+def test_a_stop_signal_stops_the_adapter_and_its_processes_cleanly(tmp_path, sig, background):
+    proc = start(tmp_path, sigint_ignored=background)
     try:
         (child,) = worker_pids(tmp_path)
         assert alive(child)
@@ -101,3 +108,22 @@ def test_a_restarted_adapter_stops_the_orphans_of_one_killed_with_minus_9(tmp_pa
                 p.kill()
         if alive(orphan):
             os.killpg(orphan, signal.SIGKILL)
+
+
+def test_a_second_actuator_in_the_same_process_leaves_the_first_ones_workers_alone(tmp_path):
+    """Two adapters in one process share a pid_dir (a restart inside a test, a second
+    pipeline): starting the second must not take the first one's live workers for orphans."""
+    from healgym.serving.actuators import ProcessActuator
+
+    params = {"processes": {"serve": {"cmd": WORKER}}, "pid_dir": str(tmp_path / "pids")}
+    first = ProcessActuator(params)
+    first.start()
+    try:
+        pid = first.procs["serve"][0].pid
+        second = ProcessActuator({**params, "processes": {"other": {"cmd": WORKER}}})
+        second.start()
+        assert second.adopted == [] and alive(pid)
+        second.close()
+    finally:
+        first.close()
+    assert not alive(pid)
