@@ -48,6 +48,8 @@ class Service:
         # last deploy) gets ``previous_share`` of the traffic (a gradual rollback's canary)
         self.previous: float | None = None
         self.previous_share = 0.0
+        self.deployed_version: str | None = None  # the registry version being served
+        self.previous_version: str | None = None  # the previous one's
         self.memory_limit_mb = memory_limit_mb
         self.retrained = False
         self.rng = np.random.default_rng(seed)
@@ -98,7 +100,7 @@ class Service:
     def split(self) -> dict[str, Any]:
         out = {"current": self.threshold, "previous": self.previous,
                "previous_share": self.previous_share}
-        if self.previous is not None and getattr(self, "previous_version", None) is not None:
+        if self.previous is not None and self.previous_version is not None:
             out["previous_version"] = self.previous_version  # its registry version
         return out
 
@@ -111,12 +113,12 @@ class Service:
             name, _, alias = self.model_uri[len("models:/"):].partition("@")
             c = MlflowClient()
             mv = c.get_model_version_by_alias(name, alias or "champion")
-            if mv.version == getattr(self, "deployed_version", None):
+            if mv.version == self.deployed_version:
                 return
             run = c.get_run(mv.run_id) if mv.run_id else None
             if run is not None and "threshold" in run.data.params:
                 new = float(run.data.params["threshold"])
-                if getattr(self, "deployed_version", None) is not None and new != self.threshold:
+                if self.deployed_version is not None and new != self.threshold:
                     # a deploy: the version before it stays loaded as the previous one
                     self.previous, self.previous_share = self.threshold, 0.0
                     self.previous_version = self.deployed_version
