@@ -98,7 +98,7 @@ class Service:
         return self.split()
 
     def split(self) -> dict[str, Any]:
-        out = {"current": self.threshold, "previous": self.previous,
+        out: dict[str, Any] = {"current": self.threshold, "previous": self.previous,
                "previous_share": self.previous_share}
         if self.previous is not None and self.previous_version is not None:
             out["previous_version"] = self.previous_version  # its registry version
