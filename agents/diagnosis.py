@@ -1,0 +1,281 @@
+"""Diagnosis as a task (issue 18): windows of observations labelled from the env's ground truth,
+diagnosers behind one interface, and the metrics a root-cause benchmark reports.
+
+* :func:`build_dataset` runs episodes (a policy acting, or none) and keeps, at every step with
+  one active fault (for its first ``horizon_s``), the last ``window`` observations, labelled
+  with that fault's type, family and stage (``info["faults"]``: the ground truth no operator
+  sees).
+* A diagnoser's ``diagnose(history) -> [(fault, stage, score), ...]`` ranks its answers, best
+  first. :class:`TreeDiagnoser` (a decision tree, as ops teams write them) and
+  :class:`BoostedDiagnoser` (gradient-boosted trees) learn from a dataset (scikit-learn);
+  :class:`SignatureDiagnoser` is the replay tool's signature matcher
+  (:func:`healgym.analysis.replay.diagnose`); :class:`MajorityDiagnoser` is the floor.
+* :func:`score` gives top-1 and top-3 fault-type accuracy, stage localisation (the top answer's
+  stage), time to diagnose per incident (from its onset to the first step from which the top
+  answer's fault type is right until the incident's last step), and the confusion of fault
+  types, with 95 % bootstrap intervals over incidents (seeded).
+
+AIOpsLab scores detection, localisation and root-cause analysis as separate tasks; ITBench
+reports localisation accuracy and time to diagnose.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from healgym.sim.faults import LIBRARY
+
+#: fault type -> family (the specialists' split): the library's categories, "ml" named "model"
+FAMILY: dict[str, str] = {f.name: {"ml": "model"}.get(f.category, f.category) for f in LIBRARY}
+
+Ranked = list[tuple[str, str, float]]
+
+
+@dataclass
+class DiagnosisData:
+    """``X[i]``: the window of observations flattened; labels per row; ``incident[i]``: an id
+    of the incident (episode, onset) the row belongs to; ``t[i]``: seconds since its onset."""
+
+    X: np.ndarray
+    windows: np.ndarray  # (n, window, n_obs), for diagnosers that read the raw history
+    fault: np.ndarray
+    stage: np.ndarray
+    family: np.ndarray
+    incident: np.ndarray
+    t: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.fault)
+
+
+def build_dataset(make_env: Callable[[], Any], seeds: Sequence[int], window: int = 6,
+                  policy: Any = None, options: dict[str, Any] | None = None,
+                  families: dict[str, str] | None = None, horizon_s: float = 600.0,
+                  single: bool = True) -> DiagnosisData:
+    """Labelled windows from episodes of ``make_env()`` (``policy`` acting; None: no-op).
+    A row is kept while its fault is at most ``horizon_s`` old and, with ``single``, the only
+    library fault active (an overlapping second fault would make the label ambiguous)."""
+    fam = families or FAMILY
+    env = make_env()
+    rows: dict[str, list[Any]] = {k: [] for k in ("w", "fault", "stage", "family", "inc", "t")}
+    for seed in seeds:
+        obs, info = env.reset(seed=int(seed), options=options)
+        if policy is not None:
+            policy.reset()
+        hist = [obs] * window
+        onsets: dict[tuple[str, str], float] = {}
+        while True:
+            faults = [(f, s) for f, s in info.get("faults") or [] if not f.startswith("_")]
+            now = float(info["time_s"])
+            for key in faults:
+                onsets.setdefault(key, now)
+            for key in list(onsets):
+                if key not in faults:
+                    del onsets[key]
+            if faults and (len(faults) == 1 or not single) and \
+                    now - onsets[faults[0]] <= horizon_s:
+                f, s = faults[0]  # the oldest active fault: the incident's root
+                rows["w"].append(np.array(hist[-window:]))
+                rows["fault"].append(f)
+                rows["stage"].append(s)
+                rows["family"].append(fam.get(f, "other"))
+                rows["inc"].append(f"{seed}:{f}:{s}:{onsets[(f, s)]:.0f}")
+                rows["t"].append(now - onsets[(f, s)])
+            a = 0 if policy is None else int(policy.decide(obs, info).action)
+            obs, _, terminated, truncated, info = env.step(a)
+            hist.append(obs)
+            if terminated or truncated:
+                break
+    env.close()
+    w = np.array(rows["w"], dtype=np.float32).reshape(-1, window, env.observation_space.shape[0])
+    return DiagnosisData(X=w.reshape(len(w), -1), windows=w, fault=np.array(rows["fault"]),
+                         stage=np.array(rows["stage"]), family=np.array(rows["family"]),
+                         incident=np.array(rows["inc"]), t=np.array(rows["t"], dtype=float),
+                         meta={"window": window, "episodes": len(seeds)})
+
+
+class Diagnoser(Protocol):
+    name: str
+
+    def diagnose(self, history: np.ndarray) -> Ranked: ...
+
+
+def _joint(fault: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    return np.char.add(np.char.add(fault.astype(str), "@"), stage.astype(str))
+
+
+class _Learned:
+    name = "learned"
+
+    def __init__(self, estimator: Any) -> None:
+        self.est = estimator
+
+    def fit(self, data: DiagnosisData) -> _Learned:
+        self.est.fit(data.X, _joint(data.fault, data.stage))
+        return self
+
+    def rank_batch(self, X: np.ndarray, top: int = 3) -> list[Ranked]:
+        proba = self.est.predict_proba(np.atleast_2d(X))
+        classes = self.est.classes_
+        out = []
+        for p in proba:
+            idx = np.argsort(-p)[:top]
+            out.append([(*str(classes[i]).split("@", 1), float(p[i])) for i in idx])
+        return out  # type: ignore[return-value]
+
+    def diagnose(self, history: np.ndarray) -> Ranked:
+        return self.rank_batch(np.asarray(history, dtype=np.float32).reshape(1, -1))[0]
+
+
+class TreeDiagnoser(_Learned):
+    """A decision tree over the window (depth-limited: readable, as runbook trees are)."""
+
+    name = "tree"
+
+    def __init__(self, max_depth: int = 10, seed: int = 0) -> None:
+        from sklearn.tree import DecisionTreeClassifier
+
+        super().__init__(DecisionTreeClassifier(max_depth=max_depth, random_state=seed,
+                                                min_samples_leaf=3))
+
+
+class BoostedDiagnoser(_Learned):
+    """Gradient-boosted trees over the window (scikit-learn's histogram boosting)."""
+
+    name = "boosted"
+
+    def __init__(self, max_iter: int = 150, seed: int = 0) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        super().__init__(HistGradientBoostingClassifier(max_iter=max_iter, random_state=seed,
+                                                        learning_rate=0.1,
+                                                        early_stopping=False))
+
+
+class SignatureDiagnoser:
+    """The replay tool's signature matcher on the window's last observation (no training)."""
+
+    name = "signature"
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def diagnose(self, history: np.ndarray) -> Ranked:
+        from healgym.analysis.replay import diagnose
+
+        obs = np.asarray(history)[-1]
+        d = diagnose(self.model, obs, top=2)
+        return [(d.fault, d.stage, float(d.score)), *[(f, s, float(c))
+                                                      for f, s, c in d.alternatives]]
+
+
+class MajorityDiagnoser:
+    """Always the most common (fault, stage) of the training data: the floor to beat."""
+
+    name = "majority"
+
+    def fit(self, data: DiagnosisData) -> MajorityDiagnoser:
+        counts = Counter(zip(data.fault.tolist(), data.stage.tolist(), strict=True))
+        self.ranked = [(f, s, n / len(data)) for (f, s), n in counts.most_common(3)]
+        return self
+
+    def diagnose(self, history: np.ndarray) -> Ranked:
+        return list(self.ranked)
+
+
+def rank_all(diagnoser: Any, data: DiagnosisData) -> list[Ranked]:
+    if hasattr(diagnoser, "rank_batch"):
+        return diagnoser.rank_batch(data.X)  # type: ignore[no-any-return]
+    return [diagnoser.diagnose(w) for w in data.windows]
+
+
+def time_to_diagnose(incident: np.ndarray, t: np.ndarray, right: np.ndarray
+                     ) -> dict[str, float | None]:
+    """Per incident: the time since onset of the first row from which the top answer is right
+    in every later row of the incident (None: never settled on the right answer)."""
+    out: dict[str, float | None] = {}
+    for inc in dict.fromkeys(incident.tolist()):
+        sel = np.flatnonzero(incident == inc)
+        order = sel[np.argsort(t[sel], kind="stable")]
+        ok = right[order]
+        if not ok[-1]:
+            out[inc] = None
+            continue
+        wrong = np.flatnonzero(~ok)
+        first = 0 if wrong.size == 0 else int(wrong[-1]) + 1
+        out[inc] = float(t[order[first]])
+    return out
+
+
+def _boot(values: np.ndarray, groups: np.ndarray, reps: int = 1000, seed: int = 0
+          ) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean, resampling incidents (rows of an incident are not
+    independent)."""
+    uniq = np.unique(groups)
+    if uniq.size < 2:
+        m = float(values.mean()) if values.size else float("nan")
+        return m, m
+    idx = {g: np.flatnonzero(groups == g) for g in uniq}
+    sums = np.array([values[idx[g]].sum() for g in uniq])
+    ns = np.array([idx[g].size for g in uniq])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, uniq.size, size=(reps, uniq.size))
+    means = sums[draws].sum(axis=1) / ns[draws].sum(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def score(diagnoser: Any, data: DiagnosisData) -> dict[str, Any]:
+    """Top-1 / top-3 fault-type accuracy, stage localisation, time to diagnose and the
+    fault-type confusion of ``diagnoser`` on ``data`` (intervals over incidents)."""
+    ranked = rank_all(diagnoser, data)
+    top1 = np.array([r[0][0] == f for r, f in zip(ranked, data.fault, strict=True)])
+    top3 = np.array([f in [x[0] for x in r[:3]] for r, f in zip(ranked, data.fault,
+                                                                  strict=True)])
+    stage = np.array([r[0][1] == s for r, s in zip(ranked, data.stage, strict=True)])
+    fam = np.array([FAMILY.get(r[0][0], "other") == f for r, f in zip(ranked, data.family,
+                                                                       strict=True)])
+    ttd = time_to_diagnose(data.incident, data.t, top1)
+    settled = [v for v in ttd.values() if v is not None]
+    confusion: dict[str, dict[str, int]] = {}
+    for r, f in zip(ranked, data.fault, strict=True):
+        row = confusion.setdefault(str(f), {})
+        row[r[0][0]] = row.get(r[0][0], 0) + 1
+
+    def metric(x: np.ndarray) -> dict[str, float]:
+        lo, hi = _boot(x.astype(float), data.incident)
+        return {"value": float(x.mean()) if x.size else float("nan"), "ci_low": lo,
+                "ci_high": hi}
+
+    return {"rows": len(data), "incidents": len(ttd), "top1": metric(top1),
+            "top3": metric(top3), "stage": metric(stage), "family": metric(fam),
+            "diagnosed_share": len(settled) / max(len(ttd), 1),
+            "time_to_diagnose_median_s": float(np.median(settled)) if settled else None,
+            "confusion": confusion}
+
+
+def markdown(results: dict[str, dict[str, Any]], title: str) -> str:
+    def ci(d: dict[str, float]) -> str:
+        return f"{d['value']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]"
+
+    rows = [f"**{title}** (95 % bootstrap intervals over incidents)", "",
+            "| diagnoser | rows / incidents | top-1 fault | top-3 fault | family | stage | "
+            "diagnosed | time to diagnose (median) |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        ttd = r["time_to_diagnose_median_s"]
+        rows.append(f"| {name} | {r['rows']} / {r['incidents']} | {ci(r['top1'])} | "
+                    f"{ci(r['top3'])} | {ci(r['family'])} | {ci(r['stage'])} | "
+                    f"{100 * r['diagnosed_share']:.0f} % | "
+                    f"{'-' if ttd is None else f'{ttd:.0f} s'} |")
+    return "\n".join(rows)
+
+
+def lookalikes(confusion: dict[str, dict[str, int]], n: int = 8) -> list[tuple[str, str, int]]:
+    """The most frequent (true, diagnosed) confusions: the look-alikes."""
+    pairs = [(t, p, c) for t, row in confusion.items() for p, c in row.items() if p != t]
+    return sorted(pairs, key=lambda x: -x[2])[:n]
