@@ -126,6 +126,8 @@ def browser():
 def test_a_human_approves_a_pending_action_in_a_real_browser(tmp_path):
     import uvicorn
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from healgym.serving.api import create_app
 
@@ -146,22 +148,26 @@ def test_a_human_approves_a_pending_action_in_a_real_browser(tmp_path):
             time.sleep(0.05)
         base = f"http://127.0.0.1:{port}"
         drv.get(f"{base}/console")
+        WebDriverWait(drv, 30).until(ec.presence_of_element_located((By.ID, "signin")))
         assert drv.current_url.endswith("/console/login")
         drv.save_screenshot(str(shots / "console-login.png"))
         drv.find_element(By.ID, "operator").send_keys("alice")
         drv.find_element(By.ID, "token").send_keys(TOKEN)
         drv.find_element(By.ID, "signin").click()
+        WebDriverWait(drv, 30).until(ec.presence_of_element_located((By.ID, "pending")))
         assert "Pending approvals" in drv.page_source and did[:8] in drv.page_source
         drv.save_screenshot(str(shots / "console-pending.png"))
         drv.find_element(By.ID, f"reason-{did}").send_keys("matches the alert")
         drv.find_element(By.ID, f"approve-{did}").click()
-        assert "approve " + did[:8] + " by alice: done" in drv.find_element(By.ID, "flash").text
+        flash = WebDriverWait(drv, 30).until(ec.presence_of_element_located((By.ID, "flash")))
+        assert "approve " + did[:8] + " by alice: done" in flash.text
         assert a.wait_idle(10) and a.log.record(did)["state"] == "acted"
         assert a.log.record(did)["human"]["reason"] == "matches the alert"
         src.healthy()
         a.step(time.time() + 40)
         drv.get(f"{base}/console")
-        row = drv.find_element(By.ID, "decisions").text
+        row = WebDriverWait(drv, 30).until(ec.presence_of_element_located(
+            (By.ID, "decisions"))).text
         assert "resolved restart_serve restart_serve alice verified" in row
         drv.save_screenshot(str(shots / "console-after.png"))
         for name in ("console-login.png", "console-pending.png", "console-after.png"):
