@@ -549,7 +549,7 @@ def serving_figures(n: int = 400) -> dict[str, Any]:
     return out
 
 
-def approval_loop_figures(m: Any, policy: Any, tmp: Path, action_s: float = 10.0,
+def approval_loop_figures(m: Any, policy: Any, tmp: Path, action_s: float = 45.0,
                           period_s: float = 0.2) -> dict[str, Any]:
     """The decision loop's intervals while an approved slow action (a webhook answering after
     ``action_s``) runs in the background: the p99 interval against the loop's period (it
