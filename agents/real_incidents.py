@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from agents import evaluation
 from healgym.policy import Policy
 
 #: (time s, action index) of each action other than noop, in order.
@@ -104,13 +105,8 @@ def summary(rows: list[dict[str, Any]], horizon_s: float) -> dict[str, Any]:
     n = len(rows)
 
     def mean_ci(x: list[float]) -> dict[str, float]:
-        a = np.asarray(x, dtype=float)
-        if a.size == 0:
-            return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
-        m = float(a.mean())
-        half = float(stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / np.sqrt(a.size)) \
-            if a.size > 1 else 0.0
-        return {"value": m, "ci_low": max(0.0, m - half), "ci_high": min(horizon_s, m + half)}
+        m, lo, hi = evaluation.mean_ci(x)  # the t-interval the other tables use
+        return {"value": m, "ci_low": max(0.0, lo), "ci_high": min(horizon_s, hi)}
 
     acted = [r["reaction_delay_s"] for r in rows if r["reaction_delay_s"] is not None]
     k = sum(r["localised"] for r in rows)

@@ -283,22 +283,6 @@ def mount_console(app: FastAPI, adapter: Any, role_of: Callable[[str | None], st
                  csrf: str = Form("")) -> Response:
         return verdict(request, did, "override", reason, action, csrf)
 
-    @app.post("/console/pause")
-    def pause(request: Request, reason: str = Form(...), csrf: str = Form("")) -> Response:
-        s = guard_post(request, csrf)
-        if not isinstance(s, Session):
-            return s
-        adapter.pause(s.operator, reason)
-        return back(f"paused by {s.operator}")
-
-    @app.post("/console/resume")
-    def resume(request: Request, reason: str = Form(...), csrf: str = Form("")) -> Response:
-        s = guard_post(request, csrf)
-        if not isinstance(s, Session):
-            return s
-        adapter.resume(s.operator, reason)
-        return back(f"resumed by {s.operator}")
-
     @app.post("/console/kill-switch")
     def kill_switch(request: Request, on: str = Form(...), reason: str = Form(...),
                     csrf: str = Form("")) -> Response:
@@ -316,3 +300,16 @@ def mount_console(app: FastAPI, adapter: Any, role_of: Callable[[str | None], st
         adapter.alert(f"kill switch {'set' if on == '1' else 'lifted'} by {s.operator}: "
                       f"{reason}", "kill_switch", operator=s.operator)
         return back(f"kill switch {'ON: nothing is executed' if on == '1' else 'lifted'}")
+
+    # last: the other /console/<name> routes must match first
+    @app.post("/console/{verb}")
+    def pause_or_resume(request: Request, verb: str, reason: str = Form(...),
+                        csrf: str = Form("")) -> Response:
+        if verb not in ("pause", "resume"):
+            return HTMLResponse(_page("not found", "<main><p class='msg err'>No such page."
+                                      "</p></main>"), status_code=404)
+        s = guard_post(request, csrf)
+        if not isinstance(s, Session):
+            return s
+        (adapter.pause if verb == "pause" else adapter.resume)(s.operator, reason)
+        return back(f"{verb}d by {s.operator}")
