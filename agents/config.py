@@ -135,9 +135,36 @@ class DQNConf(RLlibConf):
     replay_capacity: int = 200_000
 
 
+@dataclass
+class SpecialistsConf:
+    """``agent=specialists``: specialists per failure family behind a router that diagnoses
+    (:mod:`agents.specialists`), saved as one policy."""
+
+    _target_: str = "agents.training.SpecialistsTrainer"
+    _recursive_: bool = False  # the nested learners' configs stay configs
+    kind: str = "specialists"
+    # {family: [fault type, ...]} covering the library; null: infra / model / data (the
+    # library's categories)
+    families: Any = None
+    # the specialists' learner: qlearning (a Q-table per family) or ppo (RLlib multi-agent
+    # PPO: one module per family, on the multi-agent view of healgym)
+    specialist: str = "qlearning"
+    qlearning: QLearningConf = field(default_factory=QLearningConf)
+    ppo: PPOConf = field(default_factory=PPOConf)
+    # the router's diagnoser: extremely randomised trees on labelled windows of episodes where
+    # no policy acts and where the expert runbook acts, in turn
+    diagnoser_episodes: int = 200
+    diagnoser_trees: int = 60
+    healthy_every: int = 5  # one no-fault window in this many, labelled healthy
+    window: int = 6
+    min_confidence: float = 0.5
+    low_confidence: str = "escalate"  # escalate | safe_default | specialist
+    switch_after: int = 2
+
+
 #: Each agent's schema, by its config-group option (configs/agent/<name>.yaml).
 AGENTS: dict[str, type] = {"qlearning": QLearningConf, "runbook": RunbookConf, "ppo": PPOConf,
-                           "dqn": DQNConf}
+                           "dqn": DQNConf, "specialists": SpecialistsConf}
 
 
 @dataclass
@@ -189,6 +216,9 @@ class EvaluateConf(TrainConf):
     # plain observation, ppo_history on the one with the history block
     ppo_zoo: str | None = None
     ppo_history_zoo: str | None = None
+    # router + specialists (agent=specialists): a zoo entry, or one saved folder
+    specialists_zoo: str | None = None
+    specialists_path: str | None = None
     episodes: int = 30  # per distribution (random chaos; each scenario file)
     scenario_episodes: int | None = None  # per scenario file, if not `episodes`
     # held-out scenario files (null: random chaos); training only ever sees random chaos

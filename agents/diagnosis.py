@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -34,6 +35,8 @@ from healgym.sim.faults import LIBRARY
 FAMILY: dict[str, str] = {f.name: {"ml": "model"}.get(f.category, f.category) for f in LIBRARY}
 
 Ranked = list[tuple[str, str, float]]
+#: the label of a window with no fault active (fault type, stage and family)
+HEALTHY = "healthy"
 
 
 @dataclass
@@ -57,19 +60,24 @@ class DiagnosisData:
 def build_dataset(make_env: Callable[[], Any], seeds: Sequence[int], window: int = 6,
                   policy: Any = None, options: dict[str, Any] | None = None,
                   families: dict[str, str] | None = None, horizon_s: float = 600.0,
-                  single: bool = True) -> DiagnosisData:
-    """Labelled windows from episodes of ``make_env()`` (``policy`` acting; None: no-op).
-    A row is kept while its fault is at most ``horizon_s`` old and, with ``single``, the only
-    library fault active (an overlapping second fault would make the label ambiguous)."""
+                  single: bool = True, healthy_every: int = 0) -> DiagnosisData:
+    """Labelled windows from episodes of ``make_env()`` (``policy`` acting; None: no-op; a
+    list: one per episode, in turn). A row is kept while its fault is at most ``horizon_s`` old
+    and, with ``single``, the only library fault active (an overlapping second fault would make
+    the label ambiguous). ``healthy_every=k`` also keeps every k-th step with no fault active,
+    labelled ``HEALTHY`` (fault, stage and family), so a router can tell "no incident"."""
     fam = families or FAMILY
     env = make_env()
     rows: dict[str, list[Any]] = {k: [] for k in ("w", "fault", "stage", "family", "inc", "t")}
-    for seed in seeds:
+    policies = policy if isinstance(policy, (list, tuple)) else [policy]
+    for n, seed in enumerate(seeds):
+        pol = policies[n % len(policies)]
         obs, info = env.reset(seed=int(seed), options=options)
-        if policy is not None:
-            policy.reset()
+        if pol is not None:
+            pol.reset()
         hist = [obs] * window
         onsets: dict[tuple[str, str], float] = {}
+        quiet = 0
         while True:
             faults = [(f, s) for f, s in info.get("faults") or [] if not f.startswith("_")]
             now = float(info["time_s"])
@@ -87,7 +95,15 @@ def build_dataset(make_env: Callable[[], Any], seeds: Sequence[int], window: int
                 rows["family"].append(fam.get(f, "other"))
                 rows["inc"].append(f"{seed}:{f}:{s}:{onsets[(f, s)]:.0f}")
                 rows["t"].append(now - onsets[(f, s)])
-            a = 0 if policy is None else int(policy.decide(obs, info).action)
+            elif not faults and healthy_every:
+                quiet += 1
+                if quiet % healthy_every == 0:
+                    rows["w"].append(np.array(hist[-window:]))
+                    for k in ("fault", "stage", "family"):
+                        rows[k].append(HEALTHY)
+                    rows["inc"].append(f"{seed}:{HEALTHY}:{quiet}")
+                    rows["t"].append(0.0)
+            a = 0 if pol is None else int(pol.decide(obs, info).action)
             obs, _, terminated, truncated, info = env.step(a)
             hist.append(obs)
             if terminated or truncated:
@@ -279,3 +295,108 @@ def lookalikes(confusion: dict[str, dict[str, int]], n: int = 8) -> list[tuple[s
     """The most frequent (true, diagnosed) confusions: the look-alikes."""
     pairs = [(t, p, c) for t, row in confusion.items() for p, c in row.items() if p != t]
     return sorted(pairs, key=lambda x: -x[2])[:n]
+
+
+# --------------------------------------------------------------------------- a portable forest
+class TreeEnsemble:
+    """A fitted scikit-learn tree or forest (DecisionTree, RandomForest, ExtraTrees
+    classifiers) as arrays, predicting in numpy: saved as ``.npz`` and loaded with
+    ``allow_pickle=False``, so a composite policy's diagnoser is as safe to load as its
+    Q-tables. ``predict_proba`` equals the estimator's (``tests/test_specialists.py``).
+
+    Nodes of every tree are concatenated (``offset[k]`` is tree ``k``'s root); a leaf's class
+    distribution is kept sparse (``leaf_ptr`` / ``leaf_cls`` / ``leaf_p``, CSR by node), as
+    a leaf of a forest over many classes holds a few of them."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], classes: list[str]) -> None:
+        self.a = arrays
+        self.classes = list(classes)
+        self.n_features = int(arrays["n_features"])
+
+    @classmethod
+    def from_sklearn(cls, est: Any) -> TreeEnsemble:
+        trees = getattr(est, "estimators_", None) or [est]
+        left, right, feat, thr, offs = [], [], [], [], []
+        ptr, lcls, lp = [0], [], []
+        base = 0
+        for t in trees:
+            tr = t.tree_
+            offs.append(base)
+            is_leaf = tr.children_left < 0
+            left.append(np.where(is_leaf, -1, tr.children_left + base))
+            right.append(np.where(is_leaf, -1, tr.children_right + base))
+            feat.append(np.where(is_leaf, 0, tr.feature))
+            thr.append(tr.threshold)
+            v = tr.value[:, 0, :].astype(np.float64)
+            v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
+            for i in range(tr.node_count):
+                nz = np.flatnonzero(v[i]) if is_leaf[i] else np.array([], dtype=int)
+                lcls.append(nz)
+                lp.append(v[i, nz])
+                ptr.append(ptr[-1] + nz.size)
+            base += tr.node_count
+        arrays = {"left": np.concatenate(left).astype(np.int32),
+                  "right": np.concatenate(right).astype(np.int32),
+                  "feature": np.concatenate(feat).astype(np.int32),
+                  "threshold": np.concatenate(thr).astype(np.float64),
+                  "offset": np.array(offs, dtype=np.int32),
+                  "leaf_ptr": np.array(ptr, dtype=np.int64),
+                  "leaf_cls": np.concatenate(lcls).astype(np.int32),
+                  "leaf_p": np.concatenate(lp).astype(np.float32),
+                  "n_features": np.array(est.n_features_in_)}
+        return cls(arrays, [str(c) for c in est.classes_])
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, classes=np.array(self.classes), **self.a)
+
+    @classmethod
+    def load(cls, path: Path) -> TreeEnsemble:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files if k != "classes"}
+            classes = [str(c) for c in data["classes"]]
+        return cls(arrays, classes)
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """The leaf each row reaches in each tree: (n, n_trees) node indices."""
+        a = self.a
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"the diagnoser reads {self.n_features} values per window; got "
+                             f"{X.shape[1]}")
+        node = np.broadcast_to(a["offset"], (len(X), a["offset"].size)).copy()
+        rows = np.arange(len(X))[:, None]
+        while True:
+            inner = a["left"][node] >= 0
+            if not inner.any():
+                return node
+            go_left = X[rows, a["feature"][node]] <= a["threshold"][node]
+            nxt = np.where(go_left, a["left"][node], a["right"][node])
+            node = np.where(inner, nxt, node)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        a = self.a
+        leaf = self.leaves(X)
+        n, k = leaf.shape
+        out = np.zeros((n, len(self.classes)))
+        start, stop = a["leaf_ptr"][leaf.ravel()], a["leaf_ptr"][leaf.ravel() + 1]
+        counts = stop - start
+        row = np.repeat(np.repeat(np.arange(n), k), counts)
+        idx = np.repeat(stop - counts.cumsum(), counts) + np.arange(counts.sum())
+        np.add.at(out, (row, a["leaf_cls"][idx]), a["leaf_p"][idx])
+        return out / k
+
+
+class ForestDiagnoser(_Learned):
+    """Extremely randomised trees over the window (scikit-learn's ExtraTrees), exportable as a
+    :class:`TreeEnsemble` (the composite policy's router diagnoses with it)."""
+
+    name = "forest"
+
+    def __init__(self, trees: int = 60, min_samples_leaf: int = 3, seed: int = 0) -> None:
+        from sklearn.ensemble import ExtraTreesClassifier
+
+        super().__init__(ExtraTreesClassifier(n_estimators=trees, random_state=seed,
+                                              min_samples_leaf=min_samples_leaf, n_jobs=1))
+
+    def export(self) -> TreeEnsemble:
+        return TreeEnsemble.from_sklearn(self.est)

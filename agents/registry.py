@@ -14,6 +14,7 @@ from pathlib import Path
 MODEL_NAME = "healgym-qlearning"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 RLLIB_MODEL_CODE = Path(__file__).parent / "rllib" / "mlflow_model.py"
+ROUTED_MODEL_CODE = Path(__file__).with_name("mlflow_routed_model.py")
 
 
 def model_name(kind: str) -> str:

@@ -39,8 +39,9 @@ class PolicyRuns:
 
 def batched(policy: Any) -> bool:
     """Whether ``policy`` says it acts on a batch (``acts_in_batches``: ``act(obs (N, n), mask
-    (N, A)) -> actions (N,)``, deterministic, no per-episode memory), so it can play episodes in
-    lockstep."""
+    (N, A)) -> actions (N,)``, deterministic), so it can play episodes in lockstep. A policy with
+    memory across steps (the router's window) also has ``begin_batch(n)``, called as ``n``
+    episodes start, and keeps one row of memory per episode."""
     return bool(getattr(policy, "acts_in_batches", False)) and callable(getattr(policy, "act",
                                                                                  None))
 
@@ -60,6 +61,8 @@ def play_batched(make_vec: Callable[[int], Any], policy: Any, seeds: Sequence[in
         venv = make_vec(len(part))
         try:
             obs, info = venv.reset(seed=part, options=options)
+            if hasattr(policy, "begin_batch"):
+                policy.begin_batch(len(part))
             done: list[dict[str, Any] | None] = [None] * len(part)
             while any(d is None for d in done):
                 obs, _, terminated, truncated, info = venv.step(

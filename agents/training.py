@@ -142,3 +142,81 @@ class RLlibTrainer(Trainer):
               f"tenth)\ncheckpoint {summary.checkpoint} (resume: agent.resume_from=...)\n"
               f"policy {policy_dir}; {registered}")
         return score
+
+
+class SpecialistsTrainer(Trainer):
+    """Router + specialists (:mod:`agents.specialists`): the router's diagnoser on labelled
+    windows, then one specialist per family on episodes of that family's faults only."""
+
+    def diagnoser(self, cfg: Any, kw: dict[str, Any]) -> Any:
+        from agents.diagnosis import ForestDiagnoser, build_dataset
+        from agents.runbook import RunbookAgent
+
+        def make_env() -> gym.Env:
+            return gym.make(healgym.ENV_ID, **kw)
+
+        a = self.conf
+        expert = RunbookAgent(make_env(), ROOT / cfg.runbook.expert)
+        start = 1_000 * int(cfg.seed)  # apart from evaluation's held-out seeds (10000..)
+        data = build_dataset(make_env, range(start, start + int(a.diagnoser_episodes)),
+                             int(a.window), policy=[None, expert],
+                             healthy_every=int(a.healthy_every))
+        forest = ForestDiagnoser(int(a.diagnoser_trees), seed=int(cfg.seed)).fit(data)
+        return forest.export(), len(data)
+
+    def fit(self, cfg: Any, kw: dict[str, Any], out: Path | None = None) -> Any:
+        """The composite policy (RLlib specialists are exported under ``out``)."""
+        from agents.specialists import (
+            RoutedPolicy,
+            RouterConf,
+            check_families,
+            default_families,
+            family_chaos,
+        )
+        from healgym.errors import ConfigError
+        from healgym.sim.model import build_model
+
+        a = self.conf
+        fams = a.families
+        families = check_families(OmegaConf.to_container(fams) if OmegaConf.is_config(fams)
+                                  else fams or default_families())
+        router = RouterConf(window=int(a.window), min_confidence=float(a.min_confidence),
+                            low_confidence=str(a.low_confidence),
+                            switch_after=int(a.switch_after))
+        t0 = time.perf_counter()
+        forest, rows = self.diagnoser(cfg, kw)
+        self.timings = {"diagnoser_s": time.perf_counter() - t0, "diagnoser_rows": rows}
+        chaos = dict(kw.get("chaos") or {})
+        specs: dict[str, Any] = {}
+        if a.specialist == "qlearning":
+            q = QLearningTrainer(**OmegaConf.to_container(a.qlearning))  # type: ignore[arg-type]
+            for fam, faults in families.items():
+                t1 = time.perf_counter()
+                specs[fam], _ = q.fit(cfg, {**kw, "chaos": family_chaos(chaos, faults)})
+                self.timings[f"{fam}_s"] = time.perf_counter() - t1
+        elif a.specialist == "ppo":
+            from agents.rllib.multiagent import train_specialists
+
+            if out is None:
+                raise ValueError("PPO specialists are exported under an output folder")
+            specs = train_specialists(a.ppo, kw, families, out / "specialists", cfg)
+        else:
+            raise ConfigError(f"agent.specialist = {a.specialist!r}: choose qlearning or ppo")
+        return RoutedPolicy(build_model(**kw), forest, specs, families, router)
+
+    def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
+        import mlflow
+
+        from agents.registry import ROUTED_MODEL_CODE, model_name, register_trained
+
+        t0 = time.perf_counter()
+        policy = self.fit(cfg, kw, out)
+        mlflow.log_metrics({f"perf/{k}": float(v) for k, v in self.timings.items()})
+        mlflow.log_metric("perf/train_seconds", time.perf_counter() - t0)
+        policy.save(out, extra={"hydra_config": config, "timings": self.timings})
+        mlflow.log_artifacts(str(out), artifact_path="policy")
+        print(register_trained(cfg, out, model_name("specialists"), ROUTED_MODEL_CODE))
+        print(f"specialists: {', '.join(policy.families)}; the diagnoser read "
+              f"{self.timings['diagnoser_rows']} windows; "
+              f"{time.perf_counter() - t0:.0f} s")
+        return float("nan")

@@ -53,7 +53,7 @@ from healgym.errors import HealgymError, user_errors  # noqa: E402
 from healgym.sim.model import build_model  # noqa: E402
 
 register()
-KNOWN = ("qlearning", "ppo", "ppo_history", "dqn", "expert", "runbook_tuned", "runbook",
+KNOWN = ("qlearning", "ppo", "ppo_history", "dqn", "specialists", "expert", "runbook_tuned", "runbook",
          "oracle", "random", "noop")
 
 
@@ -67,6 +67,10 @@ class PlainObservation:
 
     def reset(self) -> None:
         self.policy.reset()
+
+    def begin_batch(self, n: int) -> None:
+        if hasattr(self.policy, "begin_batch"):
+            self.policy.begin_batch(n)
 
     def decide(self, obs: Any, info: dict[str, Any]) -> Any:
         return self.policy.decide(obs[: self.n], info)
@@ -253,6 +257,22 @@ def run(cfg: Any) -> float:
             elif kind == "ppo_history" and kind in cfg.policies:
                 raise SystemExit("policies includes 'ppo_history': set ppo_history_zoo="
                                  "zoo/ppo_history (built by `make zoo`)")
+        if "specialists" in cfg.policies:  # router + specialists: a zoo entry or one folder
+            from agents.specialists import load as load_routed
+            if cfg.get("specialists_zoo"):
+                seeded["specialists"] = [load_routed(p, plain_model) for p in
+                                         zoo_seeds(cfg.specialists_zoo, "specialists_zoo")]
+            elif cfg.get("specialists_path"):
+                seeded["specialists"] = [load_routed(resolve_policy_path(
+                    cfg.specialists_path, "specialists_path"), plain_model)]
+            else:
+                raise SystemExit("policies includes 'specialists': set specialists_zoo="
+                                 "zoo/specialists (built by `make zoo`) or specialists_path="
+                                 "<a train run's folder> (python experiments/train.py "
+                                 "agent=specialists)")
+            if kw_eval.get("history"):
+                seeded["specialists"] = [PlainObservation(p, plain_model.n_obs)
+                                         for p in seeded["specialists"]]
         for kind in ("ppo", "dqn"):
             if kind in cfg.policies and kind not in seeded:
                 from agents.rllib.policy import RLlibPolicy
