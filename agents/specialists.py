@@ -6,7 +6,8 @@ that hands control to a specialist from the diagnosis. The composite is one :cla
   and ``healthy``), sums the class probabilities per family, and routes to the family with
   the most. A family takes over after it leads ``switch_after`` steps in a row (the hand-over
   when a diagnosis changes mid-incident: a crash that turns out to be a crash loop), so one
-  noisy step does not bounce control between specialists.
+  noisy step does not bounce control between specialists. Into and out of ``healthy`` control
+  moves at once.
 * ``healthy`` leading: no incident, the safe default (noop).
 * The leading family's score under ``min_confidence``: ``low_confidence`` says what happens:
   ``escalate`` (page a human: the env's escalate action when the mask allows it, else noop),
@@ -169,7 +170,8 @@ class RoutedPolicy:
 
     def route(self, obs: np.ndarray) -> dict[str, np.ndarray]:
         """Diagnose a batch and move control: per row the class probabilities, the family
-        scores, the family in control, its score and whether control just changed."""
+        scores, the family in control, the diagnosis' confidence (the leading family's score)
+        and whether control just passed between specialists."""
         proba = self._diagnose(obs)
         fam = np.zeros((len(proba), len(self.fam_names)))
         np.add.at(fam.T, self._cls_fam, proba.T)
@@ -177,12 +179,16 @@ class RoutedPolicy:
         same = lead == self.pending
         self.streak = np.where(same, self.streak + 1, 1)
         self.pending = lead
-        switch = (lead != self.current) & ((self.current < 0) |
-                                          (self.streak >= self.router.switch_after))
-        handover = switch & (self.current >= 0)
+        h = len(self.fam_names) - 1  # healthy: into or out of an incident switches at once
+        cur = self.current
+        between = (cur >= 0) & (cur != h) & (lead != h)  # one specialist to another
+        switch = (lead != cur) & (~between | (self.streak >= self.router.switch_after))
+        handover = switch & between
         self.handovers += handover
         self.current = np.where(switch, lead, self.current)
-        score = fam[np.arange(len(fam)), self.current]
+        # the diagnosis' confidence: the leading family's score (while a new family waits
+        # out switch_after, the one in control keeps acting if the new answer is confident)
+        score = fam[np.arange(len(fam)), lead]
         return {"proba": proba, "family": fam, "current": self.current.copy(),
                 "score": score, "handover": handover}
 
@@ -233,7 +239,8 @@ class RoutedPolicy:
         fam = self.fam_names[int(r["current"][0])]
         expl: dict[str, Any] = {
             "diagnosis": named(int(top[0])), "alternatives": [named(int(i)) for i in top[1:]],
-            "family": fam, "family_score": round(float(r["score"][0]), 3),
+            "family": fam,
+            "family_score": round(float(r["family"][0][int(r["current"][0])]), 3),
             "family_scores": {n: round(float(v), 3)
                               for n, v in zip(self.fam_names, r["family"][0], strict=True)},
             "handover": bool(r["handover"][0]), "handovers": int(self.handovers[0]),

@@ -53,8 +53,8 @@ from healgym.errors import HealgymError, user_errors  # noqa: E402
 from healgym.sim.model import build_model  # noqa: E402
 
 register()
-KNOWN = ("qlearning", "ppo", "ppo_history", "dqn", "specialists", "expert", "runbook_tuned", "runbook",
-         "oracle", "random", "noop")
+KNOWN = ("qlearning", "ppo", "ppo_history", "dqn", "specialists", "expert", "runbook_tuned",
+         "runbook", "oracle", "random", "noop")
 
 
 class PlainObservation:

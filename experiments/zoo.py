@@ -96,6 +96,22 @@ def train_qlearning(dataset: Path, seed: int, steps: int, envs: int) -> QLearnin
     return agent
 
 
+def train_specialists(dataset: Path, seed: int, steps: int, envs: int) -> Any:
+    """Router + specialists (agent=specialists' defaults): the diagnoser on 200 episodes, then
+    a Q-table per family with the Q-learning entry's settings."""
+    from omegaconf import OmegaConf
+
+    from agents.config import QLearningConf, SpecialistsConf
+    from agents.training import SpecialistsTrainer
+
+    conf = OmegaConf.structured(SpecialistsConf(qlearning=QLearningConf(steps=steps,
+                                                                        num_envs=envs)))
+    trainer = SpecialistsTrainer(**OmegaConf.to_container(conf))  # type: ignore[arg-type]
+    cfg = OmegaConf.create({"seed": seed, "runbook": {"expert": "configs/runbooks/expert.yaml"}})
+    policy = trainer.fit(cfg, env_kwargs(dataset, "train"))
+    return policy, trainer.timings
+
+
 def check_episodes(dataset: Path, policy: Any, history: bool = False
                    ) -> list[dict[str, float]]:
     """What the test replays: the first held-out episodes' uptime and reward."""
@@ -110,8 +126,9 @@ def check_episodes(dataset: Path, policy: Any, history: bool = False
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--entries", nargs="+", default=["qlearning", *PPO_ENTRIES],
-                   choices=["qlearning", *PPO_ENTRIES], help="which entries to (re)build")
+    p.add_argument("--entries", nargs="+", default=["qlearning", *PPO_ENTRIES, "specialists"],
+                   choices=["qlearning", *PPO_ENTRIES, "specialists"],
+                   help="which entries to (re)build")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (0 .. N-1)")
     p.add_argument("--steps", type=int, default=20_000, help="Q-learning vector steps")
     p.add_argument("--envs", type=int, default=256, help="sub-envs of the training vector env")
@@ -133,13 +150,17 @@ def main(argv: list[str] | None = None) -> int:
             return gym.make(healgym.ENV_ID, **env_kwargs(dataset, "eval", history))
 
         reference = play(make_eval, [RunbookAgent(make_eval(), expert_path)], seeds, None)[0]
-        if name == "qlearning":
-            command = (f"python experiments/zoo.py --entries qlearning --seeds {args.seeds} "
+        if name in ("qlearning", "specialists"):
+            command = (f"python experiments/zoo.py --entries {name} --seeds {args.seeds} "
                        f"--steps {args.steps} --envs {args.envs} --episodes {args.episodes}")
             config: dict[str, Any] = {
                 "alpha": 0.1, "gamma": 0.95, "epsilon": 0.05, "epsilon_start": 1.0,
                 "decay_steps": max(args.steps * 2 // 3, 1), "steps": args.steps,
                 "num_envs": args.envs, "features": "agents.qlearning.DEFAULT_FEATURES"}
+            if name == "specialists":
+                config = {"specialist": "qlearning (per family, each with these settings)",
+                          **config, "router": "agent=specialists' defaults "
+                          "(configs/agent/specialists.yaml)"}
         else:
             command = (f"python experiments/zoo.py --entries {name} --seeds {args.seeds} "
                        f"--ppo-iterations {args.ppo_iterations} --episodes {args.episodes}")
@@ -160,10 +181,17 @@ def main(argv: list[str] | None = None) -> int:
         for s in range(args.seeds):
             t0 = time.perf_counter()
             where = entry / f"seed{s}"
+            timings: dict[str, float] = {}
             if name == "qlearning":
                 agent: Any = train_qlearning(dataset, s, args.steps, args.envs)
                 agent.save(where, extra={"zoo": True, "steps": args.steps,
                                          "num_envs": args.envs})
+            elif name == "specialists":
+                from agents.specialists import load as load_routed
+
+                built, timings = train_specialists(dataset, s, args.steps, args.envs)
+                built.save(where, extra={"zoo": True, "timings": timings})
+                agent = load_routed(where, make_eval().unwrapped.model)
             else:
                 from agents.rllib.policy import RLlibPolicy
 
@@ -173,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             eps = play(make_eval, [agent], seeds, None)[0]
             card["seeds"][f"seed{s}"] = {
                 "train_wall_s": round(wall, 1),
+                **({"train_parts_s": {k: round(v, 1) for k, v in timings.items()}}
+                   if timings else {}),
                 "uptime_diff_pp": compare(eps, reference, "uptime_pct")["difference"],
                 "mttr_censored_diff_s": compare(eps, reference, "mttr_censored_s",
                                                 horizon_s=3600.0)["difference"],
