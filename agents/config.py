@@ -154,8 +154,12 @@ class SpecialistsConf:
     # the router's diagnoser: extremely randomised trees on labelled windows of episodes where
     # no policy acts and where the expert runbook acts, in turn
     diagnoser_episodes: int = 200
-    diagnoser_trees: int = 60
+    diagnoser_trees: int = 40
+    diagnoser_min_leaf: int = 8  # samples per leaf (fewer, smaller trees: as accurate here)
     healthy_every: int = 5  # one no-fault window in this many, labelled healthy
+    # refit the diagnoser adding diagnoser_episodes more where the composite itself acts, so
+    # it reads the observations its specialists cause (without: it reads them unseen)
+    on_policy_diagnoser: bool = True
     window: int = 6
     min_confidence: float = 0.5
     low_confidence: str = "escalate"  # escalate | safe_default | specialist
@@ -219,6 +223,9 @@ class EvaluateConf(TrainConf):
     # router + specialists (agent=specialists): a zoo entry, or one saved folder
     specialists_zoo: str | None = None
     specialists_path: str | None = None
+    # held-out episodes per distribution on which a diagnosing policy's router is scored (top-1
+    # / top-3 fault, family, stage, time to diagnose: agents/diagnosis.py), its first seed
+    diagnosis_episodes: int = 30
     episodes: int = 30  # per distribution (random chaos; each scenario file)
     scenario_episodes: int | None = None  # per scenario file, if not `episodes`
     # held-out scenario files (null: random chaos); training only ever sees random chaos

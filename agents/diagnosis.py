@@ -116,6 +116,14 @@ def build_dataset(make_env: Callable[[], Any], seeds: Sequence[int], window: int
                          meta={"window": window, "episodes": len(seeds)})
 
 
+def concat(*parts: DiagnosisData) -> DiagnosisData:
+    """The rows of several datasets as one."""
+    keys = ("X", "windows", "fault", "stage", "family", "incident", "t")
+    return DiagnosisData(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
+                         meta={"episodes": sum(p.meta.get("episodes", 0) for p in parts),
+                               "window": parts[0].meta.get("window")})
+
+
 class Diagnoser(Protocol):
     name: str
 

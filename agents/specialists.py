@@ -234,7 +234,8 @@ class RoutedPolicy:
 
         def named(i: int) -> dict[str, Any]:
             fault, _, stage = self.diagnoser.classes[i].partition("@")
-            return {"fault": fault, "stage": stage or None, "score": round(float(proba[i]), 3)}
+            return {"fault": fault, "stage": None if fault == HEALTHY else stage or None,
+                    "score": round(float(proba[i]), 3)}
 
         fam = self.fam_names[int(r["current"][0])]
         expl: dict[str, Any] = {
@@ -324,3 +325,49 @@ def load(path: str | Path, model: Any) -> RoutedPolicy:
                    for fam, rel in meta["specialists"].items()}
     return RoutedPolicy(model, diagnoser, specialists, families, RouterConf(**meta["router"]),
                         meta)
+
+
+class EnsembleDiagnoser:
+    """A :class:`TreeEnsemble` behind the diagnoser interface (``diagnose`` / ``rank_batch``),
+    so :func:`agents.diagnosis.score` scores a router's diagnoser as it scores the others."""
+
+    name = "router"
+
+    def __init__(self, ensemble: TreeEnsemble) -> None:
+        self.ens = ensemble
+
+    def rank_batch(self, X: np.ndarray, top: int = 3) -> list[list[tuple[str, str, float]]]:
+        proba = self.ens.predict_proba(X)
+        out = []
+        for p in proba:
+            idx = np.argsort(-p)[:top]
+            out.append([(*self._split(self.ens.classes[i]), float(p[i])) for i in idx])
+        return out
+
+    @staticmethod
+    def _split(c: str) -> tuple[str, str]:
+        fault, _, stage = c.partition("@")
+        return fault, stage or fault
+
+    def diagnose(self, history: np.ndarray) -> list[tuple[str, str, float]]:
+        return self.rank_batch(np.asarray(history, dtype=np.float32).reshape(1, -1))[0]
+
+
+def diagnosis_metrics(make_env: Any, policy: Any, seeds: Any, options: dict[str, Any] | None
+                      ) -> dict[str, Any]:
+    """How well ``policy``'s router diagnosed while ``policy`` acted: its diagnoser scored on
+    the labelled windows of episodes the policy plays (:func:`agents.diagnosis.score`)."""
+    from agents.diagnosis import DiagnosisData, build_dataset, score
+
+    inner = getattr(policy, "policy", policy)  # evaluate.py's PlainObservation wrapper
+    data = build_dataset(make_env, seeds, inner.router.window, policy=policy, options=options)
+    if not len(data):
+        return {"rows": 0, "incidents": 0}
+    n = getattr(policy, "n", None)  # the wrapper's policy sees the first n values
+    if n is not None and data.windows.shape[2] != n:
+        w = np.ascontiguousarray(data.windows[:, :, :n])
+        data = DiagnosisData(w.reshape(len(w), -1), w, data.fault, data.stage, data.family,
+                             data.incident, data.t, data.meta)
+    out = score(EnsembleDiagnoser(inner.diagnoser), data)
+    out.pop("confusion")
+    return out

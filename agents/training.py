@@ -148,21 +148,32 @@ class SpecialistsTrainer(Trainer):
     """Router + specialists (:mod:`agents.specialists`): the router's diagnoser on labelled
     windows, then one specialist per family on episodes of that family's faults only."""
 
-    def diagnoser(self, cfg: Any, kw: dict[str, Any]) -> Any:
-        from agents.diagnosis import ForestDiagnoser, build_dataset
+    def diagnoser(self, cfg: Any, kw: dict[str, Any], acting: Any = None,
+                  data: Any = None) -> Any:
+        """The forest on labelled windows of episodes where no policy acts and where the expert
+        runbook acts, in turn; with ``acting`` (the composite so far), also of episodes it
+        plays, so the router learns the observations its own specialists cause (DAgger's
+        idea). Returns (forest, the windows it read)."""
+        from agents.diagnosis import ForestDiagnoser, build_dataset, concat
         from agents.runbook import RunbookAgent
 
         def make_env() -> gym.Env:
             return gym.make(healgym.ENV_ID, **kw)
 
         a = self.conf
-        expert = RunbookAgent(make_env(), ROOT / cfg.runbook.expert)
+        n = int(a.diagnoser_episodes)
         start = 1_000 * int(cfg.seed)  # apart from evaluation's held-out seeds (10000..)
-        data = build_dataset(make_env, range(start, start + int(a.diagnoser_episodes)),
-                             int(a.window), policy=[None, expert],
-                             healthy_every=int(a.healthy_every))
-        forest = ForestDiagnoser(int(a.diagnoser_trees), seed=int(cfg.seed)).fit(data)
-        return forest.export(), len(data)
+        if data is None:
+            expert = RunbookAgent(make_env(), ROOT / cfg.runbook.expert)
+            data = build_dataset(make_env, range(start, start + n), int(a.window),
+                                 policy=[None, expert], healthy_every=int(a.healthy_every))
+        if acting is not None:
+            seeds = range(start + n, start + 2 * n)
+            data = concat(data, build_dataset(make_env, seeds, int(a.window), policy=acting,
+                                              healthy_every=int(a.healthy_every)))
+        forest = ForestDiagnoser(int(a.diagnoser_trees), int(a.get("diagnoser_min_leaf", 8)),
+                                 seed=int(cfg.seed)).fit(data)
+        return forest.export(), data
 
     def fit(self, cfg: Any, kw: dict[str, Any], out: Path | None = None) -> Any:
         """The composite policy (RLlib specialists are exported under ``out``)."""
@@ -184,8 +195,8 @@ class SpecialistsTrainer(Trainer):
                             low_confidence=str(a.low_confidence),
                             switch_after=int(a.switch_after))
         t0 = time.perf_counter()
-        forest, rows = self.diagnoser(cfg, kw)
-        self.timings = {"diagnoser_s": time.perf_counter() - t0, "diagnoser_rows": rows}
+        forest, data = self.diagnoser(cfg, kw)
+        self.timings = {"diagnoser_s": time.perf_counter() - t0}
         chaos = dict(kw.get("chaos") or {})
         specs: dict[str, Any] = {}
         if a.specialist == "qlearning":
@@ -202,7 +213,15 @@ class SpecialistsTrainer(Trainer):
             specs = train_specialists(a.ppo, kw, families, out / "specialists", cfg)
         else:
             raise ConfigError(f"agent.specialist = {a.specialist!r}: choose qlearning or ppo")
-        return RoutedPolicy(build_model(**kw), forest, specs, families, router)
+        model = build_model(**kw)
+        policy = RoutedPolicy(model, forest, specs, families, router)
+        if a.get("on_policy_diagnoser", True):
+            t1 = time.perf_counter()
+            forest, data = self.diagnoser(cfg, kw, acting=policy, data=data)
+            policy = RoutedPolicy(model, forest, specs, families, router)
+            self.timings["diagnoser_on_policy_s"] = time.perf_counter() - t1
+        self.timings["diagnoser_rows"] = len(data)
+        return policy
 
     def train(self, cfg: Any, kw: dict[str, Any], out: Path, config: dict[str, Any]) -> float:
         import mlflow

@@ -173,6 +173,63 @@ def plots(out: Path, episodes: dict[str, list[dict[str, Any]]], log: TrainLog | 
         plt.close(fig)
 
 
+MONOLITHIC = ("qlearning", "ppo", "ppo_history", "dqn")
+
+
+def versus_monolithic(runs: dict[str, dict[str, PolicyRuns]], horizon: float
+                      ) -> dict[str, dict[str, Any]]:
+    """Per distribution: router + specialists against the best monolithic learned policy
+    there (the highest mean uptime), paired by episode seed and by training seed index (the
+    composite's seed i with the monolithic agent's seed i)."""
+    from agents.paired import compare
+
+    out: dict[str, dict[str, Any]] = {}
+    for dist, r in runs.items():
+        mono = [n for n in MONOLITHIC if n in r]
+        if not mono:
+            continue
+        best = max(mono, key=lambda n: float(np.mean([e["uptime_pct"] for e in r[n].flat])))
+        spec, ref = r["specialists"], r[best]
+        k = min(len(spec.episodes), len(ref.episodes))
+        pol = [e for seed in spec.episodes[:k] for e in seed]
+        base = [e for seed in ref.episodes[:k] for e in seed]
+        groups = [s for s, seed in enumerate(spec.episodes[:k]) for _ in seed]
+        out[dist] = {"best_monolithic": best, "training_seeds": k, **{
+            m: compare(pol, base, m, groups=groups, horizon_s=horizon)
+            for m in ("uptime_pct", "mttr_censored_s", "harmful_actions")}}
+    return out
+
+
+def versus_markdown(versus: dict[str, dict[str, Any]]) -> str:
+    def ci(d: dict[str, float], digits: int) -> str:
+        return (f"{d['value']:+.{digits}f} [{d['ci_low']:+.{digits}f}, "
+                f"{d['ci_high']:+.{digits}f}]")
+
+    rows = ["**router + specialists against the best monolithic agent** (paired by episode "
+            "and training seed; 95 % bootstrap intervals; the best is chosen by mean uptime "
+            "in each distribution)", "",
+            "| distribution | best monolithic | seeds | uptime diff pp | censored MTTR diff s | "
+            "harmful actions diff / episode |", "|---|---|---|---|---|---|"]
+    for dist, v in versus.items():
+        rows.append(f"| {dist} | {v['best_monolithic']} | {v['training_seeds']} | "
+                    f"{ci(v['uptime_pct']['difference'], 1)} | "
+                    f"{ci(v['mttr_censored_s']['difference'], 0)} | "
+                    f"{ci(v['harmful_actions']['difference'], 1)} |")
+    return "\n".join(rows)
+
+
+def diagnosis_markdown(diagnosis: dict[str, dict[str, Any]], episodes: int) -> str:
+    from agents.diagnosis import markdown as diag_table
+
+    parts = []
+    for dist, r in diagnosis.items():
+        if r.get("rows"):
+            parts.append(diag_table({"router (specialists, seed 0)": r},
+                                    f"{dist}: the router's diagnoses while it acted, "
+                                    f"{episodes} held-out episodes"))
+    return "\n\n".join(parts)
+
+
 def run(cfg: Any) -> float:
     import mlflow
 
@@ -350,9 +407,26 @@ def run(cfg: Any) -> float:
         paired = {d: paired_summary(runs[d], reference, horizon) for d in names}
         tables = [markdown(paired[d], reference, f"{d}: {c} held-out episodes")
                   for d, c in zip(names, counts, strict=True)]
+        versus = versus_monolithic(runs, horizon) if "specialists" in order else {}
+        diagnosis: dict[str, Any] = {}
+        if "specialists" in order and cfg.diagnosis_episodes:
+            from agents.specialists import diagnosis_metrics
+            n_diag = int(cfg.diagnosis_episodes)
+            t_diag = time.perf_counter()
+            with status(f"scoring the router's diagnoses ({n_diag} episodes per distribution)"):
+                for dist, scenario in zip(names, scenarios, strict=True):
+                    diagnosis[dist] = diagnosis_metrics(
+                        make_eval_env, policies["specialists"][0], seeds[:n_diag],
+                        None if scenario is None else {"scenario": scenario})
+            timings["diagnosis_s"] = time.perf_counter() - t_diag
+        if versus:
+            tables.append(versus_markdown(versus))
+        if diagnosis:
+            tables.append(diagnosis_markdown(diagnosis, int(cfg.diagnosis_episodes)))
         (out / "results.json").write_text(json.dumps(
             {"policies": results, "reference": reference, "distributions": paired,
-             "real_incidents": real_summary, "timings_s": timings, "protocol": {
+             "real_incidents": real_summary, "versus_monolithic": versus,
+             "diagnosis": diagnosis, "timings_s": timings, "protocol": {
                  "episodes_per_distribution": dict(zip(names, counts, strict=True)),
                  "held_out_seed": cfg.held_out_seed,
                  "train_seeds": {n: len(p) for n, p in policies.items()},

@@ -332,3 +332,84 @@ def test_the_dataset_can_label_healthy_windows():
     data = build_dataset(lambda: make_env(chaos=False), range(2), window=3, healthy_every=4)
     assert len(data) == 2 * (60 // 4) and set(data.fault) == {HEALTHY}
     assert set(data.family) == {HEALTHY}
+
+
+# --------------------------------------------------------------------------- serving
+def test_healgym_serve_runs_the_composite_and_logs_its_diagnosis(tmp_path, capsys):
+    """`healgym serve --policy <composite folder>` on scraped metrics: each decision's
+    explanation names the diagnosis, its score and the specialist (or why none acted)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from healgym.cli import main
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.sim.faults import METRICS
+
+    m = make_env().unwrapped.model
+    body = "\n".join(f'{metric}{{stage="{stage}"}} {m.median[i, j]}'
+                     for i, stage in enumerate(m.stages) for j, metric in enumerate(METRICS))
+    body += "\naccuracy 0.95\n"
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = tmp_path / "serve.yaml"
+        cfg.write_text(f"source: {{kind: scrape, targets: ['http://127.0.0.1:"
+                       f"{server.server_address[1]}/metrics']}}\ninterval_s: 0.1\n"
+                       f"decision_log: sqlite:///{tmp_path / 'd.db'}\n")
+        assert main(["serve", "--policy", str(ROOT / "zoo/specialists/seed0"), "--config",
+                     str(cfg), "--steps", "3"]) == 0
+    finally:
+        server.shutdown()
+    out = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(out) == 3 and all(o["status"] == "proposed" for o in out)
+    recs = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}").records()
+    assert {r["policy"] for r in recs} == {"specialists"}
+    for r in recs:
+        ex = r["explanation"]
+        assert {"diagnosis", "family", "family_score", "specialist", "confidence"} <= set(ex)
+        assert set(ex["diagnosis"]) == {"fault", "stage", "score"}
+    # a healthy pipeline at its medians: the router sees no incident and waits
+    assert recs[-1]["proposed_action"] == "noop"
+
+
+def test_the_report_says_what_the_router_thought_and_whether_the_fix_matched(tmp_path):
+    from collections import Counter
+
+    import pandas as pd
+
+    from healgym.analysis.report import write_report
+    from healgym.serving.decision_log import DecisionLog
+    from healgym.serving.sim import simulate_serving
+
+    env = make_env(episode_steps=120)
+    policy = load(ROOT / "zoo/specialists/seed0", env.unwrapped.model)
+    log = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}")
+    for i, sc in enumerate(["leak_cascade.yaml", "bad_deploy_then_surge.yaml"]):
+        simulate_serving(env, policy, log, seed=i, start=1.79e9 + i * 3600, options={
+            "scenario": str(ROOT / "configs/scenarios" / sc)})
+    r = write_report(str(tmp_path / "d.db"), tmp_path / "report.html")
+    html = r.html.read_text()
+    assert "Diagnoses: what the router thought" in html
+    table = pd.read_csv(r.data_dir / "diagnoses.csv")
+    recs = log.records()
+    said = Counter(f"{x['explanation']['diagnosis']['fault']}@"
+                   f"{x['explanation']['diagnosis']['stage']}"
+                   if x["explanation"]["diagnosis"]["stage"] else
+                   x["explanation"]["diagnosis"]["fault"]
+                   for x in recs if x.get("explanation", {}).get("diagnosis"))
+    assert dict(zip(table["diagnosis"], table["decisions"], strict=True)) == dict(said)
+    executed = [x for x in recs if x["executed_action"] not in (None, "noop")]
+    assert int(table["executed"].sum()) == len(executed) > 0
+    assert 0 <= int(table["fix_matches"].sum()) <= len(executed)
+    handovers = sum(bool(x["explanation"].get("handover")) for x in recs)
+    assert int(table["handovers"].sum()) == handovers

@@ -11,8 +11,9 @@ import pytest
 import healgym
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRIES = ("qlearning", "ppo", "ppo_history")
-WEIGHTS = {"qlearning": "q.npz", "ppo": "weights.npz", "ppo_history": "weights.npz"}
+ENTRIES = ("qlearning", "ppo", "ppo_history", "specialists")
+WEIGHTS = {"qlearning": "q.npz", "ppo": "weights.npz", "ppo_history": "weights.npz",
+           "specialists": "diagnoser.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,10 @@ def load(entry: str, seed: str, model) -> object:
         from agents.qlearning import QLearningAgent
 
         return QLearningAgent.load(ROOT / "zoo" / entry / seed, model)
+    if entry == "specialists":
+        from agents.specialists import load as load_routed
+
+        return load_routed(ROOT / "zoo" / entry / seed, model)
     from agents.rllib.policy import RLlibPolicy
 
     return RLlibPolicy.load(ROOT / "zoo" / entry / seed, model)

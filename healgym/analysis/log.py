@@ -241,7 +241,25 @@ DECISION_COLUMNS = [
     "proposed_action", "proposed_target", "executed_action", "executed_target", "via",
     "human_verdict", "operator", "human_action", "human_reason", "human_at", "final_action",
     "blocked", "blocked_checks", "needs_approval", "actuator_ok", "actuator_error", "outcome",
-    "ttr_s", "reward", "confidence", "incident_id", "reason", "observation"]
+    "ttr_s", "reward", "confidence", "incident_id", "reason", "observation",
+    # policies that diagnose (router + specialists): what the router thought, who acted, and
+    # whether the executed action was verified to have healed
+    "diagnosis", "diagnosis_score", "family", "specialist", "handover", "verified"]
+
+
+def _diagnosis_fields(r: dict[str, Any]) -> dict[str, Any]:
+    """A diagnosing policy's explanation (``diagnosis``: fault, stage, score; ``family``;
+    ``specialist``; ``handover``) and the verification of what was executed (None: not
+    checked)."""
+    ex = r.get("explanation") or {}
+    d = ex.get("diagnosis") if isinstance(ex.get("diagnosis"), dict) else {}
+    kinds = {e.get("kind") for e in r.get("events") or [] if isinstance(e, dict)}
+    verified = True if "verified" in kinds else False if "not_verified" in kinds else None
+    fault, stage = d.get("fault"), d.get("stage")
+    return {"diagnosis": None if fault is None else f"{fault}@{stage}" if stage else fault,
+            "diagnosis_score": d.get("score"), "family": ex.get("family"),
+            "specialist": ex.get("specialist"), "handover": ex.get("handover"),
+            "verified": verified}
 
 
 def _decision_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -275,6 +293,7 @@ def _decision_frame(recs: list[dict[str, Any]]) -> pd.DataFrame:
             "confidence": (r.get("explanation") or {}).get("confidence"),
             "incident_id": None, "reason": r.get("reason"),
             "observation": r.get("observation"),
+            **_diagnosis_fields(r),
         })
     df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
     df["time"] = pd.to_datetime(df["created_at"], unit="s", utc=True)

@@ -162,6 +162,7 @@ def build(frames: LogFrames, top: int = 5) -> dict[str, pd.DataFrame]:
         "agreement": tables.agreement(frames),
         "override_outcomes": tables.override_outcomes(frames),
         "guard_blocks": tables.guard_blocks(frames),
+        "diagnoses": tables.diagnoses(frames),
         "slowest_incidents": slow,
         "slowest_incident_trails": trail,
         "actions": frames.actions.assign(time=frames.actions["time"].map(
@@ -255,6 +256,14 @@ def render_html(frames: LogFrames, figs: dict[str, pd.DataFrame], s: dict[str, A
                  + "<h3>Overrides and what followed</h3>" + _table(figs["override_outcomes"]))
     parts.append("<h2>Guardrail blocks</h2>" + plots.get("guard_blocks", "")
                  + _table(figs["guard_blocks"]))
+    if len(figs["diagnoses"]):
+        parts.append("<h2>Diagnoses: what the router thought, and whether the fix matched</h2>"
+                     "<p class='note'>Decisions of policies that diagnose (router + "
+                     "specialists), per diagnosis: the specialist that acted, hand-overs "
+                     "between specialists, executed actions, how many of them are ones that "
+                     "heal the diagnosed fault (the env's healing matrix), how many were "
+                     "verified to have healed, and human overrides.</p>"
+                     + _table(figs["diagnoses"]))
     parts.append("<h2>Slowest incidents</h2>" + _table(figs["slowest_incidents"]))
     trail = figs["slowest_incident_trails"]
     for iid, g in (trail.groupby("incident_id", sort=False) if len(trail) else []):

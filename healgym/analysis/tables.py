@@ -258,3 +258,42 @@ def summary(frames: LogFrames) -> dict[str, Any]:
         "ttr_median_overridden_s": med(with_o), "ttr_median_not_overridden_s": med(without),
         "problems": len(frames.problems),
     }
+
+
+def diagnoses(frames: LogFrames) -> pd.DataFrame:
+    """For policies that diagnose: per diagnosis the router gave, how often, how sure, which
+    specialist acted, the hand-overs, the actions executed, whether each executed action is
+    one that heals the diagnosed fault (the healing matrix: ``fix_matches``), how many were
+    verified to have healed, and how often humans overrode. Empty for other policies."""
+    from healgym.sim.actions import DEFAULT_HEALING
+
+    d = frames.decisions
+    d = d[d["diagnosis"].notna()] if "diagnosis" in d else d.iloc[0:0]
+    cols = ["diagnosis", "family", "decisions", "median_score", "specialists", "handovers",
+            "executed", "fix_matches", "verified", "not_verified", "overridden"]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+
+    def kind(action: Any) -> str | None:
+        if not isinstance(action, str) or action == "noop":
+            return None
+        for k in ("restart", "scale_up", "scale_down"):
+            if action.startswith(k + "_"):
+                return k
+        return action
+
+    rows = []
+    for diag, g in d.groupby("diagnosis", sort=False):
+        fault = str(diag).split("@", 1)[0]
+        heals = DEFAULT_HEALING.get(fault, {})
+        ex = g["executed_action"].map(kind).dropna()
+        rows.append({
+            "diagnosis": diag, "family": ", ".join(sorted(g["family"].dropna().unique())),
+            "decisions": len(g), "median_score": float(g["diagnosis_score"].median()),
+            "specialists": ", ".join(sorted(g["specialist"].dropna().astype(str).unique()))
+            or "-", "handovers": int(g["handover"].fillna(False).astype(bool).sum()),
+            "executed": len(ex), "fix_matches": int(ex.isin(list(heals)).sum()),
+            "verified": int((g["verified"] == True).sum()),  # noqa: E712 (None: not checked)
+            "not_verified": int((g["verified"] == False).sum()),  # noqa: E712
+            "overridden": int((g["human_verdict"] == "override").sum())})
+    return pd.DataFrame(rows, columns=cols).sort_values("decisions", ascending=False)
