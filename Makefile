@@ -22,8 +22,8 @@ run: install
 	$(PY) experiments/evaluate.py telemetry.dataset=data/sample/dataset \
 	  'eval_scenarios=[null,configs/scenarios/bad_deploy_then_surge.yaml,configs/scenarios/leak_cascade.yaml,configs/scenarios/data_incidents.yaml]' \
 	  episodes=200 qlearning_zoo=zoo/qlearning \
-	  'policies=[qlearning,ppo,ppo_history,expert,runbook,oracle,random,noop]' \
-	  ppo_zoo=zoo/ppo ppo_history_zoo=zoo/ppo_history
+	  'policies=[qlearning,ppo,ppo_history,specialists,expert,runbook,oracle,random,noop]' \
+	  ppo_zoo=zoo/ppo ppo_history_zoo=zoo/ppo_history specialists_zoo=zoo/specialists
 
 # the notebooks run top to bottom too (nbmake), on their own small data
 test: install

@@ -164,6 +164,7 @@ class SpecialistsConf:
     min_confidence: float = 0.5
     low_confidence: str = "escalate"  # escalate | safe_default | specialist
     switch_after: int = 2
+    healthy: str = "noop"  # while the diagnosis is healthy: noop | specialist (the likeliest)
 
 
 #: Each agent's schema, by its config-group option (configs/agent/<name>.yaml).

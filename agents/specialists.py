@@ -101,6 +101,9 @@ class RouterConf:
     min_confidence: float = 0.5  # the leading family's score below which low_confidence acts
     low_confidence: str = "escalate"  # escalate | safe_default | specialist
     switch_after: int = 2  # steps a new family must lead before control passes to it
+    # what acts while the diagnosis is "healthy": noop (the safe default) or the specialist of
+    # the likeliest family (specialists were trained on episodes with quiet stretches too)
+    healthy: str = "noop"
 
     def __post_init__(self) -> None:
         if self.low_confidence not in LOW_CONFIDENCE:
@@ -109,6 +112,8 @@ class RouterConf:
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"router.min_confidence = {self.min_confidence!r}: a score in "
                               "[0, 1]")
+        if self.healthy not in ("noop", "specialist"):
+            raise ConfigError(f"router.healthy = {self.healthy!r}: choose noop or specialist")
         if self.window < 1 or self.switch_after < 1:
             raise ConfigError(f"router.window = {self.window}, router.switch_after = "
                               f"{self.switch_after}: both must be >= 1")
@@ -190,7 +195,8 @@ class RoutedPolicy:
         # out switch_after, the one in control keeps acting if the new answer is confident)
         score = fam[np.arange(len(fam)), lead]
         return {"proba": proba, "family": fam, "current": self.current.copy(),
-                "score": score, "handover": handover}
+                "score": score, "handover": handover,
+                "likeliest": fam[:, :h].argmax(axis=1)}
 
     def _fallback(self, mask: np.ndarray) -> np.ndarray:
         """The low-confidence action per row: escalate (where the mask allows) or noop."""
@@ -202,7 +208,8 @@ class RoutedPolicy:
     def _plan(self, r: dict[str, np.ndarray]) -> np.ndarray:
         """Per row: the family index whose specialist acts, or -1 (noop / low confidence)."""
         healthy = len(self.fam_names) - 1
-        who = np.where(r["current"] == healthy, -1, r["current"])
+        quiet = -1 if self.router.healthy == "noop" else r["likeliest"]
+        who = np.where(r["current"] == healthy, quiet, r["current"])
         low = (who >= 0) & (r["score"] < self.router.min_confidence)
         if self.router.low_confidence != "specialist":
             who = np.where(low, -2, who)

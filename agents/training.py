@@ -193,7 +193,8 @@ class SpecialistsTrainer(Trainer):
                                   else fams or default_families())
         router = RouterConf(window=int(a.window), min_confidence=float(a.min_confidence),
                             low_confidence=str(a.low_confidence),
-                            switch_after=int(a.switch_after))
+                            switch_after=int(a.switch_after),
+                            healthy=str(a.get("healthy", "noop")))
         t0 = time.perf_counter()
         forest, data = self.diagnoser(cfg, kw)
         self.timings = {"diagnoser_s": time.perf_counter() - t0}

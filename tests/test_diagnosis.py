@@ -4,6 +4,8 @@ cases."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -118,3 +120,36 @@ def test_localisation_top3_and_family_on_hand_made_answers():
     assert r["top1"]["value"] == 0.5 and r["top3"]["value"] == 0.75
     assert r["stage"]["value"] == 0.75 and r["family"]["value"] == 0.75
     assert r["confusion"]["crash_loop"] == {"process_crash": 1}
+
+
+def test_the_diagnosis_study_writes_a_table_per_distribution(tmp_path):
+    import json
+
+    from experiments.diagnose import main
+
+    assert main(["--train-episodes", "6", "--episodes", "3", "--scenario",
+                 "configs/scenarios/leak_cascade.yaml", "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "diagnosis.json").read_text())
+    assert list(out) == ["random chaos", "leak_cascade"]
+    for res in out.values():
+        assert list(res) == ["majority", "tree", "boosted", "forest", "signature"]
+        for r in res.values():
+            assert 0.0 <= r["top1"]["value"] <= r["top3"]["value"] <= 1.0
+    assert "| forest |" in (tmp_path / "diagnosis.md").read_text()
+
+
+@pytest.mark.realdata
+def test_the_diagnosers_are_scored_on_real_labelled_incidents(shared_data, tmp_path):
+    """--real: trained on simulated faults over the real telemetry, scored on Nezha's labelled
+    incidents replayed one per episode (their labels are the ground truth rows carry)."""
+    import json
+
+    from experiments.diagnose import main
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["--train-episodes", "6", "--episodes", "4", "--real", "nezha",
+                 str(shared_data / "nezha/rca_data/2022-08-22"), "--stages",
+                 str(root / "configs/telemetry/nezha_ob.yaml"), "--out", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "diagnosis.json").read_text())
+    real = out["real labelled incidents (nezha)"]
+    assert real["majority"]["incidents"] >= 3 and real["forest"]["rows"] > 0

@@ -205,11 +205,24 @@ def test_a_low_confidence_diagnosis_escalates_or_takes_the_safe_default(routed, 
                                 np.stack([mask] * 2))[1])] == expected
 
 
+def test_while_healthy_the_router_waits_or_lets_the_likeliest_specialist_act(routed):
+    build, model, names, diag = routed
+    mask = np.ones(len(names), dtype=np.int8)
+    for healthy, expected in (("noop", "noop"), ("specialist", "restart_serve")):
+        policy = build(healthy=healthy)
+        policy.reset()
+        # healthy leads; of the families, restarts' class (index 0) holds the rest
+        d = policy.decide(obs_saying(model, 2), {"action_mask": mask})
+        assert d.explanation["family"] == HEALTHY and names[d.action] == expected
+
+
 def test_router_settings_are_checked():
     with pytest.raises(ConfigError, match="low_confidence = 'page'"):
         RouterConf(low_confidence="page")
     with pytest.raises(ConfigError, match="min_confidence"):
         RouterConf(min_confidence=1.5)
+    with pytest.raises(ConfigError, match="router.healthy = 'wait'"):
+        RouterConf(healthy="wait")
 
 
 def test_the_batch_path_routes_each_row_as_decide_does(routed):

@@ -32,18 +32,26 @@ def registry(tmp_path, monkeypatch):
     ("qlearning", "zoo/qlearning/seed0", "qlearning__seed0__1796", "healgym-qlearning"),
     ("finetuned", "zoo/qlearning/seed1", "finetune__20261202", "healgym-qlearning"),
     ("ppo", "zoo/ppo/seed0", "policy", "healgym-ppo"),
+    ("specialists", "zoo/specialists/seed0", "specialists__seed0__1796",
+     "healgym-specialists"),
 ])
 def test_register_promote_and_serve_from_the_registry(registry, tmp_path, kind, src, folder,
                                                       name):
     import gymnasium as gym
 
     import healgym
-    from agents.registry import MODEL_CODE, RLLIB_MODEL_CODE, log_and_register, promote
+    from agents.registry import (
+        MODEL_CODE,
+        RLLIB_MODEL_CODE,
+        ROUTED_MODEL_CODE,
+        log_and_register,
+        promote,
+    )
     from healgym.serving.policies import load_policy
 
     policy_dir = tmp_path / folder
     shutil.copytree(ROOT / src, policy_dir)
-    code = RLLIB_MODEL_CODE if kind == "ppo" else MODEL_CODE
+    code = {"ppo": RLLIB_MODEL_CODE, "specialists": ROUTED_MODEL_CODE}.get(kind, MODEL_CODE)
     with registry.start_run():
         version = log_and_register(policy_dir, name, code)
     promote(version, name)
@@ -62,6 +70,11 @@ def test_register_promote_and_serve_from_the_registry(registry, tmp_path, kind, 
         model.predict({"obs": obs[None, :]})
     with pytest.raises(Exception, match="action_mask"):
         model.predict(obs[None, :])
+    if kind == "specialists":  # the router's window: each row's earlier observations
+        history = np.stack([obs[None, :]] * 5, axis=1)
+        got = np.asarray(model.predict({"obs": obs[None, :], "action_mask": mask,
+                                        "history": history}))
+        assert got.shape == (1,) and mask[0, int(got[0])] == 1
 
 
 def test_a_registered_model_without_a_policy_says_so(registry, tmp_path):
