@@ -365,32 +365,38 @@ class TreeEnsemble:
         return cls(arrays, classes)
 
     def leaves(self, X: np.ndarray) -> np.ndarray:
-        """The leaf each row reaches in each tree: (n, n_trees) node indices."""
+        """The leaf each row reaches in each tree: (n, n_trees) node indices. Every (row,
+        tree) pair descends one level a pass; pairs at a leaf drop out of the next pass."""
         a = self.a
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
         if X.shape[1] != self.n_features:
             raise ValueError(f"the diagnoser reads {self.n_features} values per window; got "
                              f"{X.shape[1]}")
-        node = np.broadcast_to(a["offset"], (len(X), a["offset"].size)).copy()
-        rows = np.arange(len(X))[:, None]
-        while True:
-            inner = a["left"][node] >= 0
-            if not inner.any():
-                return node
-            go_left = X[rows, a["feature"][node]] <= a["threshold"][node]
-            nxt = np.where(go_left, a["left"][node], a["right"][node])
-            node = np.where(inner, nxt, node)
+        n, k = len(X), a["offset"].size
+        node = np.tile(a["offset"].astype(np.int64), n)
+        flat_x = X.ravel()
+        base = np.repeat(np.arange(n, dtype=np.int64) * X.shape[1], k)
+        left, right, feature, threshold = a["left"], a["right"], a["feature"], a["threshold"]
+        live = np.flatnonzero(left[node] >= 0)  # a one-node tree's root is its leaf
+        while live.size:
+            cur = node[live]
+            go_left = flat_x[base[live] + feature[cur]] <= threshold[cur]
+            nxt = np.where(go_left, left[cur], right[cur])
+            node[live] = nxt
+            live = live[left[nxt] >= 0]
+        return node.reshape(n, k)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         a = self.a
         leaf = self.leaves(X)
         n, k = leaf.shape
-        out = np.zeros((n, len(self.classes)))
+        c = len(self.classes)
         start, stop = a["leaf_ptr"][leaf.ravel()], a["leaf_ptr"][leaf.ravel() + 1]
         counts = stop - start
         row = np.repeat(np.repeat(np.arange(n), k), counts)
         idx = np.repeat(stop - counts.cumsum(), counts) + np.arange(counts.sum())
-        np.add.at(out, (row, a["leaf_cls"][idx]), a["leaf_p"][idx])
+        out = np.bincount(row * c + a["leaf_cls"][idx], weights=a["leaf_p"][idx],
+                          minlength=n * c).reshape(n, c)
         return out / k
 
 

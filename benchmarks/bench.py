@@ -358,6 +358,48 @@ def evaluation_figures(episodes: int = 24, repeats: int = 3) -> dict[str, Any]:
             statistics.median(lock)}
 
 
+def router_figures(episodes: int = 128, repeats: int = 3) -> dict[str, Any]:
+    """The zoo's router + specialists in lockstep against the zoo's Q-table in lockstep, the
+    same held-out episodes, alternated in the same process: what the diagnosis (a 40-tree
+    forest over a 6-observation window, every step) costs on top of the table lookups; and the
+    router's one-by-one decide (the serving path) per decision."""
+    from agents.qlearning import QLearningAgent
+    from agents.specialists import load
+    from agents.study import play
+
+    root = Path(__file__).resolve().parents[1]
+
+    def make_env() -> Any:
+        return gym.make(healgym.ENV_ID)
+
+    def make_vec(n: int) -> Any:
+        return gym.make_vec(healgym.ENV_ID, num_envs=n)
+
+    model = make_env().unwrapped.model
+    router = load(root / "zoo/specialists/seed0", model)
+    table = QLearningAgent.load(root / "zoo/qlearning/seed0", model)
+    seeds = range(30_000, 30_000 + episodes)
+    play(make_env, [router, table], seeds[:4], None, make_vec=make_vec)  # warm-up
+    r_s, q_s = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        play(make_env, [router], seeds, None, make_vec=make_vec)
+        r_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        play(make_env, [table], seeds, None, make_vec=make_vec)
+        q_s.append(time.perf_counter() - t0)
+    env = make_env()
+    obs, info = env.reset(seed=1)
+    router.reset()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 1.0:
+        router.decide(obs, info)
+        n += 1
+    return {"router_lockstep_episodes_per_s": episodes / statistics.median(r_s),
+            "router_vs_qtable_lockstep_ratio": statistics.median(q_s) / statistics.median(r_s),
+            "router_decide_us": 1e6 * (time.perf_counter() - t0) / n}
+
+
 def resets_per_s(n: int) -> float:
     env = gym.make(healgym.ENV_ID)
     env.reset(seed=0)
@@ -763,6 +805,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{ev['eval_lockstep_episodes_per_s']:.0f} episodes/s, one by one "
           f"{ev['eval_one_by_one_episodes_per_s']:.1f}: "
           f"{ev['eval_lockstep_vs_one_by_one_ratio']:.1f}x")
+    rf = router_figures()
+    result.update(rf)
+    print(f"router + specialists (lockstep, 128 episodes): "
+          f"{rf['router_lockstep_episodes_per_s']:.0f} episodes/s, "
+          f"{rf['router_vs_qtable_lockstep_ratio']:.2f}x the Q-table's; one decision "
+          f"{rf['router_decide_us']:.0f} us")
     if not args.skip_qlearning:
         q = qlearning_figures()
         result.update(q)
