@@ -119,9 +119,9 @@ def build_dataset(make_env: Callable[[], Any], seeds: Sequence[int], window: int
 def concat(*parts: DiagnosisData) -> DiagnosisData:
     """The rows of several datasets as one."""
     keys = ("X", "windows", "fault", "stage", "family", "incident", "t")
-    return DiagnosisData(*(np.concatenate([getattr(p, k) for p in parts]) for k in keys),
-                         meta={"episodes": sum(p.meta.get("episodes", 0) for p in parts),
-                               "window": parts[0].meta.get("window")})
+    cols = {k: np.concatenate([getattr(p, k) for p in parts]) for k in keys}
+    return DiagnosisData(**cols, meta={"episodes": sum(p.meta.get("episodes", 0) for p in parts),
+                                       "window": parts[0].meta.get("window")})
 
 
 class Diagnoser(Protocol):
@@ -343,7 +343,7 @@ class TreeEnsemble:
                 lp.append(v[i, nz])
                 ptr.append(ptr[-1] + nz.size)
             base += tr.node_count
-        arrays = {"left": np.concatenate(left).astype(np.int32),
+        arrays: dict[str, np.ndarray] = {"left": np.concatenate(left).astype(np.int32),
                   "right": np.concatenate(right).astype(np.int32),
                   "feature": np.concatenate(feat).astype(np.int32),
                   "threshold": np.concatenate(thr).astype(np.float64),
@@ -355,7 +355,7 @@ class TreeEnsemble:
         return cls(arrays, [str(c) for c in est.classes_])
 
     def save(self, path: Path) -> None:
-        np.savez_compressed(path, classes=np.array(self.classes), **self.a)
+        np.savez_compressed(path, classes=np.array(self.classes), **self.a)  # type: ignore[arg-type]
 
     @classmethod
     def load(cls, path: Path) -> TreeEnsemble:

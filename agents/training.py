@@ -172,7 +172,8 @@ class SpecialistsTrainer(Trainer):
             data = concat(data, build_dataset(make_env, seeds, int(a.window), policy=acting,
                                               healthy_every=int(a.healthy_every)))
         forest = ForestDiagnoser(int(a.diagnoser_trees), int(a.get("diagnoser_min_leaf", 8)),
-                                 seed=int(cfg.seed)).fit(data)
+                                 seed=int(cfg.seed))
+        forest.fit(data)
         return forest.export(), data
 
     def fit(self, cfg: Any, kw: dict[str, Any], out: Path | None = None) -> Any:
@@ -188,9 +189,9 @@ class SpecialistsTrainer(Trainer):
         from healgym.sim.model import build_model
 
         a = self.conf
-        fams = a.families
-        families = check_families(OmegaConf.to_container(fams) if OmegaConf.is_config(fams)
-                                  else fams or default_families())
+        fams: Any = a.families
+        given: Any = OmegaConf.to_container(fams) if OmegaConf.is_config(fams) else fams
+        families = check_families(given or default_families())
         router = RouterConf(window=int(a.window), min_confidence=float(a.min_confidence),
                             low_confidence=str(a.low_confidence),
                             switch_after=int(a.switch_after),
@@ -202,10 +203,15 @@ class SpecialistsTrainer(Trainer):
         specs: dict[str, Any] = {}
         if a.specialist == "qlearning":
             q = QLearningTrainer(**OmegaConf.to_container(a.qlearning))  # type: ignore[arg-type]
+            tails = []
             for fam, faults in families.items():
                 t1 = time.perf_counter()
-                specs[fam], _ = q.fit(cfg, {**kw, "chaos": family_chaos(chaos, faults)})
+                specs[fam], log = q.fit(cfg, {**kw, "chaos": family_chaos(chaos, faults)})
                 self.timings[f"{fam}_s"] = time.perf_counter() - t1
+                tail = log.mean_reward[-max(len(log.mean_reward) // 10, 1):]
+                if tail:
+                    tails.append(float(np.mean(tail)))
+            self.score = float(np.mean(tails)) if tails else float("nan")
         elif a.specialist == "ppo":
             from agents.rllib.multiagent import train_specialists
 
@@ -239,4 +245,5 @@ class SpecialistsTrainer(Trainer):
         print(f"specialists: {', '.join(policy.families)}; the diagnoser read "
               f"{self.timings['diagnoser_rows']} windows; "
               f"{time.perf_counter() - t0:.0f} s")
-        return float("nan")
+        # for sweepers: the specialists' mean training reward (last tenth), Q-learning's score
+        return float(getattr(self, "score", float("nan")))

@@ -48,7 +48,7 @@ class SpecialistsMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         self.env = PipelineHealEnv(**kw)
         self.family_of = {f: fam for fam, faults in families.items() for f in faults}
         self.agents = self.possible_agents = list(families)
-        n = int(self.env.action_space.n)
+        n = int(self.env.action_space.n)  # type: ignore[attr-defined]
         space = masked_space(self.env.observation_space, n)
         self.observation_spaces = dict.fromkeys(self.agents, space)
         self.action_spaces = dict.fromkeys(self.agents, self.env.action_space)
@@ -92,8 +92,8 @@ class SpecialistsMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
         return ({self._acting: self._obs(obs, info)}, rewards, {"__all__": False},
                 {"__all__": False}, {})
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,  # type: ignore[override]
+              options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         self._acting = self._last = None
         self._acted = set()
@@ -102,7 +102,7 @@ class SpecialistsMultiAgentEnv(MultiAgentEnv):  # type: ignore[misc]
             return self.reset(seed=None if seed is None else seed + 1, options=options)
         return out, {}
 
-    def step(self, action_dict: dict[str, Any]) -> tuple[Any, ...]:
+    def step(self, action_dict: dict[str, Any]) -> tuple[Any, ...]:  # type: ignore[override]
         agent = self._acting
         assert agent is not None and agent in action_dict, (agent, list(action_dict))
         obs, r, done, trunc, info = self.env.step(int(action_dict[agent]))

@@ -252,7 +252,8 @@ def _diagnosis_fields(r: dict[str, Any]) -> dict[str, Any]:
     ``specialist``; ``handover``) and the verification of what was executed (None: not
     checked)."""
     ex = r.get("explanation") or {}
-    d = ex.get("diagnosis") if isinstance(ex.get("diagnosis"), dict) else {}
+    raw = ex.get("diagnosis")
+    d: dict[str, Any] = raw if isinstance(raw, dict) else {}
     kinds = {e.get("kind") for e in r.get("events") or [] if isinstance(e, dict)}
     verified = True if "verified" in kinds else False if "not_verified" in kinds else None
     fault, stage = d.get("fault"), d.get("stage")
