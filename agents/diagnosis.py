@@ -134,6 +134,15 @@ def _joint(fault: np.ndarray, stage: np.ndarray) -> np.ndarray:
     return np.char.add(np.char.add(fault.astype(str), "@"), stage.astype(str))
 
 
+def rank_proba(proba: np.ndarray, classes: Sequence[Any], top: int = 3) -> list[Ranked]:
+    """Each row's ``top`` classes ("fault@stage") by probability, as (fault, stage, p)."""
+    out = []
+    for p in proba:
+        idx = np.argsort(-p)[:top]
+        out.append([(*str(classes[i]).split("@", 1), float(p[i])) for i in idx])
+    return out  # type: ignore[return-value]
+
+
 class _Learned:
     name = "learned"
 
@@ -145,13 +154,7 @@ class _Learned:
         return self
 
     def rank_batch(self, X: np.ndarray, top: int = 3) -> list[Ranked]:
-        proba = self.est.predict_proba(np.atleast_2d(X))
-        classes = self.est.classes_
-        out = []
-        for p in proba:
-            idx = np.argsort(-p)[:top]
-            out.append([(*str(classes[i]).split("@", 1), float(p[i])) for i in idx])
-        return out  # type: ignore[return-value]
+        return rank_proba(self.est.predict_proba(np.atleast_2d(X)), self.est.classes_, top)
 
     def diagnose(self, history: np.ndarray) -> Ranked:
         return self.rank_batch(np.asarray(history, dtype=np.float32).reshape(1, -1))[0]

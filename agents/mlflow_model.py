@@ -16,18 +16,11 @@ from mlflow.pyfunc import PythonModel
 
 class QPolicyModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        import json
-        from pathlib import Path
-
-        import healgym  # noqa: F401
         from agents.qlearning import QLearningAgent
-        from healgym.envs.pipeline_heal import PipelineHealEnv
+        from agents.registry import pipeline_model
 
-        path = Path(context.artifacts["policy"])
-        meta = json.loads((path / "policy.json").read_text())
-        kw = dict((meta.get("hydra_config") or {}).get("telemetry") or {})
-        env = PipelineHealEnv(dataset=kw.get("dataset"), stages=meta["stages"])
-        self.agent = QLearningAgent.load(path, env.model)
+        path = context.artifacts["policy"]
+        self.agent = QLearningAgent.load(path, pipeline_model(path))
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         # (no type hints: MLflow would read them as an input schema)

@@ -10,6 +10,7 @@ serving loads ``models:/<name>@champion``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 MODEL_NAME = "healgym-qlearning"
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
@@ -73,3 +74,16 @@ def promote(version: str, name: str = MODEL_NAME, alias: str = "champion") -> No
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def pipeline_model(path: Any) -> Any:
+    """The pipeline a saved policy folder was trained on (its telemetry and stages), to load
+    the policy against."""
+    import json
+
+    import healgym  # noqa: F401
+    from healgym.envs.pipeline_heal import PipelineHealEnv
+
+    meta = json.loads((Path(path) / "policy.json").read_text())
+    kw = dict((meta.get("hydra_config") or {}).get("telemetry") or {})
+    return PipelineHealEnv(dataset=kw.get("dataset"), stages=meta["stages"]).model

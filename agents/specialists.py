@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.diagnosis import FAMILY, HEALTHY, TreeEnsemble
+from agents.diagnosis import FAMILY, HEALTHY, TreeEnsemble, rank_proba
 from agents.policy import Decision, read_versioned_json
 from healgym.errors import ConfigError, HealgymError
 from healgym.sim.faults import BY_NAME, LIBRARY
@@ -285,7 +285,7 @@ class RoutedPolicy:
             rel[fam] = f"specialists/{fam}"
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "env": ENV_VERSION,
                 "stages": list(self.model.stages), "action_names": list(self.model.action_names),
-                "observation": observation_names(self.model),
+                "observation": {"layout": observation_names(self.model)},
                 "families": self.families, "router": asdict(self.router),
                 "specialists": rel, "diagnoser": {"file": "diagnoser.npz",
                                                   "classes": len(self.diagnoser.classes)},
@@ -297,29 +297,15 @@ class RoutedPolicy:
 def load(path: str | Path, model: Any) -> RoutedPolicy:
     """Load a saved composite for the pipeline ``model``; refuses one trained on another
     pipeline (stages, actions, observation layout), as each specialist's loader does."""
+    from agents.rllib.policy import check_compatible  # the exported policies' own check
     from healgym.policy import load_saved_policy
-    from healgym.sim.signals import observation_names
 
     path = Path(path)
     fix = "retrain it with `python experiments/train.py agent=specialists` on this pipeline"
     meta = read_versioned_json(path, "policy.json", FORMAT, FORMAT_VERSION,
                                "a saved router + specialists policy", fix)
-    if meta.get("env") != ENV_VERSION:
-        raise HealgymError(f"{path}: trained on {meta.get('env')!r}, this is {ENV_VERSION!r}; "
-                           f"{fix}")
-    if meta.get("action_names") != list(model.action_names):
-        raise HealgymError(f"{path}: trained for actions {meta.get('action_names')} but this "
-                           f"pipeline's are {list(model.action_names)} (stages "
-                           f"{list(model.stages)}); {fix}")
-    layout = observation_names(model)
-    if meta.get("observation") != layout:
-        theirs = meta.get("observation") or []
-        first = next((i for i, (a, b) in enumerate(zip(theirs, layout, strict=False))
-                      if a != b), min(len(theirs), len(layout)))
-        raise HealgymError(f"{path}: trained on a {len(theirs)}-value observation, this "
-                           f"pipeline's has {len(layout)} (first difference at index {first}: "
-                           f"{theirs[first] if first < len(theirs) else None!r} vs "
-                           f"{layout[first] if first < len(layout) else None!r}); {fix}")
+    check_compatible(meta, model, str(path))
+    layout = meta["observation"]["layout"]
     families = check_families(meta["families"], f"{path}/policy.json: families")
     try:
         diagnoser = TreeEnsemble.load(path / meta["diagnoser"]["file"])
@@ -344,17 +330,7 @@ class EnsembleDiagnoser:
         self.ens = ensemble
 
     def rank_batch(self, X: np.ndarray, top: int = 3) -> list[list[tuple[str, str, float]]]:
-        proba = self.ens.predict_proba(X)
-        out = []
-        for p in proba:
-            idx = np.argsort(-p)[:top]
-            out.append([(*self._split(self.ens.classes[i]), float(p[i])) for i in idx])
-        return out
-
-    @staticmethod
-    def _split(c: str) -> tuple[str, str]:
-        fault, _, stage = c.partition("@")
-        return fault, stage or fault
+        return rank_proba(self.ens.predict_proba(X), self.ens.classes, top)
 
     def diagnose(self, history: np.ndarray) -> list[tuple[str, str, float]]:
         return self.rank_batch(np.asarray(history, dtype=np.float32).reshape(1, -1))[0]

@@ -27,6 +27,7 @@ from agents.specialists import (
 )
 from healgym.errors import ConfigError, HealgymError
 from healgym.sim.faults import LIBRARY
+from tests.serving.common import stand_in  # noqa: F401 (the local HTTP stand-in fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -348,41 +349,24 @@ def test_the_dataset_can_label_healthy_windows():
 
 
 # --------------------------------------------------------------------------- serving
-def test_healgym_serve_runs_the_composite_and_logs_its_diagnosis(tmp_path, capsys):
+def test_healgym_serve_runs_the_composite_and_logs_its_diagnosis(stand_in, tmp_path,  # noqa: F811
+                                                                 capsys):
     """`healgym serve --policy <composite folder>` on scraped metrics: each decision's
     explanation names the diagnosis, its score and the specialist (or why none acted)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from healgym.cli import main
     from healgym.serving.decision_log import DecisionLog
     from healgym.sim.faults import METRICS
 
+    handler, url = stand_in
     m = make_env().unwrapped.model
     body = "\n".join(f'{metric}{{stage="{stage}"}} {m.median[i, j]}'
                      for i, stage in enumerate(m.stages) for j, metric in enumerate(METRICS))
-    body += "\naccuracy 0.95\n"
-
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *a):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        cfg = tmp_path / "serve.yaml"
-        cfg.write_text(f"source: {{kind: scrape, targets: ['http://127.0.0.1:"
-                       f"{server.server_address[1]}/metrics']}}\ninterval_s: 0.1\n"
-                       f"decision_log: sqlite:///{tmp_path / 'd.db'}\n")
-        assert main(["serve", "--policy", str(ROOT / "zoo/specialists/seed0"), "--config",
-                     str(cfg), "--steps", "3"]) == 0
-    finally:
-        server.shutdown()
+    handler.routes[("GET", "/metrics")] = (200, body + "\naccuracy 0.95\n")
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"source: {{kind: scrape, targets: ['{url}/metrics']}}\ninterval_s: 0.1\n"
+                   f"decision_log: sqlite:///{tmp_path / 'd.db'}\n")
+    assert main(["serve", "--policy", str(ROOT / "zoo/specialists/seed0"), "--config",
+                 str(cfg), "--steps", "3"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert len(out) == 3 and all(o["status"] == "proposed" for o in out)
     recs = DecisionLog(f"sqlite:///{tmp_path / 'd.db'}").records()
